@@ -1,0 +1,44 @@
+# Floodgate: the two commands a new user needs are `make run` and `make test`.
+GO      ?= go
+BIN     := bin/sidecar
+CONFIG  ?= examples/config.yaml
+# Tests run with the race detector and in shuffled order.
+TESTFLAGS ?= -race -shuffle=on -timeout 15m
+
+.PHONY: all build run test test-unit e2e bench lint deps tidy clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/sidecar
+
+## run: start the sidecar on the embedded memory backend with the example config
+##      (gRPC on :8081, HTTP on :8080).
+run: build
+	./$(BIN) serve --config $(CONFIG)
+
+## deps: install what the tests need (redis-server) when it is missing.
+deps:
+	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || { \
+		echo "installing redis-server (tests run real Redis on loopback)"; \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@redis-server --version
+
+## test: install test dependencies, vet, and run every test with -race.
+test: deps
+	$(GO) vet ./...
+	$(GO) test $(TESTFLAGS) ./...
+
+## bench: in-process benchmarks (memory backend, matcher, Redis backend).
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./pkg/...
+
+## lint: formatting, vet and a tidy module.
+lint:
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	$(GO) mod tidy -diff
+
+clean:
+	rm -rf bin

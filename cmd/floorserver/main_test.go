@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/floodgate/floodgate/pkg/loadgen"
+)
+
+func TestFloorServerServesAndReports(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	stdoutR, stdoutW := io.Pipe()
+	stderrR, stderrW := io.Pipe()
+	reports := make(chan os.Signal, 1)
+	exit := make(chan int, 1)
+	go func() {
+		code := run(ctx, []string{"--addr", "127.0.0.1:0"}, stdoutW, stderrW, reports)
+		stdoutW.Close()
+		stderrW.Close()
+		exit <- code
+	}()
+
+	// The listening line comes once the listener accepts.
+	errLines := bufio.NewScanner(stderrR)
+	if !errLines.Scan() {
+		t.Fatalf("no listening line: %v", errLines.Err())
+	}
+	var listening struct {
+		Msg  string `json:"msg"`
+		GRPC string `json:"grpc"`
+		PID  int    `json:"pid"`
+	}
+	if err := json.Unmarshal(errLines.Bytes(), &listening); err != nil || listening.Msg != "listening" || listening.PID != os.Getpid() {
+		t.Fatalf("listening line %q (%v)", errLines.Text(), err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, stderrR) }()
+
+	o := loadgen.DefaultOptions()
+	o.Addr, o.Domain = listening.GRPC, "api"
+	o.Descriptors = []loadgen.Descriptor{{{Key: "k", Value: "v{n}"}}}
+	o.Keys, o.Concurrency, o.Connections, o.Duration, o.Requests = 10, 4, 2, 0, 200
+	res, err := loadgen.Run(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 200 || res.ErrorsTotal != 0 {
+		t.Fatalf("ok %d errors %v, want 200 OK", res.OK, res.Errors)
+	}
+
+	outLines := bufio.NewScanner(stdoutR)
+	readReport := func() cpuReport {
+		t.Helper()
+		if !outLines.Scan() {
+			t.Fatalf("no report line: %v", outLines.Err())
+		}
+		var r cpuReport
+		if err := json.Unmarshal(outLines.Bytes(), &r); err != nil {
+			t.Fatalf("report %q: %v", outLines.Text(), err)
+		}
+		return r
+	}
+	reports <- os.Interrupt // any value asks for a report
+	mid := readReport()
+	cancel()
+	final := readReport()
+	if code := <-exit; code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	for _, r := range []cpuReport{mid, final} {
+		if r.Msg != "cpu" || r.Served != 200 || r.UserMicros+r.SystemMicros <= 0 || r.MicrosPerRequest <= 0 {
+			t.Errorf("report %+v, want msg cpu, 200 served and CPU time spent", r)
+		}
+	}
+	if final.UserMicros+final.SystemMicros < mid.UserMicros+mid.SystemMicros {
+		t.Errorf("CPU time went backwards: %+v then %+v", mid, final)
+	}
+}
+
+func TestFloorServerBadArgs(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args    []string
+		want    int
+		wantErr string
+	}{
+		{args: []string{"--nope"}, want: 2, wantErr: "-nope"},
+		{args: []string{"extra"}, want: 2, wantErr: `unexpected argument "extra"`},
+		{args: []string{"--addr", "256.0.0.1:0"}, want: 1, wantErr: "--addr 256.0.0.1:0"},
+	}
+	for _, tc := range tests {
+		var stdout, stderr strings.Builder
+		if got := run(t.Context(), tc.args, &stdout, &stderr, nil); got != tc.want || !strings.Contains(stderr.String(), tc.wantErr) {
+			t.Errorf("run(%q) = %d, stderr %q; want %d and %q", tc.args, got, stderr.String(), tc.want, tc.wantErr)
+		}
+	}
+}

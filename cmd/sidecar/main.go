@@ -1,0 +1,79 @@
+// Command sidecar is Floodgate: Envoy's rate-limit service as a sidecar.
+//
+//	sidecar [serve] [flags]       serve the rate-limit API (the default)
+//	sidecar validate --config P   check a config file or directory
+//	sidecar check --addr A ...    ask a running server once
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/floodgate/floodgate/pkg/sidecar"
+)
+
+// Exit codes of the subcommands.
+const (
+	exitOK        = 0
+	exitError     = 1
+	exitUsage     = 2
+	exitOverLimit = 3
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// run dispatches to a subcommand and returns the process's exit code.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, getenv, stderr)
+	case "validate":
+		return validate(args, stdout, stderr)
+	case "check":
+		return check(ctx, args, stdout, stderr)
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "sidecar: unknown command %q\n%s", cmd, usage)
+	return exitUsage
+}
+
+const usage = `usage:
+  sidecar [serve] [flags]                 serve Envoy's rate-limit API (sidecar serve -h lists the flags)
+  sidecar validate --config PATH          check a config file or directory
+  sidecar check --addr HOST:PORT --domain D --descriptor k=v[,k=v...] [--descriptor ...] [--hits N] [--json]
+`
+
+func serve(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
+	s, err := sidecar.ParseSettings(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sidecar: %v\n", err)
+		return exitUsage
+	}
+	level, _ := sidecar.ParseLogLevel(s.LogLevel)
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := sidecar.New(s, log).Run(ctx); err != nil {
+		log.Error("sidecar failed", "err", err.Error())
+		return exitError
+	}
+	return exitOK
+}

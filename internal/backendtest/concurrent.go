@@ -1,0 +1,149 @@
+package backendtest
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/floodgate/floodgate/pkg/quota"
+	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
+)
+
+const (
+	// racersPerInstance goroutines race through each of the two instances.
+	racersPerInstance = 64
+	// attemptsPerRacer is how many batches each goroutine sends: 2×64×8 =
+	// 1024 attempts, well over the limits below.
+	attemptsPerRacer = 8
+	raceLimit        = 500
+	racePairLimit    = 300
+)
+
+// raceLimits are the limits of the races, one per algorithm. The clock stays
+// frozen during a race, so no window rolls and no token refills: exactly the
+// limit's capacity can be admitted.
+func raceLimits(requests uint64) []quota.Limit {
+	return []quota.Limit{
+		fixed(requests, time.Hour),
+		sliding(requests, time.Hour),
+		bucket(requests, time.Hour, 0),
+	}
+}
+
+// RunConcurrent races goroutines through two backend instances that share one
+// store (built by newShared; for an in-process store both may be the same
+// value), for each algorithm:
+//
+//   - one key, limit 500: 64 goroutines per instance send 8 single hits
+//     each; exactly 500 must be admitted, and a check afterwards must find
+//     none left.
+//   - two keys, limits 300 and 500: the goroutines send both in one batch
+//     (half of them in reverse order, to provoke lock-order deadlocks), and
+//     every other attempt a single hit on the second key too. Batches are
+//     all-or-nothing, so afterwards the first key has 300 - pairs left and
+//     the second exactly none (its 1536 attempts exceed 500).
+func RunConcurrent(t *testing.T, newShared func(t *testing.T, clock *Clock) (a, b ratelimitsvc.Limiter)) {
+	t.Helper()
+	for _, l := range raceLimits(raceLimit) {
+		t.Run(l.Algorithm.String()+"/one key", func(t *testing.T) {
+			clock := NewClock(Base)
+			a, b := newShared(t, clock)
+			h := hit("race-one", l, 1)
+			var admitted atomic.Int64
+			race(t, a, b, func(lim ratelimitsvc.Limiter, g, i int) {
+				out := make([]quota.Decision, 1)
+				if err := lim.Take(context.Background(), []quota.Hit{h}, out); err != nil {
+					t.Errorf("Take: %v", err)
+					return
+				}
+				if out[0].Fits {
+					admitted.Add(1)
+				}
+			})
+			if got := admitted.Load(); got != raceLimit {
+				t.Errorf("admitted %d hits, want exactly %d", got, raceLimit)
+			}
+			if left := check(t, a, h); left != 0 {
+				t.Errorf("after the race a check finds %d left, want 0", left)
+			}
+		})
+	}
+	pairLimits := raceLimits(racePairLimit)
+	for i, lb := range raceLimits(raceLimit) {
+		la := pairLimits[i]
+		t.Run(la.Algorithm.String()+"/two keys all or nothing", func(t *testing.T) {
+			clock := NewClock(Base)
+			a, b := newShared(t, clock)
+			ha, hb := hit("race-pair/a", la, 1), hit("race-pair/b", lb, 1)
+			var pairs, singles atomic.Int64
+			race(t, a, b, func(lim ratelimitsvc.Limiter, g, i int) {
+				batch := []quota.Hit{ha, hb}
+				if g%2 == 1 {
+					batch = []quota.Hit{hb, ha}
+				}
+				out := make([]quota.Decision, 2)
+				if err := lim.Take(context.Background(), batch, out); err != nil {
+					t.Errorf("Take: %v", err)
+					return
+				}
+				if out[0].Fits && out[1].Fits {
+					pairs.Add(1)
+				}
+				if i%2 == 0 {
+					if err := lim.Take(context.Background(), []quota.Hit{hb}, out[:1]); err != nil {
+						t.Errorf("Take: %v", err)
+						return
+					}
+					if out[0].Fits {
+						singles.Add(1)
+					}
+				}
+			})
+			p, s := pairs.Load(), singles.Load()
+			if p+s != raceLimit {
+				t.Errorf("admitted %d pairs + %d singles on the second key, want %d in all", p, s, raceLimit)
+			}
+			if left, want := check(t, b, ha), uint64(racePairLimit-p); left != want {
+				t.Errorf("first key has %d left after %d admitted pairs, want %d", left, p, want)
+			}
+			if left := check(t, a, hb); left != 0 {
+				t.Errorf("second key has %d left after %d pairs + %d singles, want 0", left, p, s)
+			}
+		})
+	}
+}
+
+// race runs attemptsPerRacer calls of do in each of racersPerInstance
+// goroutines per instance, released together.
+func race(t *testing.T, a, b ratelimitsvc.Limiter, do func(lim ratelimitsvc.Limiter, g, i int)) {
+	t.Helper()
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 2 * racersPerInstance {
+		lim := a
+		if g >= racersPerInstance {
+			lim = b
+		}
+		wg.Go(func() {
+			<-start
+			for i := range attemptsPerRacer {
+				do(lim, g, i)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+}
+
+// check returns the Remaining of a check-only (N=0) hit on h's key.
+func check(t *testing.T, lim ratelimitsvc.Limiter, h quota.Hit) uint64 {
+	t.Helper()
+	h.N = 0
+	out := make([]quota.Decision, 1)
+	if err := lim.Take(context.Background(), []quota.Hit{h}, out); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	return out[0].Remaining
+}

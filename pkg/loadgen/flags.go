@@ -1,0 +1,74 @@
+package loadgen
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+)
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, " ") }
+func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
+
+// ParseArgs parses the loadgen command line (without the program name)
+// into Options and whether to print JSON. Usage and flag-package errors go
+// to usage; -h gives flag.ErrHelp. Every other error names its flag.
+func ParseArgs(args []string, usage io.Writer) (o Options, jsonOut bool, err error) {
+	o = DefaultOptions()
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	var (
+		descs    stringList
+		hits     uint64
+		requests uint64
+	)
+	fs.StringVar(&o.Addr, "addr", o.Addr, "RLS server `host:port`")
+	fs.StringVar(&o.Domain, "domain", "", "rate-limit domain (required)")
+	fs.Var(&descs, "descriptor", "descriptor `k=v[,k=v...]`, repeatable, in request order; {n} in a key or value is replaced by a key index drawn per request")
+	fs.IntVar(&o.Keys, "keys", o.Keys, "key cardinality: {n} takes values 0..keys-1")
+	fs.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "requests in flight")
+	fs.IntVar(&o.Connections, "connections", o.Connections, "gRPC client connections, used round robin")
+	fs.DurationVar(&o.Duration, "duration", o.Duration, "run length (no request starts after it); with --requests, whichever comes first")
+	fs.Uint64Var(&requests, "requests", 0, "stop after this many requests (without --duration: no time limit)")
+	fs.Uint64Var(&hits, "hits", 0, "hits_addend of each request (0: unset, the server counts 1)")
+	fs.Float64Var(&o.Rate, "rate", 0, "target requests per second (0: as fast as possible)")
+	fs.DurationVar(&o.Warmup, "warmup", 0, "unmeasured run before the measurement")
+	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "per-request timeout, and the time allowed to connect")
+	fs.IntVar(&o.PID, "pid", 0, "`PID` of the server, to report its CPU µs per decision from /proc/PID/stat")
+	fs.Uint64Var(&o.Seed, "seed", 0, "seed of the key draws (0: random)")
+	fs.BoolVar(&jsonOut, "json", false, "print the result as one JSON object")
+	if err := fs.Parse(args); err != nil {
+		return Options{}, false, err
+	}
+	if fs.NArg() > 0 {
+		return Options{}, false, fmt.Errorf("unexpected argument %q: every setting is a flag", fs.Arg(0))
+	}
+	durationSet := false
+	fs.Visit(func(f *flag.Flag) { durationSet = durationSet || f.Name == "duration" })
+	o.Requests = requests
+	if requests > 0 && !durationSet {
+		// --requests alone means "exactly N": the default duration must
+		// not cut it short. Each request still has --timeout, so the run
+		// ends regardless.
+		o.Duration = 0
+	}
+	if hits > math.MaxUint32 {
+		return Options{}, false, fmt.Errorf("--hits %d: at most %d", hits, uint64(math.MaxUint32))
+	}
+	o.Hits = uint32(hits)
+	for _, s := range descs {
+		d, err := ParseDescriptor(s)
+		if err != nil {
+			return Options{}, false, err
+		}
+		o.Descriptors = append(o.Descriptors, d)
+	}
+	if err := o.Validate(); err != nil {
+		return Options{}, false, err
+	}
+	return o, jsonOut, nil
+}

@@ -1,0 +1,298 @@
+// Package quota holds the value types shared by the rate-limit service and its
+// counter backends, and the reference arithmetic of the three algorithms.
+//
+// The in-memory backend runs Evaluate directly; the Redis backend runs Lua
+// scripts that implement the same formulas line for line (pkg/lua). A
+// scenario table runs against both and must give the same answers.
+//
+// Time is counted in whole microseconds since the Unix epoch, because that is
+// what Redis's TIME gives inside a script; float64 holds such values exactly
+// (they stay below 2^53 until the year 2255).
+package quota
+
+import (
+	"math"
+	"time"
+)
+
+// Algorithm selects how a limit counts.
+type Algorithm uint8
+
+const (
+	// SlidingWindow is the sliding-window counter: the previous fixed window's
+	// count weighted by how much of it still overlaps the sliding window, plus
+	// the current window's count. The default.
+	SlidingWindow Algorithm = iota
+	// FixedWindow counts per window aligned to the Unix epoch, as
+	// envoyproxy/ratelimit does.
+	FixedWindow
+	// TokenBucket refills Requests tokens per Unit up to Burst; fractional
+	// tokens are kept.
+	TokenBucket
+)
+
+// String returns the config name of the algorithm.
+func (a Algorithm) String() string {
+	switch a {
+	case SlidingWindow:
+		return "sliding_window"
+	case FixedWindow:
+		return "fixed_window"
+	case TokenBucket:
+		return "token_bucket"
+	}
+	return "unknown"
+}
+
+// ParseAlgorithm maps a config name to an Algorithm.
+func ParseAlgorithm(s string) (Algorithm, bool) {
+	switch s {
+	case "sliding_window":
+		return SlidingWindow, true
+	case "fixed_window":
+		return FixedWindow, true
+	case "token_bucket":
+		return TokenBucket, true
+	}
+	return 0, false
+}
+
+// Limit is one configured (or Envoy-overridden) limit.
+type Limit struct {
+	Algorithm Algorithm
+	// Requests is the number of hits allowed per Unit (the refill rate of a
+	// token bucket). 0 rejects every hit.
+	Requests uint64
+	// Unit is the window length (or refill period); a whole number of seconds.
+	Unit time.Duration
+	// Burst is the token bucket's capacity; 0 means Requests. Ignored by the
+	// window algorithms.
+	Burst uint64
+}
+
+// Capacity is the most hits the limit can admit at once.
+func (l Limit) Capacity() uint64 {
+	if l.Algorithm == TokenBucket && l.Burst > 0 {
+		return l.Burst
+	}
+	return l.Requests
+}
+
+// Hit asks to take N hits from the counter named Key under Limit.
+type Hit struct {
+	// Key names the counter. It is unique per domain, descriptor entries
+	// (after share_threshold folding), algorithm and unit, and may hold any
+	// byte. Backends may prefix or hash it but must keep distinct keys apart.
+	Key string
+	// TagLen is the length of the prefix of Key (domain and first entry) that
+	// a clustered backend uses to place counters: hits whose keys share that
+	// prefix may be decided together on one node.
+	TagLen int
+	Limit  Limit
+	// N is the number of hits to take; 0 checks without taking.
+	N uint64
+	// Shadow marks a limit in shadow mode: it is reported but never causes
+	// the request to be rejected.
+	Shadow bool
+}
+
+// Decision is a backend's answer for one Hit.
+type Decision struct {
+	// Fits reports whether this limit alone had room for the hit's N.
+	Fits bool
+	// Remaining is the number of hits left after this decision (0 when the
+	// hit did not fit).
+	Remaining uint64
+	// ResetAfter is, when Fits, the time until the current window ends (window
+	// algorithms) or until the bucket is full again (token bucket); when not,
+	// the time until a hit of this size would be admitted.
+	ResetAfter time.Duration
+}
+
+// Rejects reports whether a batch whose decisions are ds is rejected: some
+// limit that is not in shadow mode lacks room. A rejected batch takes nothing
+// from any of its limits (all-or-nothing).
+func Rejects(hits []Hit, ds []Decision) bool {
+	for i := range ds {
+		if !ds[i].Fits && !hits[i].Shadow {
+			return true
+		}
+	}
+	return false
+}
+
+// State is the stored state of one counter. The meaning of the fields depends
+// on the algorithm:
+//
+//	fixed_window:   Window = window start (µs), Cur = hits in it
+//	sliding_window: Window = current window start (µs), Cur = hits in it,
+//	                Prev = hits in the window before it
+//	token_bucket:   Window = time of the last update (µs), Tokens = tokens then
+//
+// The zero State is a counter that has never been hit.
+type State struct {
+	Window int64
+	Cur    uint64
+	Prev   uint64
+	Tokens float64
+	// Set is false for a counter that does not exist yet.
+	Set bool
+}
+
+// epsilon absorbs float rounding in the sliding-window estimate and in
+// fractional tokens, so that exact arithmetic on paper (3 × 1/3 = 1) never
+// rejects a hit.
+const epsilon = 1e-9
+
+// Micros converts a time to whole microseconds since the Unix epoch.
+func Micros(t time.Time) int64 { return t.UnixMicro() }
+
+// Evaluate decides hits from limit l at time now (µs since the epoch) given
+// the counter's state s. It returns the decision and the state the counter
+// has if the hits are taken (next is only meaningful when d.Fits). TTL is
+// how long the counter must outlive now after being written with next: past
+// it, a fresh counter behaves the same as the stored one would.
+func Evaluate(l Limit, s State, now int64, hits uint64) (d Decision, next State, ttl time.Duration) {
+	unit := l.Unit.Microseconds()
+	if unit <= 0 {
+		unit = 1_000_000
+	}
+	switch l.Algorithm {
+	case FixedWindow:
+		return fixedWindow(l, s, now, unit, hits)
+	case TokenBucket:
+		return tokenBucket(l, s, now, unit, hits)
+	default:
+		return slidingWindow(l, s, now, unit, hits)
+	}
+}
+
+func micros(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
+
+func fixedWindow(l Limit, s State, now, unit int64, hits uint64) (Decision, State, time.Duration) {
+	start := now - now%unit
+	var count uint64
+	if s.Set && s.Window == start {
+		count = s.Cur
+	}
+	end := start + unit
+	next := State{Window: start, Cur: count + hits, Set: true}
+	d := Decision{ResetAfter: micros(end - now)}
+	// Written so that a huge hits cannot wrap count+hits around.
+	if hits <= l.Requests && count <= l.Requests-hits {
+		d.Fits = true
+		d.Remaining = l.Requests - count - hits
+	}
+	return d, next, micros(end - now)
+}
+
+func slidingWindow(l Limit, s State, now, unit int64, hits uint64) (Decision, State, time.Duration) {
+	start := now - now%unit
+	var cur, prev uint64
+	if s.Set {
+		switch s.Window {
+		case start:
+			cur, prev = s.Cur, s.Prev
+		case start - unit:
+			prev = s.Cur
+		}
+	}
+	elapsed := now - start
+	end := start + unit
+	limit := float64(l.Requests)
+	// The share of the previous window still inside the sliding window.
+	weight := float64(unit-elapsed) / float64(unit)
+	estimate := float64(prev)*weight + float64(cur)
+	next := State{Window: start, Cur: cur + hits, Prev: prev, Set: true}
+	// The counter must hold Cur through the next window, where it is Prev.
+	ttl := micros(end + unit - now)
+	after := estimate + float64(hits)
+	if after <= limit+epsilon {
+		left := math.Floor(limit - after + epsilon)
+		if left < 0 {
+			left = 0
+		}
+		return Decision{Fits: true, Remaining: uint64(left), ResetAfter: micros(end - now)}, next, ttl
+	}
+	return Decision{ResetAfter: micros(slidingWait(l.Requests, cur, prev, hits, now, start, unit))}, next, ttl
+}
+
+// slidingWait is the time from now until a hit of size hits would fit a
+// sliding window whose current window started at start and holds cur, with
+// prev in the window before.
+func slidingWait(limit, cur, prev, hits uint64, now, start, unit int64) int64 {
+	end := start + unit
+	if hits > limit {
+		// Never fits; answer with the time until both windows have passed,
+		// after which the counter is empty.
+		return end + unit - now
+	}
+	room := float64(limit - hits) // what the estimate may be
+	if cur <= limit-hits && prev > 0 {
+		// Within this window the previous window's weight falls until
+		// prev*(unit-e)/unit + cur <= room.
+		e := float64(unit) - (room-float64(cur))*float64(unit)/float64(prev)
+		at := start + int64(math.Ceil(e))
+		if at > now && at <= end {
+			return at - now
+		}
+	}
+	// In the next window, this window's cur becomes prev and its weight falls
+	// from 1: cur*(unit-e)/unit <= room.
+	if cur == 0 || float64(cur) <= room {
+		return end - now
+	}
+	e := float64(unit) - room*float64(unit)/float64(cur)
+	return end + int64(math.Ceil(e)) - now
+}
+
+func tokenBucket(l Limit, s State, now, unit int64, hits uint64) (Decision, State, time.Duration) {
+	capacity := float64(l.Capacity())
+	// Refill rate in tokens per microsecond.
+	rate := float64(l.Requests) / float64(unit)
+	tokens := capacity
+	if s.Set {
+		tokens = s.Tokens
+		if elapsed := now - s.Window; elapsed > 0 {
+			tokens += float64(elapsed) * rate
+		}
+		if tokens > capacity {
+			tokens = capacity
+		}
+	}
+	need := float64(hits)
+	next := State{Window: now, Tokens: tokens, Set: true}
+	if l.Requests == 0 {
+		// Nothing ever refills: report one unit, as the window algorithms
+		// do. A check (hits 0) takes nothing, so it fits, with nothing left,
+		// as it does under the window algorithms.
+		return Decision{Fits: hits == 0, ResetAfter: micros(unit)}, next, micros(unit)
+	}
+	if tokens+epsilon >= need {
+		left := tokens - need
+		if left < 0 {
+			left = 0
+		}
+		untilFull := refillMicros(capacity-left, l.Requests, unit)
+		next.Tokens = left
+		rem := math.Floor(left + epsilon)
+		return Decision{Fits: true, Remaining: uint64(rem), ResetAfter: micros(untilFull)}, next, micros(untilFull) + time.Second
+	}
+	untilFull := refillMicros(capacity-tokens, l.Requests, unit)
+	if need > capacity {
+		// Never fits, however long one waits: report one unit, as for a
+		// limit of 0, rather than a wait after which it still fails.
+		return Decision{ResetAfter: micros(unit)}, next, micros(untilFull) + time.Second
+	}
+	wait := refillMicros(need-tokens, l.Requests, unit)
+	return Decision{ResetAfter: micros(wait)}, next, micros(untilFull) + time.Second
+}
+
+// refillMicros is the time, in whole microseconds rounded up, that refills
+// tokens at requests per unit. It multiplies by unit before dividing by
+// requests, instead of dividing by the rounded rate, so that a time that is a
+// whole number of microseconds on paper is not rounded up by one (1 token at
+// 1 per 7 s takes 7_000_000 µs, where tokens/rate gives 7_000_000.000000001).
+func refillMicros(tokens float64, requests uint64, unit int64) int64 {
+	return int64(math.Ceil(tokens * float64(unit) / float64(requests)))
+}

@@ -1,0 +1,78 @@
+package ratelimitsvc
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the service's Prometheus collectors. Per-rule counters are
+// resolved once per config load, so a decision only adds to atomics.
+type Metrics struct {
+	totalHits     *prometheus.CounterVec
+	overLimit     *prometheus.CounterVec
+	nearLimit     *prometheus.CounterVec
+	withinLimit   *prometheus.CounterVec
+	shadowMode    *prometheus.CounterVec
+	latency       prometheus.Histogram
+	backendErrs   prometheus.Counter
+	failOpen      prometheus.Counter
+	invalid       prometheus.Counter
+	unknownDomain prometheus.Counter
+}
+
+// NewMetrics creates the collectors and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	labels := []string{"domain", "rule"}
+	counter := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "floodgate", Subsystem: "ratelimit", Name: name, Help: help,
+		}, labels)
+	}
+	m := &Metrics{
+		totalHits:   counter("total_hits", "Hits asked of each rule (the sum of hits_addend)."),
+		overLimit:   counter("over_limit", "Hits rejected because the rule was over its limit."),
+		nearLimit:   counter("near_limit", "Hits admitted while the rule was above 80% of its limit."),
+		withinLimit: counter("within_limit", "Hits admitted within the rule's limit."),
+		shadowMode:  counter("shadow_mode", "Hits over a shadow-mode rule's limit that were admitted anyway."),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "floodgate", Subsystem: "ratelimit", Name: "decision_seconds",
+			Help:    "Time to answer one ShouldRateLimit call, backend included.",
+			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3},
+		}),
+		backendErrs: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "floodgate", Subsystem: "ratelimit", Name: "backend_errors_total",
+			Help: "Calls whose backend failed to decide.",
+		}),
+		failOpen: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "floodgate", Subsystem: "ratelimit", Name: "fail_open_total",
+			Help: "Calls answered OK because the backend failed and --fail-open is set.",
+		}),
+		invalid: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "floodgate", Subsystem: "ratelimit", Name: "invalid_requests_total",
+			Help: "Calls rejected with INVALID_ARGUMENT.",
+		}),
+		unknownDomain: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "floodgate", Subsystem: "ratelimit", Name: "unknown_domain_total",
+			Help: "Calls for a domain that no config file defines (answered OK).",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.totalHits, m.overLimit, m.nearLimit, m.withinLimit, m.shadowMode,
+			m.latency, m.backendErrs, m.failOpen, m.invalid, m.unknownDomain)
+	}
+	return m
+}
+
+// ruleCounters are one rule's counters, resolved at config load.
+type ruleCounters struct {
+	total, over, near, within, shadow prometheus.Counter
+}
+
+func (m *Metrics) forRule(domain, rule string) ruleCounters {
+	return ruleCounters{
+		total:  m.totalHits.WithLabelValues(domain, rule),
+		over:   m.overLimit.WithLabelValues(domain, rule),
+		near:   m.nearLimit.WithLabelValues(domain, rule),
+		within: m.withinLimit.WithLabelValues(domain, rule),
+		shadow: m.shadowMode.WithLabelValues(domain, rule),
+	}
+}

@@ -1,0 +1,447 @@
+package ratelimitsvc_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/floodgate/floodgate/internal/backendtest"
+	"github.com/floodgate/floodgate/pkg/descriptors"
+	"github.com/floodgate/floodgate/pkg/memstore"
+	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
+)
+
+const testConfig = `
+domain: api
+descriptors:
+  - key: remote_address
+    rate_limit: {unit: minute, requests_per_unit: 3}
+  - key: api_key
+    value: gold
+    rate_limit: {unit: second, requests_per_unit: 10, algorithm: token_bucket, burst: 20, name: gold}
+  - key: plan
+    rate_limit: {unit: hour, requests_per_unit: 5, algorithm: fixed_window, name: plan}
+  - key: path
+    value: /search*
+    shadow_mode: true
+    rate_limit: {unit: minute, requests_per_unit: 1, name: search}
+  - key: blocked
+    rate_limit: {unit: second, requests_per_unit: 0}
+  - key: internal
+    rate_limit: {unlimited: true}
+  - key: tenant
+    descriptors:
+      - key: user
+        rate_limit: {unit: minute, requests_per_unit: 2, name: tenant-user}
+  - key: old
+    rate_limit: {unit: minute, requests_per_unit: 1, name: old-limit}
+  - key: new
+    rate_limit: {unit: minute, requests_per_unit: 100, name: new-limit, replaces: [{name: old-limit}]}
+`
+
+// start is a fixed instant on a minute boundary (and an hour boundary).
+var start = time.Unix(1_700_000_000-1_700_000_000%3600, 0)
+
+type fixture struct {
+	svc   *ratelimitsvc.Service
+	clock *backendtest.Clock
+}
+
+func newFixture(t testing.TB, opts ratelimitsvc.Options) *fixture {
+	t.Helper()
+	cfg, err := descriptors.Parse("test.yaml", []byte(testConfig), descriptors.Options{})
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	clock := backendtest.NewClock(start)
+	store, err := memstore.New(memstore.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Limiter = store
+	svc := ratelimitsvc.New(opts)
+	svc.SetConfig(cfg)
+	return &fixture{svc: svc, clock: clock}
+}
+
+// desc builds a descriptor from k=v pairs.
+func desc(kv ...string) *rlv3.RateLimitDescriptor {
+	d := &rlv3.RateLimitDescriptor{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		d.Entries = append(d.Entries, &rlv3.RateLimitDescriptor_Entry{Key: kv[i], Value: kv[i+1]})
+	}
+	return d
+}
+
+func (f *fixture) ask(t testing.TB, domain string, ds ...*rlv3.RateLimitDescriptor) *rlsv3.RateLimitResponse {
+	t.Helper()
+	resp, err := f.svc.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: domain, Descriptors: ds})
+	if err != nil {
+		t.Fatalf("ShouldRateLimit: %v", err)
+	}
+	return resp
+}
+
+func header(resp *rlsv3.RateLimitResponse, key string) (string, bool) {
+	for _, h := range resp.ResponseHeadersToAdd {
+		if h.Key == key {
+			return h.Value, true
+		}
+	}
+	return "", false
+}
+
+func TestLimitTripsWithRemainingAndHeaders(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ratelimitsvc.Options{})
+	ip := desc("remote_address", "10.0.0.1")
+	for i := 0; i < 3; i++ {
+		resp := f.ask(t, "api", ip)
+		st := resp.Statuses[0]
+		if resp.OverallCode != rlsv3.RateLimitResponse_OK || st.Code != rlsv3.RateLimitResponse_OK {
+			t.Fatalf("hit %d: got %v, want OK", i+1, resp.OverallCode)
+		}
+		if got, want := st.LimitRemaining, uint32(2-i); got != want {
+			t.Errorf("hit %d: remaining %d, want %d", i+1, got, want)
+		}
+		if got := st.CurrentLimit.GetRequestsPerUnit(); got != 3 || st.CurrentLimit.Unit != rlsv3.RateLimitResponse_RateLimit_MINUTE {
+			t.Errorf("current_limit %v, want 3/MINUTE", st.CurrentLimit)
+		}
+		if got, want := st.DurationUntilReset.AsDuration(), time.Minute; got != want {
+			t.Errorf("duration_until_reset %v, want %v", got, want)
+		}
+		if _, ok := header(resp, "Retry-After"); ok {
+			t.Errorf("Retry-After on an OK answer")
+		}
+	}
+	f.clock.Advance(15 * time.Second)
+	resp := f.ask(t, "api", ip)
+	if resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT || resp.Statuses[0].Code != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("4th hit: %v, want OVER_LIMIT", resp.OverallCode)
+	}
+	if got := resp.Statuses[0].LimitRemaining; got != 0 {
+		t.Errorf("remaining %d, want 0", got)
+	}
+	// Sliding window with 3 hits in the current window: they only stop
+	// counting once the next window has passed far enough that 3*weight+1 <= 3,
+	// i.e. 1/3 into the next window: 45s + 20s from now.
+	if got, want := resp.Statuses[0].DurationUntilReset.AsDuration(), 65*time.Second; got != want {
+		t.Errorf("over-limit duration_until_reset %v, want %v", got, want)
+	}
+	wantHeaders := map[string]string{
+		"RateLimit-Policy": `"remote_address";q=3;w=60`,
+		"RateLimit":        `"remote_address";r=0;t=65`,
+		"Retry-After":      "65",
+	}
+	for k, want := range wantHeaders {
+		if got, _ := header(resp, k); got != want {
+			t.Errorf("header %s = %q, want %q", k, got, want)
+		}
+	}
+}
+
+func TestStatusesInOrderAndUnmatched(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ratelimitsvc.Options{})
+	resp := f.ask(t, "api",
+		desc("nothing", "here"),
+		desc("plan", "free"),
+		desc("internal", "x"),
+		desc("api_key", "silver"), // api_key has only a value rule: no limit
+		desc("tenant", "acme", "user", "bob"),
+		desc("tenant", "acme"), // the limit is only at depth 2
+	)
+	if len(resp.Statuses) != 6 {
+		t.Fatalf("%d statuses, want 6", len(resp.Statuses))
+	}
+	wantLimit := []uint32{0, 5, 0, 0, 2, 0}
+	for i, st := range resp.Statuses {
+		if st.Code != rlsv3.RateLimitResponse_OK {
+			t.Errorf("status %d: %v, want OK", i, st.Code)
+		}
+		if got := st.GetCurrentLimit().GetRequestsPerUnit(); got != wantLimit[i] {
+			t.Errorf("status %d: limit %d, want %d", i, got, wantLimit[i])
+		}
+		if wantLimit[i] == 0 && st.CurrentLimit != nil {
+			t.Errorf("status %d: current_limit %v, want none", i, st.CurrentLimit)
+		}
+	}
+	if got := resp.Statuses[1].CurrentLimit.Name; got != "plan" {
+		t.Errorf("name %q, want plan", got)
+	}
+}
+
+func TestUnknownDomainIsOK(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ratelimitsvc.Options{})
+	d := desc("blocked", "x")
+	d.Limit = &rlv3.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 0, Unit: typev3.RateLimitUnit_SECOND}
+	resp := f.ask(t, "nope", d)
+	if resp.OverallCode != rlsv3.RateLimitResponse_OK || resp.Statuses[0].CurrentLimit != nil {
+		t.Fatalf("unknown domain: %v", resp)
+	}
+}
+
+func TestAllOrNothing(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ratelimitsvc.Options{})
+	plan := desc("plan", "pro")
+	// Exhaust the tenant/user limit (2/minute).
+	tu := desc("tenant", "t", "user", "u")
+	f.ask(t, "api", tu)
+	f.ask(t, "api", tu)
+	// Now a request over tenant/user must not take from plan.
+	for i := 0; i < 3; i++ {
+		resp := f.ask(t, "api", plan, tu)
+		if resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+			t.Fatalf("want OVER_LIMIT")
+		}
+		if resp.Statuses[0].Code != rlsv3.RateLimitResponse_OK {
+			t.Errorf("plan status %v, want OK (it had room)", resp.Statuses[0].Code)
+		}
+		if got := resp.Statuses[0].LimitRemaining; got != 5 {
+			t.Errorf("plan remaining %d, want 5 (nothing consumed)", got)
+		}
+	}
+	resp := f.ask(t, "api", plan)
+	if got := resp.Statuses[0].LimitRemaining; got != 4 {
+		t.Errorf("plan remaining after one admitted hit %d, want 4", got)
+	}
+}
+
+func TestHitsAddend(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ratelimitsvc.Options{})
+	ctx := context.Background()
+	ask := func(req *rlsv3.RateLimitRequest) *rlsv3.RateLimitResponse {
+		t.Helper()
+		req.Domain = "api"
+		resp, err := f.svc.ShouldRateLimit(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	// Request-level hits_addend 3 takes 3 of plan's 5.
+	resp := ask(&rlsv3.RateLimitRequest{Descriptors: []*rlv3.RateLimitDescriptor{desc("plan", "a")}, HitsAddend: 3})
+	if got := resp.Statuses[0].LimitRemaining; got != 2 {
+		t.Fatalf("remaining %d, want 2", got)
+	}
+	// A descriptor-level 0 checks without counting, overriding the request's 3.
+	d := desc("plan", "a")
+	d.HitsAddend = wrapperspb.UInt64(0)
+	resp = ask(&rlsv3.RateLimitRequest{Descriptors: []*rlv3.RateLimitDescriptor{d}, HitsAddend: 3})
+	if resp.OverallCode != rlsv3.RateLimitResponse_OK || resp.Statuses[0].LimitRemaining != 2 {
+		t.Fatalf("check-only: %v remaining %d, want OK 2", resp.OverallCode, resp.Statuses[0].LimitRemaining)
+	}
+	// A descriptor-level 2 overrides the request's 3: fits exactly.
+	d.HitsAddend = wrapperspb.UInt64(2)
+	resp = ask(&rlsv3.RateLimitRequest{Descriptors: []*rlv3.RateLimitDescriptor{d}, HitsAddend: 3})
+	if resp.OverallCode != rlsv3.RateLimitResponse_OK || resp.Statuses[0].LimitRemaining != 0 {
+		t.Fatalf("addend 2: %v remaining %d, want OK 0", resp.OverallCode, resp.Statuses[0].LimitRemaining)
+	}
+	// hits_addend 0 on the request counts as 1.
+	resp = ask(&rlsv3.RateLimitRequest{Descriptors: []*rlv3.RateLimitDescriptor{desc("plan", "a")}})
+	if resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("6th hit: %v, want OVER_LIMIT", resp.OverallCode)
+	}
+}
+
+func TestEnvoyOverride(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ratelimitsvc.Options{})
+	// Unmatched descriptor in a known domain: the override applies.
+	d := desc("unmatched", "x")
+	d.Limit = &rlv3.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 1, Unit: typev3.RateLimitUnit_HOUR}
+	resp := f.ask(t, "api", d)
+	st := resp.Statuses[0]
+	if st.Code != rlsv3.RateLimitResponse_OK || st.CurrentLimit.GetRequestsPerUnit() != 1 || st.CurrentLimit.Unit != rlsv3.RateLimitResponse_RateLimit_HOUR {
+		t.Fatalf("override: %v", st)
+	}
+	if resp = f.ask(t, "api", d); resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("second hit under override 1/hour: %v", resp.OverallCode)
+	}
+	// Matched descriptor: the override replaces the configured 3/minute,
+	// and even an unlimited rule.
+	d = desc("remote_address", "1.2.3.4")
+	d.Limit = &rlv3.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 50, Unit: typev3.RateLimitUnit_SECOND}
+	if got := f.ask(t, "api", d).Statuses[0].CurrentLimit.GetRequestsPerUnit(); got != 50 {
+		t.Errorf("matched override: limit %d, want 50", got)
+	}
+	d = desc("internal", "y")
+	d.Limit = &rlv3.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 7, Unit: typev3.RateLimitUnit_SECOND}
+	if got := f.ask(t, "api", d).Statuses[0].CurrentLimit.GetRequestsPerUnit(); got != 7 {
+		t.Errorf("override of unlimited: limit %d, want 7", got)
+	}
+}
+
+func TestShadowModeNeverRejects(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ratelimitsvc.Options{})
+	p := desc("path", "/search?q=1")
+	for i := 0; i < 4; i++ {
+		resp := f.ask(t, "api", p)
+		if resp.OverallCode != rlsv3.RateLimitResponse_OK {
+			t.Fatalf("hit %d: %v, want OK (shadow mode)", i+1, resp.OverallCode)
+		}
+		if i > 0 && resp.Statuses[0].LimitRemaining != 0 {
+			t.Errorf("hit %d: remaining %d, want 0", i+1, resp.Statuses[0].LimitRemaining)
+		}
+		if _, ok := header(resp, "Retry-After"); ok {
+			t.Errorf("Retry-After on a shadow-mode answer")
+		}
+	}
+}
+
+func TestZeroLimitBlocksAndReplaces(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ratelimitsvc.Options{})
+	if got := f.ask(t, "api", desc("blocked", "a")).OverallCode; got != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Errorf("requests_per_unit 0: %v, want OVER_LIMIT", got)
+	}
+	// old-limit (1/minute) is replaced by new-limit when both match.
+	for i := 0; i < 3; i++ {
+		resp := f.ask(t, "api", desc("old", "x"), desc("new", "y"))
+		if resp.OverallCode != rlsv3.RateLimitResponse_OK {
+			t.Fatalf("hit %d: %v, want OK (old-limit replaced)", i+1, resp.OverallCode)
+		}
+		if resp.Statuses[0].CurrentLimit != nil {
+			t.Errorf("replaced limit still reported: %v", resp.Statuses[0].CurrentLimit)
+		}
+	}
+}
+
+func TestInvalidArgument(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ratelimitsvc.Options{MaxDescriptors: 2, MaxEntries: 2, MaxValueBytes: 8})
+	long := strings.Repeat("x", 9)
+	tests := []struct {
+		name string
+		req  *rlsv3.RateLimitRequest
+		want string
+	}{
+		{"empty domain", &rlsv3.RateLimitRequest{Descriptors: []*rlv3.RateLimitDescriptor{desc("a", "b")}}, "domain"},
+		{"no descriptors", &rlsv3.RateLimitRequest{Domain: "api"}, "descriptors"},
+		{"no entries", &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*rlv3.RateLimitDescriptor{{}}}, "descriptors[0].entries"},
+		{"empty key", &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*rlv3.RateLimitDescriptor{desc("", "b")}}, "entries[0].key"},
+		{"too many descriptors", &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*rlv3.RateLimitDescriptor{desc("a", "1"), desc("a", "2"), desc("a", "3")}}, "at most 2"},
+		{"too many entries", &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*rlv3.RateLimitDescriptor{desc("a", "1", "b", "2", "c", "3")}}, "at most 2"},
+		{"long value", &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*rlv3.RateLimitDescriptor{desc("a", long)}}, "value: 9 bytes"},
+		{"long key", &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*rlv3.RateLimitDescriptor{desc(long, "v")}}, "key: 9 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := f.svc.ShouldRateLimit(context.Background(), tt.req)
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want INVALID_ARGUMENT mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestConcurrentExactCount races 64 goroutines on one key: exactly the
+// limit is admitted, for each algorithm.
+func TestConcurrentExactCount(t *testing.T) {
+	t.Parallel()
+	for _, algo := range []string{"sliding_window", "fixed_window", "token_bucket"} {
+		t.Run(algo, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := descriptors.Parse("race.yaml", []byte(fmt.Sprintf(`
+domain: race
+descriptors:
+  - key: k
+    rate_limit: {unit: hour, requests_per_unit: 500, algorithm: %s}
+`, algo)), descriptors.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			clock := backendtest.NewClock(start)
+			store, err := memstore.New(memstore.Options{Now: clock.Now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			svc := ratelimitsvc.New(ratelimitsvc.Options{Limiter: store})
+			svc.SetConfig(cfg)
+			var ok, over atomic.Int64
+			var wg sync.WaitGroup
+			for g := 0; g < 64; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					req := &rlsv3.RateLimitRequest{Domain: "race", Descriptors: []*rlv3.RateLimitDescriptor{desc("k", "v")}}
+					for i := 0; i < 20; i++ {
+						resp, err := svc.ShouldRateLimit(context.Background(), req)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if resp.OverallCode == rlsv3.RateLimitResponse_OK {
+							ok.Add(1)
+						} else {
+							over.Add(1)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if ok.Load() != 500 || over.Load() != 64*20-500 {
+				t.Fatalf("admitted %d, rejected %d; want 500 and %d", ok.Load(), over.Load(), 64*20-500)
+			}
+		})
+	}
+}
+
+func BenchmarkShouldRateLimit(b *testing.B) {
+	for _, n := range []int{1, 3} {
+		b.Run(fmt.Sprintf("descriptors=%d", n), func(b *testing.B) {
+			cfg, err := descriptors.Parse("bench.yaml", []byte(`
+domain: bench
+descriptors:
+  - key: remote_address
+    rate_limit: {unit: second, requests_per_unit: 1000000000}
+  - key: api_key
+    rate_limit: {unit: second, requests_per_unit: 1000000000, algorithm: token_bucket}
+  - key: tenant
+    descriptors:
+      - key: user
+        rate_limit: {unit: hour, requests_per_unit: 1000000000, algorithm: fixed_window}
+`), descriptors.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			store, err := memstore.New(memstore.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			svc := ratelimitsvc.New(ratelimitsvc.Options{Limiter: store})
+			svc.SetConfig(cfg)
+			all := []*rlv3.RateLimitDescriptor{
+				desc("remote_address", "10.1.2.3"),
+				desc("api_key", "k-123"),
+				desc("tenant", "acme", "user", "bob"),
+			}
+			req := &rlsv3.RateLimitRequest{Domain: "bench", Descriptors: all[:n]}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := svc.ShouldRateLimit(ctx, req); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}

@@ -1,0 +1,194 @@
+// Package sidecar wires the rate-limit service into a running process:
+// settings, listeners, the backend, config reload, health and shutdown. The
+// binary's main is a thin shell around Main; tests start the same Main on
+// 127.0.0.1:0.
+package sidecar
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
+)
+
+// Settings are serve's settings. Every field is a flag; the flag's default is
+// the field's default. Each flag also reads SIDECAR_<FLAG> from the
+// environment (upper case, '-' → '_'); a flag given on the command line wins.
+type Settings struct {
+	Config       string        // --config: a YAML file, or a directory of them
+	GRPCAddr     string        // --grpc-addr
+	HTTPAddr     string        // --http-addr
+	Backend      string        // --backend: memory or redis ("" = redis when a Redis address is set, else memory)
+	FailOpen     bool          // --fail-open
+	MergeDomains bool          // --merge-domains
+	LogLevel     string        // --log-level
+	Headers      bool          // --ratelimit-headers
+	ReloadEvery  time.Duration // --reload-interval
+	ShutdownWait time.Duration // --shutdown-timeout
+
+	MaxDescriptors int // --max-descriptors
+	MaxEntries     int // --max-entries
+	MaxValueBytes  int // --max-value-bytes
+
+	MemoryMaxKeys int // --memory-max-keys
+
+	Redis RedisSettings
+}
+
+// RedisSettings select and tune the Redis backend.
+type RedisSettings struct {
+	URL            string        // --redis-url
+	Cluster        bool          // --redis-cluster
+	SentinelMaster string        // --redis-sentinel-master
+	SentinelAddrs  string        // --redis-sentinel-addrs (comma-separated host:port)
+	KeyPrefix      string        // --redis-key-prefix
+	PoolSize       int           // --redis-pool-size (0 = go-redis default)
+	DialTimeout    time.Duration // --redis-dial-timeout
+	ReadTimeout    time.Duration // --redis-read-timeout
+	WriteTimeout   time.Duration // --redis-write-timeout
+}
+
+// EnvPrefix starts the environment variable of every flag.
+const EnvPrefix = "SIDECAR_"
+
+// flagSet declares serve's flags into s.
+func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("sidecar serve", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&s.Config, "config", "./config", "descriptor config: a YAML file, or a directory whose *.yaml/*.yml files are each one domain")
+	fs.StringVar(&s.GRPCAddr, "grpc-addr", ":8081", "gRPC listener (RateLimitService, grpc.health.v1, reflection)")
+	fs.StringVar(&s.HTTPAddr, "http-addr", ":8080", "HTTP listener (/healthz, /readyz, /metrics, /debug/config)")
+	fs.StringVar(&s.Backend, "backend", "", "where counters live: memory or redis (default: redis when --redis-url or --redis-sentinel-master is set, else memory)")
+	fs.BoolVar(&s.FailOpen, "fail-open", false, "on a backend error answer OK (and count it) instead of gRPC UNAVAILABLE")
+	fs.BoolVar(&s.MergeDomains, "merge-domains", false, "files that share a domain merge instead of failing")
+	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error; logs are JSON lines on stderr")
+	fs.BoolVar(&s.Headers, "ratelimit-headers", true, "add RateLimit, RateLimit-Policy and Retry-After headers to answers")
+	fs.DurationVar(&s.ReloadEvery, "reload-interval", 500*time.Millisecond, "how often the config path is checked for changes")
+	fs.DurationVar(&s.ShutdownWait, "shutdown-timeout", 15*time.Second, "how long in-flight calls may take to finish on SIGTERM")
+	fs.IntVar(&s.MaxDescriptors, "max-descriptors", ratelimitsvc.DefaultMaxDescriptors, "most descriptors per request")
+	fs.IntVar(&s.MaxEntries, "max-entries", ratelimitsvc.DefaultMaxEntries, "most entries per descriptor")
+	fs.IntVar(&s.MaxValueBytes, "max-value-bytes", ratelimitsvc.DefaultMaxValueBytes, "most bytes per entry key or value")
+	fs.IntVar(&s.MemoryMaxKeys, "memory-max-keys", 1_000_000, "memory backend: most counters kept; beyond it the soonest-expiring are evicted")
+	fs.StringVar(&s.Redis.URL, "redis-url", "", "redis://[user:pass@]host:port[/db], rediss:// for TLS; with --redis-cluster, seed nodes as ?addr=h2:p2&addr=h3:p3")
+	fs.BoolVar(&s.Redis.Cluster, "redis-cluster", false, "treat --redis-url as a Redis Cluster")
+	fs.StringVar(&s.Redis.SentinelMaster, "redis-sentinel-master", "", "Sentinel: the master's name (needs --redis-sentinel-addrs)")
+	fs.StringVar(&s.Redis.SentinelAddrs, "redis-sentinel-addrs", "", "Sentinel: comma-separated sentinel host:port list")
+	fs.StringVar(&s.Redis.KeyPrefix, "redis-key-prefix", "floodgate:", "prefix of every Redis key")
+	fs.IntVar(&s.Redis.PoolSize, "redis-pool-size", 0, "connections per Redis node (0 = 10 per CPU)")
+	fs.DurationVar(&s.Redis.DialTimeout, "redis-dial-timeout", 2*time.Second, "Redis connect timeout")
+	fs.DurationVar(&s.Redis.ReadTimeout, "redis-read-timeout", 500*time.Millisecond, "Redis read timeout")
+	fs.DurationVar(&s.Redis.WriteTimeout, "redis-write-timeout", 500*time.Millisecond, "Redis write timeout")
+	return fs
+}
+
+// ParseSettings parses serve's arguments, with environment fallbacks from
+// getenv, and checks the result. Errors name the setting.
+func ParseSettings(args []string, getenv func(string) string, usage io.Writer) (Settings, error) {
+	var s Settings
+	fs := s.flagSet(usage)
+	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected argument %q: settings are flags (--name=value)", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		env := EnvPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q (for --%s): %w", env, v, f.Name, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return s, err
+	}
+	return s, s.check()
+}
+
+// check rejects unusable and contradictory settings.
+func (s *Settings) check() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	redisSet := s.Redis.URL != "" || s.Redis.SentinelMaster != ""
+	switch s.Backend {
+	case "":
+		s.Backend = "memory"
+		if redisSet {
+			s.Backend = "redis"
+		}
+	case "memory":
+		if redisSet {
+			bad("--backend=memory contradicts --redis-url/--redis-sentinel-master: drop one")
+		}
+	case "redis":
+		if !redisSet {
+			bad("--backend=redis needs --redis-url (or --redis-sentinel-master with --redis-sentinel-addrs)")
+		}
+	default:
+		bad("--backend=%q: must be memory or redis", s.Backend)
+	}
+	if s.Redis.Cluster && s.Redis.URL == "" {
+		bad("--redis-cluster needs --redis-url with the cluster's seed nodes")
+	}
+	if s.Redis.Cluster && s.Redis.SentinelMaster != "" {
+		bad("--redis-cluster contradicts --redis-sentinel-master: a deployment is one or the other")
+	}
+	if (s.Redis.SentinelMaster == "") != (s.Redis.SentinelAddrs == "") {
+		bad("--redis-sentinel-master and --redis-sentinel-addrs go together")
+	}
+	if s.Redis.URL != "" && !strings.HasPrefix(s.Redis.URL, "redis://") && !strings.HasPrefix(s.Redis.URL, "rediss://") {
+		bad("--redis-url=%q: must start with redis:// or rediss://", s.Redis.URL)
+	}
+	if _, err := ParseLogLevel(s.LogLevel); err != nil {
+		bad("--log-level: %v", err)
+	}
+	if s.Config == "" {
+		bad("--config: must not be empty")
+	}
+	positive := map[string]int{
+		"--max-descriptors": s.MaxDescriptors, "--max-entries": s.MaxEntries,
+		"--max-value-bytes": s.MaxValueBytes, "--memory-max-keys": s.MemoryMaxKeys,
+	}
+	for name, v := range positive {
+		if v <= 0 {
+			bad("%s=%d: must be positive", name, v)
+		}
+	}
+	if s.Redis.PoolSize < 0 {
+		bad("--redis-pool-size=%d: must not be negative", s.Redis.PoolSize)
+	}
+	if s.ReloadEvery <= 0 {
+		bad("--reload-interval=%s: must be positive", s.ReloadEvery)
+	}
+	if s.ShutdownWait <= 0 {
+		bad("--shutdown-timeout=%s: must be positive", s.ShutdownWait)
+	}
+	return errors.Join(errs...)
+}
+
+// ParseLogLevel maps debug, info, warn or error to a slog level.
+func ParseLogLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("%q: must be debug, info, warn or error", s)
+}
