@@ -43,8 +43,8 @@ var _ ratelimitsvc.Limiter = (*Store)(nil)
 
 const (
 	// DefaultMaxKeys is Options.MaxKeys when unset. A counter takes about
-	// 150 bytes plus its key, so the default bounds the store near 200 MB
-	// with keys of ~50 bytes.
+	// 130 bytes plus its key (measured), so the default bounds the store
+	// near 200 MB with 64-byte keys.
 	DefaultMaxKeys = 1_000_000
 	// DefaultShards is Options.Shards when unset: enough partitions that
 	// goroutines on many cores rarely wait for one another.

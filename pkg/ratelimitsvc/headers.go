@@ -51,17 +51,27 @@ func policyMember(name string, l quota.Limit) string {
 	return string(b)
 }
 
-// headerBuilder collects the list members of one response's headers.
+// headerBuilder collects the list members of one response's headers. It
+// lives in the pooled scratch, so its buffers are reused across calls.
 type headerBuilder struct {
 	policy, state []byte
-	retry         int64 // seconds until the rejected request would be admitted
+	members       int
+	onlyPolicy    string // the policy member when there is exactly one
+	retry         int64  // seconds until the rejected request would be admitted
+}
+
+func (h *headerBuilder) reset() {
+	h.policy, h.state = h.policy[:0], h.state[:0]
+	h.members, h.onlyPolicy, h.retry = 0, "", 0
 }
 
 func (h *headerBuilder) add(name, policy string, d *quota.Decision, over bool) {
-	if len(h.policy) > 0 {
+	if h.members > 0 {
 		h.policy = append(h.policy, ", "...)
 		h.state = append(h.state, ", "...)
 	}
+	h.members++
+	h.onlyPolicy = policy
 	h.policy = append(h.policy, policy...)
 	h.state = append(h.state, name...)
 	h.state = append(h.state, ";r="...)
@@ -74,17 +84,20 @@ func (h *headerBuilder) add(name, policy string, d *quota.Decision, over bool) {
 	}
 }
 
-// headers returns the response headers; Retry-After only when rejected.
-func (h *headerBuilder) headers(rejected bool) []*corev3.HeaderValue {
-	if len(h.policy) == 0 {
+// headers writes the headers into r and returns them; Retry-After only when
+// the request is rejected.
+func (h *headerBuilder) headers(r response, rejected bool) []*corev3.HeaderValue {
+	if h.members == 0 {
 		return nil
 	}
-	out := []*corev3.HeaderValue{
-		headerValue(HeaderPolicy, string(h.policy)),
-		headerValue(HeaderRateLimit, string(h.state)),
+	policy := h.onlyPolicy // precomputed at config load: no copy
+	if h.members > 1 {
+		policy = string(h.policy)
 	}
+	r.header(HeaderPolicy, policy)
+	r.header(HeaderRateLimit, string(h.state))
 	if rejected {
-		out = append(out, headerValue(HeaderRetryAfter, strconv.FormatInt(h.retry, 10)))
+		r.header(HeaderRetryAfter, strconv.FormatInt(h.retry, 10))
 	}
-	return out
+	return r.hdrPtrs
 }

@@ -12,13 +12,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/floodgate/floodgate/pkg/descriptors"
 	"github.com/floodgate/floodgate/pkg/quota"
@@ -159,6 +157,8 @@ type scratch struct {
 	infos []*ruleInfo
 	ovr   []*rlsv3.RateLimitResponse_RateLimit // per descriptor: Envoy override, or nil
 	key   []byte
+	// headers builds the header values; its buffers are reused.
+	headers headerBuilder
 }
 
 func (sc *scratch) reset(n int) {
@@ -258,15 +258,8 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 		return nil, err
 	}
 	ds := req.Descriptors
-	resp := &rlsv3.RateLimitResponse{
-		OverallCode: rlsv3.RateLimitResponse_OK,
-		Statuses:    make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(ds)),
-	}
-	statuses := make([]rlsv3.RateLimitResponse_DescriptorStatus, len(ds))
-	for i := range statuses {
-		statuses[i].Code = rlsv3.RateLimitResponse_OK
-		resp.Statuses[i] = &statuses[i]
-	}
+	out := newResponse(len(ds))
+	resp, statuses := out.resp, out.statuses
 	p := s.plan.Load()
 	var dom *descriptors.Domain
 	if p != nil {
@@ -356,7 +349,8 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 		resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
 	}
 
-	var hb headerBuilder
+	hb := &sc.headers
+	hb.reset()
 	for i := range ds {
 		h := sc.slot[i]
 		if h < 0 {
@@ -374,7 +368,7 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 			dec.Remaining += hit.N
 		}
 		st.LimitRemaining = clamp32(dec.Remaining)
-		st.DurationUntilReset = durationpb.New(dec.ResetAfter)
+		st.DurationUntilReset = out.duration(i, dec.ResetAfter)
 		name := `"envoy_override"`
 		if ri != nil {
 			name = ri.header
@@ -403,7 +397,7 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 		}
 	}
 	if s.headers {
-		resp.ResponseHeadersToAdd = hb.headers(rejected)
+		resp.ResponseHeadersToAdd = hb.headers(out, rejected)
 	}
 	return resp, nil
 }
@@ -547,5 +541,3 @@ const (
 	HeaderRateLimit  = "RateLimit"
 	HeaderRetryAfter = "Retry-After"
 )
-
-func headerValue(k, v string) *corev3.HeaderValue { return &corev3.HeaderValue{Key: k, Value: v} }
