@@ -1,0 +1,215 @@
+package nearcache_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/floodgate/floodgate/internal/backendtest"
+	"github.com/floodgate/floodgate/pkg/memstore"
+	"github.com/floodgate/floodgate/pkg/nearcache"
+	"github.com/floodgate/floodgate/pkg/quota"
+	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
+)
+
+// counting counts the batches that reach the real backend.
+type counting struct {
+	ratelimitsvc.Limiter
+	calls atomic.Int64
+}
+
+func (c *counting) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision) error {
+	c.calls.Add(1)
+	return c.Limiter.Take(ctx, hits, out)
+}
+
+func newStore(t testing.TB, clock *backendtest.Clock) *memstore.Store {
+	t.Helper()
+	st, err := memstore.New(memstore.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func take(t testing.TB, l ratelimitsvc.Limiter, hits ...quota.Hit) []quota.Decision {
+	t.Helper()
+	out := make([]quota.Decision, len(hits))
+	if err := l.Take(context.Background(), hits, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+var limits = map[string]quota.Limit{
+	"fixed_window":   {Algorithm: quota.FixedWindow, Requests: 3, Unit: time.Minute},
+	"sliding_window": {Algorithm: quota.SlidingWindow, Requests: 3, Unit: time.Minute},
+	"token_bucket":   {Algorithm: quota.TokenBucket, Requests: 3, Unit: time.Minute, Burst: 5},
+}
+
+// TestLeavesCacheExactlyWhenAllowed: once rejected, hits are answered from
+// the cache, without a backend call, until the instant the backend admits
+// them again, and not one nanosecond longer.
+func TestLeavesCacheExactlyWhenAllowed(t *testing.T) {
+	t.Parallel()
+	for name, lim := range limits {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			clock := backendtest.NewClock(backendtest.Base)
+			inner := &counting{Limiter: newStore(t, clock)}
+			var hits atomic.Int64
+			c := nearcache.New(inner, nearcache.Options{Now: clock.Now, OnHit: func(n int) { hits.Add(int64(n)) }})
+			h := quota.Hit{Key: "k", Limit: lim, N: 1}
+			for take(t, c, h)[0].Fits {
+			}
+			calls := inner.calls.Load()
+			d := take(t, c, h)[0]
+			if d.Fits || inner.calls.Load() != calls || hits.Load() != 1 {
+				t.Fatalf("second rejection: fits=%v, backend calls +%d, cache hits %d; want answered by the cache",
+					d.Fits, inner.calls.Load()-calls, hits.Load())
+			}
+			wait := d.ResetAfter
+			clock.Advance(wait - time.Microsecond)
+			if d := take(t, c, h)[0]; d.Fits || inner.calls.Load() != calls {
+				t.Fatalf("1µs before the reset: fits=%v, backend calls +%d", d.Fits, inner.calls.Load()-calls)
+			}
+			// The backend agrees it is still over (checked without the cache).
+			if d := take(t, inner.Limiter, quota.Hit{Key: "k", Limit: lim, N: 0})[0]; d.Remaining != 0 {
+				t.Fatalf("backend says %d remain before the reset", d.Remaining)
+			}
+			clock.Advance(time.Microsecond)
+			if d := take(t, c, h)[0]; !d.Fits || inner.calls.Load() != calls+1 {
+				t.Fatalf("at the reset: fits=%v, backend calls +%d; want admitted by the backend", d.Fits, inner.calls.Load()-calls)
+			}
+		})
+	}
+}
+
+func TestSmallerHitsAndNewLimitsGoToTheBackend(t *testing.T) {
+	t.Parallel()
+	clock := backendtest.NewClock(backendtest.Base)
+	inner := &counting{Limiter: newStore(t, clock)}
+	c := nearcache.New(inner, nearcache.Options{Now: clock.Now})
+	lim := quota.Limit{Algorithm: quota.FixedWindow, Requests: 3, Unit: time.Hour}
+	take(t, c, quota.Hit{Key: "k", Limit: lim, N: 2})
+	if d := take(t, c, quota.Hit{Key: "k", Limit: lim, N: 2})[0]; d.Fits {
+		t.Fatal("N=2 over a limit of 3 with 2 taken: fits")
+	}
+	calls := inner.calls.Load()
+	if d := take(t, c, quota.Hit{Key: "k", Limit: lim, N: 1})[0]; !d.Fits || inner.calls.Load() != calls+1 {
+		t.Fatalf("N=1 after N=2 was rejected: fits=%v, backend calls +%d; want the backend to admit it", d.Fits, inner.calls.Load()-calls)
+	}
+	// A raised limit (config reload) is not answered from the old entry.
+	take(t, c, quota.Hit{Key: "k", Limit: lim, N: 1}) // cache: N>=1 over
+	raised := lim
+	raised.Requests = 10
+	if d := take(t, c, quota.Hit{Key: "k", Limit: raised, N: 1})[0]; !d.Fits {
+		t.Fatal("raised limit answered from the cache")
+	}
+	// A shadow hit is never answered from the cache.
+	calls = inner.calls.Load()
+	take(t, c, quota.Hit{Key: "k", Limit: lim, N: 5, Shadow: true})
+	take(t, c, quota.Hit{Key: "k", Limit: lim, N: 5, Shadow: true})
+	if inner.calls.Load() != calls+2 {
+		t.Fatal("shadow hits answered from the cache")
+	}
+}
+
+// TestRejectedBatchTakesNothing: with one cached hit in a batch, the others
+// are only checked, not taken.
+func TestRejectedBatchTakesNothing(t *testing.T) {
+	t.Parallel()
+	clock := backendtest.NewClock(backendtest.Base)
+	store := newStore(t, clock)
+	c := nearcache.New(store, nearcache.Options{Now: clock.Now})
+	over := quota.Hit{Key: "over", Limit: quota.Limit{Algorithm: quota.FixedWindow, Requests: 1, Unit: time.Hour}, N: 1}
+	other := quota.Hit{Key: "other", Limit: quota.Limit{Algorithm: quota.FixedWindow, Requests: 10, Unit: time.Hour}, N: 1}
+	take(t, c, over)
+	take(t, c, over) // now cached
+	for i := 0; i < 5; i++ {
+		ds := take(t, c, over, other)
+		if !quota.Rejects([]quota.Hit{over, other}, ds) {
+			t.Fatal("batch with a cached over-limit hit not rejected")
+		}
+		if !ds[1].Fits || ds[1].Remaining != 9 {
+			t.Fatalf("other: %+v, want fits with remaining 9 (as if taken)", ds[1])
+		}
+	}
+	if d := take(t, store, quota.Hit{Key: "other", Limit: other.Limit})[0]; d.Remaining != 10 {
+		t.Fatalf("other has %d left, want 10: a rejected batch took quota", d.Remaining)
+	}
+}
+
+// TestSameDecisionsAsTheBackend runs one random sequence through a plain
+// store and a cached one: every hit must fit in both or in neither.
+func TestSameDecisionsAsTheBackend(t *testing.T) {
+	t.Parallel()
+	for seed := uint64(1); seed <= 4; seed++ {
+		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) { sameDecisions(t, seed) })
+	}
+}
+
+func sameDecisions(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 2))
+	clockA := backendtest.NewClock(backendtest.Base)
+	clockB := backendtest.NewClock(backendtest.Base)
+	plain := newStore(t, clockA)
+	cached := nearcache.New(newStore(t, clockB), nearcache.Options{Now: clockB.Now, MaxEntries: 64})
+	names := []string{"fixed_window", "sliding_window", "token_bucket"}
+	for step := 0; step < 20000; step++ {
+		if rng.IntN(10) == 0 {
+			d := time.Duration(rng.IntN(5000)) * time.Millisecond
+			clockA.Advance(d)
+			clockB.Advance(d)
+		}
+		n := 1 + rng.IntN(3)
+		hits := make([]quota.Hit, n)
+		for i := range hits {
+			lim := limits[names[rng.IntN(len(names))]]
+			hits[i] = quota.Hit{
+				Key:    fmt.Sprintf("%s/%d", lim.Algorithm, rng.IntN(4)),
+				Limit:  lim,
+				N:      uint64(rng.IntN(4)),
+				Shadow: rng.IntN(8) == 0,
+			}
+		}
+		a, b := take(t, plain, hits...), take(t, cached, hits...)
+		for i := range hits {
+			if a[i].Fits != b[i].Fits {
+				t.Fatalf("step %d hit %d (%+v): backend fits=%v, cached fits=%v", step, i, hits[i], a[i].Fits, b[i].Fits)
+			}
+		}
+	}
+}
+
+func TestBoundedEntries(t *testing.T) {
+	t.Parallel()
+	clock := backendtest.NewClock(backendtest.Base)
+	c := nearcache.New(newStore(t, clock), nearcache.Options{Now: clock.Now, MaxEntries: 320})
+	lim := quota.Limit{Algorithm: quota.FixedWindow, Requests: 0, Unit: time.Hour}
+	for i := 0; i < 10000; i++ {
+		take(t, c, quota.Hit{Key: fmt.Sprint(i), Limit: lim, N: 1})
+	}
+	if n := c.(*nearcache.Cache).Len(); n > 320 || n == 0 {
+		t.Fatalf("%d entries, want 1..320", n)
+	}
+	if nearcache.New(nil, nearcache.Options{MaxEntries: -1}) != nil {
+		t.Fatal("disabled cache does not return the inner limiter")
+	}
+}
+
+func BenchmarkCachedRejection(b *testing.B) {
+	clock := backendtest.NewClock(backendtest.Base)
+	c := nearcache.New(newStore(b, clock), nearcache.Options{Now: clock.Now})
+	h := []quota.Hit{{Key: "hot", Limit: quota.Limit{Algorithm: quota.FixedWindow, Requests: 0, Unit: time.Hour}, N: 1}}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		out := make([]quota.Decision, 1)
+		for pb.Next() {
+			c.Take(context.Background(), h, out)
+		}
+	})
+}
