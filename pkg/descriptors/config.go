@@ -56,9 +56,16 @@ type PathEntry struct {
 type Rule struct {
 	// Name is rate_limit.name, "" if none.
 	Name string
-	// StatName names the rule stably from its descriptor path, for metrics
-	// labels and RateLimit header list keys; see statName for the scheme.
-	// It is unique within the domain.
+	// StatName names the rule stably from its descriptor path, for metric
+	// labels and RateLimit header list members; it is unique within the
+	// domain. As in envoyproxy/ratelimit's stat keys (without the domain),
+	// each level is its key, then "_" and the configured value or pattern
+	// when it has one, and levels are joined by ".": "tenant.user",
+	// "generic_key_login", "path_/search*". Bytes outside printable ASCII,
+	// and '"', '\' and '%', are written %XX, so the name is safe inside a
+	// quoted header string. Should two rules still get one name (key "a_b"
+	// and key "a" with value "b"), the later in file order gets "~2" (then
+	// "~3", ...) appended.
 	StatName string
 	// Limit is the limit. Its Algorithm is the rule's, else the file's,
 	// else sliding_window; Burst is 0 unless configured (0 means
@@ -143,6 +150,10 @@ func compile(specs []*fileSpec, opts Options, problems *problemList) *Config {
 			problems.add(Problem{File: fs.name, Line: fs.domainLine, Field: "domain",
 				Msg: fmt.Sprintf("duplicate domain %q, also defined at %s; each domain must be in one file unless domains are merged (--merge-domains)",
 					fs.domain, where[fs.domain])})
+			// Still build the file's tree, alone, to report its own problems.
+			scratch := &Domain{Name: fs.domain, Files: []string{fs.name}}
+			b := builder{domain: scratch, problems: problems}
+			b.insert(&scratch.root, fs.descriptors, nil, nil)
 			continue
 		}
 		if d == nil {
@@ -168,8 +179,8 @@ type builder struct {
 	problems *problemList
 }
 
-// insert adds specs as children of parent, whose path from the top is path
-// (and shared the share_threshold patterns along it).
+// insert adds specs as children of parent, whose path from the top is path;
+// shared holds the share_threshold pattern (or "") of each level of path.
 func (b *builder) insert(parent *node, specs []*descSpec, path []PathEntry, shared []string) {
 	for _, s := range specs {
 		if prev := parent.find(s.key, s.value); prev != nil {

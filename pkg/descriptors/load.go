@@ -1,10 +1,13 @@
 package descriptors
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -56,13 +59,18 @@ func Load(path string, opts Options) (*Config, error) {
 		sources = append(sources, Source{Name: full, Data: data})
 	}
 	cfg, err := Build(sources, opts)
-	if len(problems) > 0 {
-		if ps, ok := err.(Problems); ok {
-			problems = append(problems, ps...)
-		}
-		return nil, problems
+	if len(problems) == 0 {
+		return cfg, err
 	}
-	return cfg, err
+	var ps Problems
+	if errors.As(err, &ps) {
+		problems = append(problems, ps...)
+	}
+	// One directory: sorting by path is the order the files were read in.
+	slices.SortStableFunc(problems, func(a, b Problem) int {
+		return cmp.Or(strings.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line))
+	})
+	return nil, problems
 }
 
 func isYAMLName(name string) bool {

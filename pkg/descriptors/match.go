@@ -158,23 +158,8 @@ func (g *glob) match(s string) bool {
 	return true
 }
 
-// nameStats sets the StatName of each of a domain's rules.
-//
-// The scheme follows envoyproxy/ratelimit's stat keys without the domain:
-// each level is its key, followed by "_" and the configured value (or
-// pattern) when it has one, and levels are joined by ".":
-//
-//	tenant.user                  key-only levels
-//	generic_key_login            key generic_key, value login
-//	path_/search*                a pattern, kept as written
-//
-// So that the name can be put as-is in a Prometheus label and inside the
-// quoted string of a RateLimit header list member, every byte outside
-// printable ASCII, and '"', '\\' and '%' themselves, is written as %XX
-// (upper-case hex), as in a URL. Joining with "_" and "." can make two rules
-// of a domain collide (key "a_b" and key "a" with value "b"); the later one
-// in file order then gets "~2" (then "~3", ...) appended, which is stable as
-// long as the file's order is.
+// nameStats sets the StatName of each of a domain's rules, in file order;
+// Rule.StatName documents the scheme.
 func nameStats(rules []*Rule) {
 	used := make(map[string]bool, len(rules))
 	for _, r := range rules {
