@@ -3,11 +3,14 @@ package sidecar
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/floodgate/floodgate/pkg/memstore"
+	"github.com/floodgate/floodgate/pkg/nearcache"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
+	"github.com/floodgate/floodgate/pkg/redisstore"
 )
 
 // newLimiter builds the backend that s selects, with its metrics in reg.
@@ -38,5 +41,71 @@ func newLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (rateli
 }
 
 func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (ratelimitsvc.Limiter, func() error, error) {
-	return nil, nil, fmt.Errorf("redis backend not wired yet")
+	r := s.Redis
+	var sentinels []string
+	if r.SentinelAddrs != "" {
+		sentinels = strings.Split(r.SentinelAddrs, ",")
+	}
+	st, err := redisstore.New(redisstore.Options{
+		URL:            r.URL,
+		Cluster:        r.Cluster,
+		SentinelMaster: r.SentinelMaster,
+		SentinelAddrs:  sentinels,
+		KeyPrefix:      r.KeyPrefix,
+		PoolSize:       r.PoolSize,
+		DialTimeout:    r.DialTimeout,
+		ReadTimeout:    r.ReadTimeout,
+		WriteTimeout:   r.WriteTimeout,
+		OnStateChange: func(up bool, err error) {
+			if up {
+				log.Info("redis is back: deciding again")
+			} else {
+				log.Error("redis is down: failing fast until it answers", "err", err.Error())
+			}
+		},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	stat := func(name, help string, value func(redisstore.Stats) uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "floodgate", Subsystem: "redis", Name: name, Help: help,
+		}, func() float64 { return float64(value(st.Stats())) }))
+	}
+	stat("script_calls_total", "Script calls sent to Redis (round trips on a standalone Redis).", func(x redisstore.Stats) uint64 { return x.Calls })
+	stat("errors_total", "Decisions the Redis backend failed to make.", func(x redisstore.Stats) uint64 { return x.Errors })
+	stat("fast_fails_total", "Decisions refused at once while Redis was marked down.", func(x redisstore.Stats) uint64 { return x.FastFails })
+	stat("down_total", "Times Redis was marked down.", func(x redisstore.Stats) uint64 { return x.Trips })
+	stat("refunds_total", "Refund calls on a cluster (a request whose slots disagreed).", func(x redisstore.Stats) uint64 { return x.Refunds })
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "floodgate", Subsystem: "redis", Name: "up",
+		Help: "1 while Redis answers, 0 while it is marked down.",
+	}, func() float64 {
+		if st.Stats().Up {
+			return 1
+		}
+		return 0
+	}))
+	return withNearCache(st, s, reg), st.Close, nil
+}
+
+// withNearCache puts the over-limit near-cache in front of a remote backend,
+// unless --near-cache-size is 0.
+func withNearCache(inner ratelimitsvc.Limiter, s Settings, reg prometheus.Registerer) ratelimitsvc.Limiter {
+	if s.NearCacheSize == 0 {
+		return inner
+	}
+	hits := prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "floodgate", Subsystem: "nearcache", Name: "hits_total",
+		Help: "Hits answered over-limit from the near-cache, without a backend call.",
+	})
+	c := nearcache.New(inner, nearcache.Options{
+		MaxEntries: s.NearCacheSize,
+		OnHit:      func(n int) { hits.Add(float64(n)) },
+	}).(*nearcache.Cache)
+	reg.MustRegister(hits, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "floodgate", Subsystem: "nearcache", Name: "entries",
+		Help: "Over-limit counters held by the near-cache.",
+	}, func() float64 { return float64(c.Len()) }))
+	return c
 }

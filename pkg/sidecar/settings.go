@@ -36,6 +36,7 @@ type Settings struct {
 	MaxValueBytes  int // --max-value-bytes
 
 	MemoryMaxKeys int // --memory-max-keys
+	NearCacheSize int // --near-cache-size
 
 	Redis RedisSettings
 }
@@ -74,6 +75,7 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.IntVar(&s.MaxEntries, "max-entries", ratelimitsvc.DefaultMaxEntries, "most entries per descriptor")
 	fs.IntVar(&s.MaxValueBytes, "max-value-bytes", ratelimitsvc.DefaultMaxValueBytes, "most bytes per entry key or value")
 	fs.IntVar(&s.MemoryMaxKeys, "memory-max-keys", 1_000_000, "memory backend: most counters kept; beyond it the soonest-expiring are evicted")
+	fs.IntVar(&s.NearCacheSize, "near-cache-size", 100_000, "Redis backend: most over-limit counters remembered locally, so hits on them need no Redis call; 0 disables")
 	fs.StringVar(&s.Redis.URL, "redis-url", "", "redis://[user:pass@]host:port[/db], rediss:// for TLS; with --redis-cluster, seed nodes as ?addr=h2:p2&addr=h3:p3")
 	fs.BoolVar(&s.Redis.Cluster, "redis-cluster", false, "treat --redis-url as a Redis Cluster")
 	fs.StringVar(&s.Redis.SentinelMaster, "redis-sentinel-master", "", "Sentinel: the master's name (needs --redis-sentinel-addrs)")
@@ -165,6 +167,9 @@ func (s *Settings) check() error {
 		if v <= 0 {
 			bad("%s=%d: must be positive", name, v)
 		}
+	}
+	if s.NearCacheSize < 0 {
+		bad("--near-cache-size=%d: must be 0 (off) or more", s.NearCacheSize)
 	}
 	if s.Redis.PoolSize < 0 {
 		bad("--redis-pool-size=%d: must not be negative", s.Redis.PoolSize)

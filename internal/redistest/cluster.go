@@ -1,0 +1,165 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// clusterTimeout bounds how long a new cluster may take to reach
+// cluster_state:ok on every node.
+const clusterTimeout = 20 * time.Second
+
+// Cluster is a Redis Cluster of masters only, every node on loopback.
+type Cluster struct {
+	// Nodes are the masters, in the order their slot ranges were assigned.
+	Nodes []*Server
+	// URL is the seed list in go-redis's cluster URL form:
+	// redis://h1:p1?addr=h2:p2&addr=h3:p3.
+	URL string
+}
+
+// Addrs returns host:port of every node.
+func (c *Cluster) Addrs() []string {
+	addrs := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		addrs[i] = n.Addr
+	}
+	return addrs
+}
+
+func (c *Cluster) stop() {
+	for _, n := range c.Nodes {
+		n.Stop()
+	}
+}
+
+// StartCluster starts a Redis Cluster of masters nodes (at least 3, as
+// redis-cli requires) for this test and stops it when the test ends. It
+// returns once every node reports cluster_state:ok and knows every other.
+func StartCluster(t testing.TB, masters int) *Cluster {
+	t.Helper()
+	c, err := startCluster(t.TempDir(), masters)
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	t.Cleanup(c.stop)
+	return c
+}
+
+var sharedCluster struct {
+	once sync.Once
+	c    *Cluster
+	err  error
+	dir  string
+}
+
+// SharedCluster returns a 3-master cluster shared by every test of the test
+// binary that asks for it, started on first use, under the same rules as
+// Shared.
+func SharedCluster(t testing.TB) *Cluster {
+	t.Helper()
+	sharedCluster.once.Do(func() {
+		sharedCluster.dir, sharedCluster.err = os.MkdirTemp("", "redistest-cluster-")
+		if sharedCluster.err == nil {
+			sharedCluster.c, sharedCluster.err = startCluster(sharedCluster.dir, 3)
+		}
+	})
+	if sharedCluster.err != nil {
+		t.Fatalf("redistest: shared cluster: %v", sharedCluster.err)
+	}
+	return sharedCluster.c
+}
+
+func startCluster(dir string, masters int) (*Cluster, error) {
+	if masters < 3 {
+		return nil, fmt.Errorf("a cluster needs at least 3 masters, got %d", masters)
+	}
+	bin, err := lookPath()
+	if err != nil {
+		return nil, err
+	}
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		return nil, fmt.Errorf("redis-cli not found in PATH (%v); it comes with `apt-get install -y redis-server`", err)
+	}
+	c := &Cluster{}
+	ok := false
+	defer func() {
+		if !ok {
+			c.stop()
+		}
+	}()
+	for i := 0; i < masters; i++ {
+		n, err := startClusterNode(bin, filepath.Join(dir, "node"+strconv.Itoa(i)))
+		if err != nil {
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	args := append([]string{"--cluster", "create"}, c.Addrs()...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	out, err := exec.Command(cli, args...).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("redis-cli --cluster create: %w: %s", err, out)
+	}
+	want := strconv.Itoa(masters)
+	err = poll(context.Background(), clusterTimeout, 50*time.Millisecond, func() error {
+		for _, n := range c.Nodes {
+			info, err := n.Do("CLUSTER", "INFO")
+			if err != nil {
+				return err
+			}
+			if Field(info, "cluster_state") != "ok" || Field(info, "cluster_known_nodes") != want ||
+				Field(info, "cluster_slots_ok") != "16384" {
+				return fmt.Errorf("node %s not ready: %s", n.Addr, strings.ReplaceAll(info, "\r\n", " "))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster did not become ready: %w", err)
+	}
+	c.URL = "redis://" + c.Nodes[0].Addr
+	for i, a := range c.Addrs()[1:] {
+		sep := "&"
+		if i == 0 {
+			sep = "?"
+		}
+		c.URL += sep + "addr=" + a
+	}
+	ok = true
+	return c, nil
+}
+
+// startClusterNode starts one cluster-enabled server in its own directory
+// (each node rewrites its nodes.conf there).
+func startClusterNode(bin, dir string) (*Server, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cluster node dir: %w", err)
+	}
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		port, err := freePort(true)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		n := newServer(port, dir, []string{
+			"--cluster-enabled", "yes",
+			"--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", "2000",
+		})
+		if lastErr = n.start(bin); lastErr == nil {
+			return n, nil
+		}
+	}
+	return nil, fmt.Errorf("starting cluster node: %w", lastErr)
+}

@@ -1,0 +1,229 @@
+package redisstore
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults of Options.
+const (
+	DefaultKeyPrefix       = "floodgate:"
+	DefaultDialTimeout     = time.Second
+	DefaultReadTimeout     = 500 * time.Millisecond
+	DefaultWriteTimeout    = 500 * time.Millisecond
+	DefaultProbeInterval   = 250 * time.Millisecond
+	DefaultBreakerFailures = 3
+)
+
+// Options configure a Store. The zero value of every field but the address
+// (URL, or SentinelAddrs) is a documented default. A field set here wins
+// over the same setting given as a URL query parameter (go-redis's
+// dial_timeout=, pool_size=, ...), which wins over the default.
+type Options struct {
+	// URL is the Redis to use: redis://[user:pass@]host:port[/db], or
+	// rediss:// for TLS. With Cluster, it lists seed nodes as go-redis does:
+	// redis://[user:pass@]h1:p1?addr=h2:p2&addr=h3:p3 (no /db: a cluster has
+	// only database 0). With SentinelMaster, it is optional and must have no
+	// host: only its user, password, /db and scheme (rediss:// for TLS to the
+	// data nodes) are used, e.g. redis://:secret@/2.
+	URL string
+	// Cluster treats URL as a Redis Cluster.
+	Cluster bool
+	// SentinelMaster, when set, finds the master through Redis Sentinel
+	// under this name; SentinelAddrs must then list the sentinels
+	// (host:port). Not with Cluster.
+	SentinelMaster string
+	// SentinelAddrs are the sentinels' host:port addresses.
+	SentinelAddrs []string
+	// SentinelUsername and SentinelPassword authenticate to the sentinels
+	// (default: none).
+	SentinelUsername, SentinelPassword string
+	// TLSConfig replaces the TLS settings a rediss:// URL implies (server
+	// name from the host, TLS 1.2 or later), e.g. to trust a private CA or
+	// present a client certificate. Only with rediss://.
+	TLSConfig *tls.Config
+
+	// KeyPrefix starts every counter key; default DefaultKeyPrefix. It may
+	// not contain '{' or '}', which would move the Redis Cluster hash tag.
+	KeyPrefix string
+	// PoolSize is the number of connections per Redis node; default
+	// go-redis's, 10 per GOMAXPROCS.
+	PoolSize int
+	// DialTimeout bounds connecting; default DefaultDialTimeout. A failed
+	// dial is not retried by go-redis itself (its default is 5 tries): the
+	// breaker below deals with a Redis that cannot be reached.
+	DialTimeout time.Duration
+	// ReadTimeout and WriteTimeout bound each command on the socket;
+	// default DefaultReadTimeout and DefaultWriteTimeout. A request's own
+	// context deadline, when shorter, applies too.
+	ReadTimeout, WriteTimeout time.Duration
+	// MaxRetries is how often go-redis retries a command that failed on the
+	// network; default 1 (a retry of a script whose reply was lost counts
+	// its hits twice, which errs on the safe side but should stay rare). -1
+	// disables retries.
+	MaxRetries int
+
+	// BreakerFailures is how many outage errors in a row (network errors,
+	// timeouts, LOADING, MASTERDOWN, CLUSTERDOWN) mark Redis down; default
+	// DefaultBreakerFailures. While it is down, Take and Ping fail at once
+	// with ErrUnavailable and a probe pings Redis every ProbeInterval
+	// (default DefaultProbeInterval) until it answers.
+	BreakerFailures int
+	ProbeInterval   time.Duration
+	// OnStateChange, when set, is called (from the goroutine that saw it)
+	// each time the store marks Redis down (up false, with the error that
+	// tripped it) or up again; e.g. to log it.
+	OnStateChange func(up bool, err error)
+
+	// Now, for tests only, pins the time the scripts decide at instead of
+	// Redis's TIME. In production it must stay nil, so that every sidecar
+	// decides on the one clock of Redis.
+	Now func() time.Time
+}
+
+// ErrOptions is wrapped by every error New returns for bad options.
+var ErrOptions = errors.New("redisstore: bad options")
+
+func optErr(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrOptions}, args...)...)
+}
+
+// newClient builds the go-redis client the options describe.
+func newClient(o *Options) (redis.UniversalClient, error) {
+	if o.Cluster && o.SentinelMaster != "" {
+		return nil, optErr("Cluster and SentinelMaster exclude each other")
+	}
+	if o.SentinelMaster == "" && len(o.SentinelAddrs) > 0 {
+		return nil, optErr("SentinelAddrs needs SentinelMaster")
+	}
+	if o.SentinelMaster == "" && o.URL == "" {
+		return nil, optErr("URL is required (redis://host:port)")
+	}
+	var u *url.URL
+	if o.URL != "" {
+		var err error
+		if u, err = url.Parse(o.URL); err != nil {
+			return nil, optErr("URL: %v", err)
+		}
+		if u.Scheme != "redis" && u.Scheme != "rediss" {
+			return nil, optErr("URL %q: scheme must be redis:// or rediss://", redact(u))
+		}
+		if o.TLSConfig != nil && u.Scheme != "rediss" {
+			return nil, optErr("TLSConfig needs a rediss:// URL")
+		}
+	} else if o.TLSConfig != nil {
+		return nil, optErr("TLSConfig needs a rediss:// URL")
+	}
+
+	switch {
+	case o.Cluster:
+		if p := strings.Trim(u.Path, "/"); p != "" && p != "0" {
+			return nil, optErr("URL %q: a cluster has no database %q", redact(u), p)
+		}
+		// ParseClusterURL does not accept a path: strip the "/0" allowed above.
+		cu := *u
+		cu.Path = ""
+		opt, err := redis.ParseClusterURL(cu.String())
+		if err != nil {
+			return nil, optErr("URL %q: %v", redact(u), err)
+		}
+		if o.TLSConfig != nil {
+			opt.TLSConfig = o.TLSConfig
+		}
+		opt.PoolSize = pick(o.PoolSize, opt.PoolSize, 0)
+		opt.DialTimeout = pick(o.DialTimeout, opt.DialTimeout, DefaultDialTimeout)
+		opt.ReadTimeout = pick(o.ReadTimeout, opt.ReadTimeout, DefaultReadTimeout)
+		opt.WriteTimeout = pick(o.WriteTimeout, opt.WriteTimeout, DefaultWriteTimeout)
+		opt.MaxRetries = pick(o.MaxRetries, opt.MaxRetries, 1)
+		opt.DialerRetries = pick(0, opt.DialerRetries, 1)
+		opt.ContextTimeoutEnabled = true
+		return redis.NewClusterClient(opt), nil
+
+	case o.SentinelMaster != "":
+		if len(o.SentinelAddrs) == 0 {
+			return nil, optErr("SentinelMaster needs SentinelAddrs")
+		}
+		base := &redis.Options{}
+		if u != nil {
+			if u.Host != "" {
+				return nil, optErr("URL %q: with SentinelMaster the URL may not name a host: the sentinels are SentinelAddrs", redact(u))
+			}
+			hu := *u
+			hu.Host = "sentinel-master" // ParseURL needs a host; it is not used
+			var err error
+			if base, err = redis.ParseURL(hu.String()); err != nil {
+				return nil, optErr("URL %q: %v", redact(u), err)
+			}
+			if base.TLSConfig != nil {
+				// The server name is the master's, which only Sentinel knows.
+				base.TLSConfig.ServerName = ""
+			}
+		}
+		if o.TLSConfig != nil {
+			base.TLSConfig = o.TLSConfig
+		}
+		opt := &redis.FailoverOptions{
+			MasterName:       o.SentinelMaster,
+			SentinelAddrs:    o.SentinelAddrs,
+			SentinelUsername: o.SentinelUsername,
+			SentinelPassword: o.SentinelPassword,
+			Username:         base.Username,
+			Password:         base.Password,
+			DB:               base.DB,
+			TLSConfig:        base.TLSConfig,
+			PoolSize:         pick(o.PoolSize, base.PoolSize, 0),
+			DialTimeout:      pick(o.DialTimeout, base.DialTimeout, DefaultDialTimeout),
+			ReadTimeout:      pick(o.ReadTimeout, base.ReadTimeout, DefaultReadTimeout),
+			WriteTimeout:     pick(o.WriteTimeout, base.WriteTimeout, DefaultWriteTimeout),
+			MaxRetries:       pick(o.MaxRetries, base.MaxRetries, 1),
+			DialerRetries:    pick(0, base.DialerRetries, 1),
+
+			ContextTimeoutEnabled: true,
+		}
+		return redis.NewFailoverClient(opt), nil
+
+	default:
+		opt, err := redis.ParseURL(o.URL)
+		if err != nil {
+			return nil, optErr("URL %q: %v", redact(u), err)
+		}
+		if o.TLSConfig != nil {
+			opt.TLSConfig = o.TLSConfig
+		}
+		opt.PoolSize = pick(o.PoolSize, opt.PoolSize, 0)
+		opt.DialTimeout = pick(o.DialTimeout, opt.DialTimeout, DefaultDialTimeout)
+		opt.ReadTimeout = pick(o.ReadTimeout, opt.ReadTimeout, DefaultReadTimeout)
+		opt.WriteTimeout = pick(o.WriteTimeout, opt.WriteTimeout, DefaultWriteTimeout)
+		opt.MaxRetries = pick(o.MaxRetries, opt.MaxRetries, 1)
+		opt.DialerRetries = pick(0, opt.DialerRetries, 1)
+		opt.ContextTimeoutEnabled = true
+		return redis.NewClient(opt), nil
+	}
+}
+
+// pick returns the first of set (an Options field), fromURL and def that is
+// not zero.
+func pick[T comparable](set, fromURL, def T) T {
+	var zero T
+	if set != zero {
+		return set
+	}
+	if fromURL != zero {
+		return fromURL
+	}
+	return def
+}
+
+// redact hides a URL's password, for error messages.
+func redact(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	return u.Redacted()
+}
