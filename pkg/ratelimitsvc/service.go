@@ -363,9 +363,7 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 			st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
 		}
 		if rejected && dec.Fits {
-			// The backend answered as if the hits were taken; in a rejected
-			// request they were not, so report what is really left.
-			dec.Remaining += hit.N
+			untake(hit, dec)
 		}
 		st.LimitRemaining = clamp32(dec.Remaining)
 		st.DurationUntilReset = out.duration(i, dec.ResetAfter)
@@ -400,6 +398,17 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 		resp.ResponseHeadersToAdd = hb.headers(out, rejected)
 	}
 	return resp, nil
+}
+
+// untake turns a backend's answer for a hit that fit, given as if taken,
+// into the answer for a rejected request, where nothing was taken: the hits
+// are still there, and a token bucket holding them is full sooner.
+func untake(hit *quota.Hit, dec *quota.Decision) {
+	dec.Remaining += hit.N
+	if l := hit.Limit; l.Algorithm == quota.TokenBucket && l.Requests > 0 {
+		refill := time.Duration(math.Ceil(float64(hit.N) * float64(l.Unit) / float64(l.Requests)))
+		dec.ResetAfter = max(dec.ResetAfter-refill, 0)
+	}
 }
 
 // count records one hit's outcome in its rule's counters.

@@ -214,7 +214,14 @@ func TestAllOrNothing(t *testing.T) {
 			t.Errorf("plan remaining %d, want 5 (nothing consumed)", got)
 		}
 	}
-	resp := f.ask(t, "api", plan)
+	// A token bucket in a rejected request keeps its tokens: still full.
+	gold := desc("api_key", "gold")
+	resp := f.ask(t, "api", gold, tu)
+	if st := resp.Statuses[0]; st.LimitRemaining != 20 || st.DurationUntilReset.AsDuration() != 0 {
+		t.Errorf("token bucket in a rejected request: remaining %d, reset %v; want 20 and 0 (full)",
+			st.LimitRemaining, st.DurationUntilReset.AsDuration())
+	}
+	resp = f.ask(t, "api", plan)
 	if got := resp.Statuses[0].LimitRemaining; got != 4 {
 		t.Errorf("plan remaining after one admitted hit %d, want 4", got)
 	}
