@@ -3,6 +3,8 @@
 //	sidecar [serve] [flags]       serve the rate-limit API (the default)
 //	sidecar validate --config P   check a config file or directory
 //	sidecar check --addr A ...    ask a running server once
+//	sidecar inject -f IN.yaml     add the sidecar to annotated workloads
+//	sidecar webhook [flags]       the same as a mutating admission webhook
 package main
 
 import (
@@ -46,6 +48,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return validate(args, stdout, stderr)
 	case "check":
 		return check(ctx, args, stdout, stderr)
+	case "inject":
+		return inject(ctx, args, os.Stdin, stdout, stderr)
+	case "webhook":
+		return webhook(ctx, args, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -58,6 +64,8 @@ const usage = `usage:
   sidecar [serve] [flags]                 serve Envoy's rate-limit API (sidecar serve -h lists the flags)
   sidecar validate --config PATH          check a config file or directory
   sidecar check --addr HOST:PORT --domain D --descriptor k=v[,k=v...] [--descriptor ...] [--hits N] [--json]
+  sidecar inject [-f IN.yaml]             add the sidecar to workloads annotated floodgate.io/inject: "true"
+  sidecar webhook [flags]                 serve the same mutation as a Kubernetes admission webhook
 `
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
