@@ -35,7 +35,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		shadowMode:  counter("shadow_mode", "Hits over a shadow-mode rule's limit that were admitted anyway."),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "floodgate", Subsystem: "ratelimit", Name: "decision_seconds",
-			Help:    "Time to answer one ShouldRateLimit call, backend included.",
+			Help:    "Time to answer one ShouldRateLimit call, backend included; one call in 8, drawn at random, is timed.",
 			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3},
 		}),
 		backendErrs: prometheus.NewCounter(prometheus.CounterOpts{

@@ -34,10 +34,26 @@ type response struct {
 	hdrPtrs   []*corev3.HeaderValue
 }
 
+// responseBlock1 is responseBlock for the most common answer, to one
+// descriptor: 40% fewer bytes to allocate and clear.
+type responseBlock1 struct {
+	resp      rlsv3.RateLimitResponse
+	ptrs      [1]*rlsv3.RateLimitResponse_DescriptorStatus
+	statuses  [1]rlsv3.RateLimitResponse_DescriptorStatus
+	durations [1]durationpb.Duration
+	hdrs      [3]corev3.HeaderValue
+	hdrPtrs   [3]*corev3.HeaderValue
+}
+
 func newResponse(n int) response {
 	var r response
 	var ptrs []*rlsv3.RateLimitResponse_DescriptorStatus
-	if n <= smallResponse {
+	if n == 1 {
+		b := &responseBlock1{}
+		r.resp, ptrs = &b.resp, b.ptrs[:]
+		r.statuses, r.durations = b.statuses[:], b.durations[:]
+		r.hdrs, r.hdrPtrs = b.hdrs[:], b.hdrPtrs[:0]
+	} else if n <= smallResponse {
 		b := &responseBlock{}
 		r.resp, ptrs = &b.resp, b.ptrs[:n]
 		r.statuses, r.durations = b.statuses[:n], b.durations[:n]

@@ -5,7 +5,9 @@
 // Redis node, atomically, on Redis's clock.
 //
 // On a standalone Redis (or a Sentinel-managed master) every Take is exactly
-// one round trip, whatever the number of hits. On Redis Cluster, hits are
+// one script call, whatever the number of hits, and at most one round trip:
+// the calls of concurrent Takes share pipelines (batch.go), so that under
+// load a round trip carries many decisions. On Redis Cluster, hits are
 // grouped by slot (see key.go for the hash tags that make a request's
 // descriptors share a slot when they share their first entry); the groups of
 // one request go out together in one pipeline, which go-redis sends to the
@@ -56,6 +58,7 @@ type Store struct {
 
 	breakerFailures int64
 	probeInterval   time.Duration
+	batch           *batcher // nil when batching is off
 
 	failures atomic.Int64               // outage errors in a row
 	down     atomic.Pointer[unavailErr] // non-nil while Redis is down
@@ -66,7 +69,7 @@ type Store struct {
 
 	stats struct {
 		takes, errors, fastFails, trips, recoveries atomic.Uint64
-		calls, refunds, refundErrors                atomic.Uint64
+		calls, flushes, refunds, refundErrors       atomic.Uint64
 	}
 }
 
@@ -89,8 +92,10 @@ type Stats struct {
 	// Trips counts the times Redis was marked down, Recoveries the times
 	// it was marked up again.
 	Trips, Recoveries uint64
-	// Calls counts script calls sent (round trips on a standalone Redis).
-	Calls uint64
+	// Calls counts script calls sent. Flushes counts the writes that sent
+	// them: a single call, or a pipeline of the calls of concurrent Takes
+	// (see Options.BatchMax); on a standalone Redis, round trips.
+	Calls, Flushes uint64
 	// Refunds counts refund calls (Redis Cluster only: a request whose
 	// slots disagreed); RefundErrors those that failed, leaving the hits
 	// taken until their window ends or the bucket refills.
@@ -118,6 +123,10 @@ func New(o Options) (*Store, error) {
 		return nil, optErr("ProbeInterval %v is negative", o.ProbeInterval)
 	case o.MaxRetries < -1:
 		return nil, optErr("MaxRetries %d: want -1 (none) or more", o.MaxRetries)
+	case o.BatchMax < 0:
+		return nil, optErr("BatchMax %d is negative", o.BatchMax)
+	case o.BatchWindow < 0:
+		return nil, optErr("BatchWindow %v is negative", o.BatchWindow)
 	}
 	c, err := newClient(&o)
 	if err != nil {
@@ -133,6 +142,9 @@ func New(o Options) (*Store, error) {
 		done:            make(chan struct{}),
 	}
 	s.cluster, _ = c.(*redis.ClusterClient)
+	if n := pick(o.BatchMax, 0, DefaultBatchMax); n > 1 {
+		s.batch = newBatcher(s, n, o.BatchWindow)
+	}
 	return s, nil
 }
 
@@ -166,6 +178,7 @@ func (s *Store) Stats() Stats {
 		Trips:        s.stats.trips.Load(),
 		Recoveries:   s.stats.recoveries.Load(),
 		Calls:        s.stats.calls.Load(),
+		Flushes:      s.stats.flushes.Load(),
 		Refunds:      s.stats.refunds.Load(),
 		RefundErrors: s.stats.refundErrors.Load(),
 	}
@@ -332,14 +345,45 @@ func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision
 	if pinned {
 		now = quota.Micros(s.now())
 	}
-	calls := s.split(hits, now, pinned)
 	var err error
-	if len(calls) == 1 {
-		err = s.takeOne(ctx, &calls[0], out)
-	} else {
-		err = s.takeMany(ctx, hits, calls, out)
+	if s.batch != nil && s.cluster == nil {
+		// The common case, without allocating: one call, built in place.
+		p := s.batch.get()
+		s.fill(p.c, hits, now, pinned)
+		err = s.batched(ctx, p, out)
+		s.batch.release(p)
+		return s.finish(err)
 	}
-	s.record(err)
+	calls := s.split(hits, now, pinned)
+	switch {
+	case len(calls) == 1 && s.batch != nil:
+		p := s.batch.get()
+		p.c = &calls[0]
+		err = s.batched(ctx, p, out)
+		s.batch.release(p)
+	case len(calls) == 1:
+		err = s.takeOne(ctx, &calls[0], out)
+		s.record(err)
+	default:
+		err = s.takeMany(ctx, hits, calls, out)
+		s.record(err)
+	}
+	return s.finish(err)
+}
+
+// batched runs p's call through the batcher. The batch's flush feeds the
+// breaker.
+func (s *Store) batched(ctx context.Context, p *pending, out []quota.Decision) error {
+	// A batch may outlive this caller's context (see batcher): a call
+	// whose context is already done is not sent at all.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.batch.do(ctx, p, out)
+}
+
+// finish counts the outcome of a Take and wraps its error.
+func (s *Store) finish(err error) error {
 	if err != nil {
 		s.stats.errors.Add(1)
 		return fmt.Errorf("redisstore: take: %w", err)
@@ -353,14 +397,10 @@ func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision
 func (s *Store) split(hits []quota.Hit, now int64, pinned bool) []call {
 	if s.cluster == nil {
 		c := call{
-			keys: make([]string, len(hits)),
+			keys: make([]string, 0, len(hits)),
 			args: make([]any, 0, 1+lua.ArgsPerHit*len(hits)),
 		}
-		c.args = lua.AppendTime(c.args, now, pinned)
-		for i := range hits {
-			c.keys[i], _ = s.keys.build(hits[i].Key, hits[i].TagLen)
-			c.args = lua.AppendHit(c.args, &hits[i])
-		}
+		s.fill(&c, hits, now, pinned)
 		return []call{c}
 	}
 	var calls []call
@@ -381,10 +421,21 @@ func (s *Store) split(hits []quota.Hit, now int64, pinned bool) []call {
 	return calls
 }
 
+// fill appends to c's (empty) keys and args the call of all of hits.
+func (s *Store) fill(c *call, hits []quota.Hit, now int64, pinned bool) {
+	c.args = lua.AppendTime(c.args, now, pinned)
+	for i := range hits {
+		key, _ := s.keys.build(hits[i].Key, hits[i].TagLen)
+		c.keys = append(c.keys, key)
+		c.args = lua.AppendHit(c.args, &hits[i])
+	}
+}
+
 // takeOne runs a request that is one script call: EVALSHA, or EVAL if the
 // node lacks the script.
 func (s *Store) takeOne(ctx context.Context, c *call, out []quota.Decision) error {
 	s.stats.calls.Add(1)
+	s.stats.flushes.Add(1)
 	reply, err := lua.Take.Run(ctx, s.client, c.keys, c.args...).Result()
 	if err != nil {
 		return err
@@ -503,6 +554,7 @@ func notSent(err error) bool {
 // calls whose node lacked the script.
 func (s *Store) runPipeline(ctx context.Context, script *redis.Script, calls []call) {
 	s.stats.calls.Add(uint64(len(calls)))
+	s.stats.flushes.Add(1)
 	pipe := s.client.Pipeline()
 	for k := range calls {
 		calls[k].cmd = script.EvalSha(ctx, pipe, calls[k].keys, calls[k].args...)
@@ -513,7 +565,7 @@ func (s *Store) runPipeline(ctx context.Context, script *redis.Script, calls []c
 	for k := range calls {
 		c := &calls[k]
 		c.err = c.cmd.Err()
-		if c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT") {
+		if c.err != nil && isNoScript(c.err) {
 			if retry == nil {
 				retry = s.client.Pipeline()
 			}
@@ -523,6 +575,7 @@ func (s *Store) runPipeline(ctx context.Context, script *redis.Script, calls []c
 	if retry == nil {
 		return
 	}
+	s.stats.flushes.Add(1)
 	_, _ = retry.Exec(ctx)
 	for k := range calls {
 		calls[k].err = calls[k].cmd.Err()

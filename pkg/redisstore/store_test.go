@@ -604,33 +604,55 @@ func TestSentinel(t *testing.T) {
 	}
 }
 
-// BenchmarkTake measures a Take against a local Redis, with 1 and 3 hits.
+// BenchmarkTake measures a Take against a local Redis, with 1 and 3 hits,
+// from GOMAXPROCS goroutines and from 16 times as many (as a sidecar under
+// load), with batching as by default, with a 50µs window, and off. It
+// reports the script calls per pipeline flush.
 func BenchmarkTake(b *testing.B) {
 	srv := redistest.Shared(b)
+	modes := []struct {
+		name string
+		max  int
+		win  time.Duration
+	}{
+		{"batched", 0, 0},
+		{"batched,window=50µs", 0, 50 * time.Microsecond},
+		{"unbatched", 1, 0},
+	}
 	for _, n := range []int{1, 3} {
-		b.Run(fmt.Sprintf("hits=%d", n), func(b *testing.B) {
-			s := newStore(b, redisstore.Options{URL: srv.URL})
-			hits := make([]quota.Hit, n)
-			for i := range hits {
-				hits[i] = quota.Hit{
-					Key:    "bench\x00" + strconv.Itoa(i),
-					TagLen: 5,
-					Limit:  quota.Limit{Algorithm: quota.Algorithm(i % 3), Requests: 1 << 40, Unit: time.Second},
-					N:      1,
-				}
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				out := make([]quota.Decision, n)
-				for pb.Next() {
-					if err := s.Take(context.Background(), hits, out); err != nil {
-						b.Error(err)
-						return
+		for _, par := range []int{1, 16} {
+			for _, mode := range modes {
+				b.Run(fmt.Sprintf("hits=%d/goroutines=%dxGOMAXPROCS/%s", n, par, mode.name), func(b *testing.B) {
+					s := newStore(b, redisstore.Options{URL: srv.URL, BatchMax: mode.max, BatchWindow: mode.win})
+					hits := make([]quota.Hit, n)
+					for i := range hits {
+						hits[i] = quota.Hit{
+							Key:    "bench\x00" + strconv.Itoa(i),
+							TagLen: 5,
+							Limit:  quota.Limit{Algorithm: quota.Algorithm(i % 3), Requests: 1 << 40, Unit: time.Second},
+							N:      1,
+						}
 					}
-				}
-			})
-		})
+					before := s.Stats()
+					b.ReportAllocs()
+					b.SetParallelism(par)
+					b.ResetTimer()
+					b.RunParallel(func(pb *testing.PB) {
+						out := make([]quota.Decision, n)
+						for pb.Next() {
+							if err := s.Take(context.Background(), hits, out); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+					st := s.Stats()
+					if f := st.Flushes - before.Flushes; f > 0 {
+						b.ReportMetric(float64(st.Calls-before.Calls)/float64(f), "calls/flush")
+					}
+				})
+			}
+		}
 	}
 }
 

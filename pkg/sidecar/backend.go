@@ -1,11 +1,13 @@
 package sidecar
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate/floodgate/pkg/memstore"
 	"github.com/floodgate/floodgate/pkg/nearcache"
@@ -40,7 +42,17 @@ func newLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (rateli
 	return nil, nil, fmt.Errorf("unknown backend %q", s.Backend)
 }
 
+// redisLog routes go-redis's own messages (dial failures and the like) into
+// our JSON log, so stderr stays one JSON object per line.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
+}
+
 func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (ratelimitsvc.Limiter, func() error, error) {
+	// go-redis has one process-wide logger.
+	redis.SetLogger(redisLog{log})
 	r := s.Redis
 	var sentinels []string
 	if r.SentinelAddrs != "" {
@@ -56,6 +68,8 @@ func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (r
 		DialTimeout:    r.DialTimeout,
 		ReadTimeout:    r.ReadTimeout,
 		WriteTimeout:   r.WriteTimeout,
+		BatchMax:       r.BatchMax,
+		BatchWindow:    r.BatchWindow,
 		OnStateChange: func(up bool, err error) {
 			if up {
 				log.Info("redis is back: deciding again")
@@ -72,7 +86,8 @@ func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (r
 			Namespace: "floodgate", Subsystem: "redis", Name: name, Help: help,
 		}, func() float64 { return float64(value(st.Stats())) }))
 	}
-	stat("script_calls_total", "Script calls sent to Redis (round trips on a standalone Redis).", func(x redisstore.Stats) uint64 { return x.Calls })
+	stat("script_calls_total", "Script calls sent to Redis (one per decision, more on a cluster when a request spans slots).", func(x redisstore.Stats) uint64 { return x.Calls })
+	stat("flushes_total", "Writes of script calls to Redis: one call, or a pipeline of concurrent ones (round trips on a standalone Redis).", func(x redisstore.Stats) uint64 { return x.Flushes })
 	stat("errors_total", "Decisions the Redis backend failed to make.", func(x redisstore.Stats) uint64 { return x.Errors })
 	stat("fast_fails_total", "Decisions refused at once while Redis was marked down.", func(x redisstore.Stats) uint64 { return x.FastFails })
 	stat("down_total", "Times Redis was marked down.", func(x redisstore.Stats) uint64 { return x.Trips })

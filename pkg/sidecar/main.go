@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,13 @@ import (
 
 	"github.com/floodgate/floodgate/pkg/descriptors"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
+)
+
+// gRPC server settings (see Start).
+const (
+	// streamWorkers covers the calls a sidecar has in flight under load.
+	streamWorkers = 128
+	flowWindow    = 1 << 20
 )
 
 // Main is one running sidecar: start it with Start, stop it with Shutdown
@@ -110,7 +118,19 @@ func (m *Main) Start(ctx context.Context) error {
 		return fmt.Errorf("--http-addr %s: %w", s.HTTPAddr, err)
 	}
 
-	m.grpcSrv = grpc.NewServer(grpc.ChainUnaryInterceptor(m.recoverUnary))
+	m.grpcSrv = grpc.NewServer(
+		// Measured under load (docs/benchmarks.md): stream workers reuse
+		// goroutines whose stacks have already grown, instead of a new
+		// goroutine per call that grows its stack again (runtime.morestack
+		// was a tenth of the CPU); calls beyond them get a goroutine each.
+		grpc.NumStreamWorkers(streamWorkers),
+		// Fixed flow-control windows turn off grpc-go's BDP estimator,
+		// whose pings cost syscalls on every busy connection; rate-limit
+		// messages are far smaller than these windows.
+		grpc.InitialWindowSize(flowWindow),
+		grpc.InitialConnWindowSize(flowWindow),
+		grpc.ChainUnaryInterceptor(m.recoverUnary),
+	)
 	rlsv3.RegisterRateLimitServiceServer(m.grpcSrv, m.svc)
 	m.health = health.NewServer()
 	healthpb.RegisterHealthServer(m.grpcSrv, m.health)
@@ -231,6 +251,15 @@ func (m *Main) httpHandler() http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(m.reload.describe())
 	})
+	if m.settings.PProf {
+		// Served only when asked for: the package's own registration on
+		// http.DefaultServeMux is never served.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 
@@ -245,7 +274,9 @@ func (m *Main) readiness(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if err := m.limiter.Ping(ctx); err != nil {
+	if err := m.limiter.Ping(ctx); err != nil && !m.settings.FailOpen {
+		// With --fail-open the sidecar answers OK without its backend, so
+		// taking the pod out of service would defeat the choice.
 		return fmt.Errorf("backend: %w", err)
 	}
 	return nil

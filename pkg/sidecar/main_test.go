@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/floodgate/floodgate/pkg/redisstore"
 	"github.com/floodgate/floodgate/pkg/sidecar"
 )
 
@@ -154,6 +155,29 @@ func TestServeAnswersHealthAndHTTP(t *testing.T) {
 	}
 }
 
+// TestPProf: the profiler is served only with --pprof.
+func TestPProf(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "a.yaml"), limitConfig("a", 7))
+	for _, tt := range []struct {
+		args []string
+		want int
+	}{
+		{nil, http.StatusNotFound},
+		{[]string{"--pprof"}, http.StatusOK},
+	} {
+		r := start(t, append([]string{"--config=" + dir}, tt.args...)...)
+		code, body := httpGet(t, "http://"+r.main.HTTPAddr()+"/debug/pprof/")
+		if code != tt.want {
+			t.Errorf("%v: GET /debug/pprof/: %d, want %d; body:\n%.500s", tt.args, code, tt.want, body)
+		}
+		if tt.want == http.StatusOK && !strings.Contains(body, "goroutine") {
+			t.Errorf("%v: /debug/pprof/ lists no profiles:\n%.500s", tt.args, body)
+		}
+	}
+}
+
 func TestReloadOnEditAndKeepOnError(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -278,6 +302,15 @@ func TestParseSettings(t *testing.T) {
 		{name: "bad scheme", args: []string{"--redis-url=http://h:1"}, wantErr: "--redis-url"},
 		{name: "sentinel half", args: []string{"--redis-sentinel-master=m"}, wantErr: "--redis-sentinel-addrs"},
 		{name: "negative bound", args: []string{"--max-descriptors=0"}, wantErr: "--max-descriptors"},
+		{name: "batching", args: []string{"--redis-batch-max=1", "--redis-batch-window=50us", "--pprof"},
+			check: func(s sidecar.Settings) bool {
+				return s.Redis.BatchMax == 1 && s.Redis.BatchWindow == 50*time.Microsecond && s.PProf
+			}},
+		{name: "batching defaults", check: func(s sidecar.Settings) bool {
+			return s.Redis.BatchMax == redisstore.DefaultBatchMax && s.Redis.BatchWindow == 0 && !s.PProf
+		}},
+		{name: "batch max zero", args: []string{"--redis-batch-max=0"}, wantErr: "--redis-batch-max"},
+		{name: "negative batch window", env: map[string]string{"SIDECAR_REDIS_BATCH_WINDOW": "-1ms"}, wantErr: "--redis-batch-window"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
+	"github.com/floodgate/floodgate/pkg/redisstore"
 )
 
 // Settings are serve's settings. Every field is a flag; the flag's default is
@@ -30,6 +31,7 @@ type Settings struct {
 	Headers      bool          // --ratelimit-headers
 	ReloadEvery  time.Duration // --reload-interval
 	ShutdownWait time.Duration // --shutdown-timeout
+	PProf        bool          // --pprof
 
 	MaxDescriptors int // --max-descriptors
 	MaxEntries     int // --max-entries
@@ -52,6 +54,8 @@ type RedisSettings struct {
 	DialTimeout    time.Duration // --redis-dial-timeout
 	ReadTimeout    time.Duration // --redis-read-timeout
 	WriteTimeout   time.Duration // --redis-write-timeout
+	BatchMax       int           // --redis-batch-max (1 = no batching)
+	BatchWindow    time.Duration // --redis-batch-window (0 = no bound)
 }
 
 // EnvPrefix starts the environment variable of every flag.
@@ -71,6 +75,7 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&s.Headers, "ratelimit-headers", true, "add RateLimit, RateLimit-Policy and Retry-After headers to answers")
 	fs.DurationVar(&s.ReloadEvery, "reload-interval", 500*time.Millisecond, "how often the config path is checked for changes")
 	fs.DurationVar(&s.ShutdownWait, "shutdown-timeout", 15*time.Second, "how long in-flight calls may take to finish on SIGTERM")
+	fs.BoolVar(&s.PProf, "pprof", false, "serve Go's profiler (net/http/pprof) under /debug/pprof/ on the HTTP listener")
 	fs.IntVar(&s.MaxDescriptors, "max-descriptors", ratelimitsvc.DefaultMaxDescriptors, "most descriptors per request")
 	fs.IntVar(&s.MaxEntries, "max-entries", ratelimitsvc.DefaultMaxEntries, "most entries per descriptor")
 	fs.IntVar(&s.MaxValueBytes, "max-value-bytes", ratelimitsvc.DefaultMaxValueBytes, "most bytes per entry key or value")
@@ -85,6 +90,8 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&s.Redis.DialTimeout, "redis-dial-timeout", 2*time.Second, "Redis connect timeout")
 	fs.DurationVar(&s.Redis.ReadTimeout, "redis-read-timeout", 500*time.Millisecond, "Redis read timeout")
 	fs.DurationVar(&s.Redis.WriteTimeout, "redis-write-timeout", 500*time.Millisecond, "Redis write timeout")
+	fs.IntVar(&s.Redis.BatchMax, "redis-batch-max", redisstore.DefaultBatchMax, "most concurrent decisions sent to one Redis node as one pipeline; 1 sends each on its own")
+	fs.DurationVar(&s.Redis.BatchWindow, "redis-batch-window", 0, "longest a queued decision waits for a pipeline in flight before its queue goes on its own; 0 sets no bound (a decision that finds at most one other in flight never waits)")
 	return fs
 }
 
@@ -170,6 +177,12 @@ func (s *Settings) check() error {
 	}
 	if s.NearCacheSize < 0 {
 		bad("--near-cache-size=%d: must be 0 (off) or more", s.NearCacheSize)
+	}
+	if s.Redis.BatchMax < 1 {
+		bad("--redis-batch-max=%d: must be 1 (no batching) or more", s.Redis.BatchMax)
+	}
+	if s.Redis.BatchWindow < 0 {
+		bad("--redis-batch-window=%s: must not be negative", s.Redis.BatchWindow)
 	}
 	if s.Redis.PoolSize < 0 {
 		bad("--redis-pool-size=%d: must not be negative", s.Redis.PoolSize)
