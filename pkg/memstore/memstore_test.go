@@ -301,25 +301,6 @@ func TestCheckOnlyStoresNothing(t *testing.T) {
 	}
 }
 
-func TestTakeAllocations(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector allocates")
-	}
-	s := newStore(t, Options{})
-	for _, n := range []int{1, 3, smallBatch} {
-		hits := make([]quota.Hit, n)
-		for i := range hits {
-			hits[i] = quota.Hit{Key: "alloc/" + strconv.Itoa(i), Limit: perHour, N: 1}
-		}
-		out := make([]quota.Decision, n)
-		ctx := context.Background()
-		_ = s.Take(ctx, hits, out) // create the counters
-		if got := testing.AllocsPerRun(100, func() { _ = s.Take(ctx, hits, out) }); got != 0 {
-			t.Errorf("Take of %d hits on existing keys: %v allocations, want 0", n, got)
-		}
-	}
-}
-
 func benchmarkTake(b *testing.B, batch int) {
 	s := newStore(b, Options{})
 	const keys = 4096
