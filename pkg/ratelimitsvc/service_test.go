@@ -409,10 +409,11 @@ descriptors:
 	}
 }
 
+// BenchmarkShouldRateLimit measures match plus decide on the memory
+// backend. keys=1 is one hot counter that every goroutine contends for;
+// keys=1024 spreads the goroutines over many clients, as a sidecar sees them.
 func BenchmarkShouldRateLimit(b *testing.B) {
-	for _, n := range []int{1, 3} {
-		b.Run(fmt.Sprintf("descriptors=%d", n), func(b *testing.B) {
-			cfg, err := descriptors.Parse("bench.yaml", []byte(`
+	cfg, err := descriptors.Parse("bench.yaml", []byte(`
 domain: bench
 descriptors:
   - key: remote_address
@@ -424,31 +425,43 @@ descriptors:
       - key: user
         rate_limit: {unit: hour, requests_per_unit: 1000000000, algorithm: fixed_window}
 `), descriptors.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			store, err := memstore.New(memstore.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			svc := ratelimitsvc.New(ratelimitsvc.Options{Limiter: store})
-			svc.SetConfig(cfg)
-			all := []*rlv3.RateLimitDescriptor{
-				desc("remote_address", "10.1.2.3"),
-				desc("api_key", "k-123"),
-				desc("tenant", "acme", "user", "bob"),
-			}
-			req := &rlsv3.RateLimitRequest{Domain: "bench", Descriptors: all[:n]}
-			ctx := context.Background()
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if _, err := svc.ShouldRateLimit(ctx, req); err != nil {
-						b.Fatal(err)
-					}
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{1, 3} {
+		for _, keys := range []int{1, 1024} {
+			b.Run(fmt.Sprintf("descriptors=%d/keys=%d", n, keys), func(b *testing.B) {
+				store, err := memstore.New(memstore.Options{})
+				if err != nil {
+					b.Fatal(err)
 				}
+				svc := ratelimitsvc.New(ratelimitsvc.Options{Limiter: store})
+				svc.SetConfig(cfg)
+				reqs := make([]*rlsv3.RateLimitRequest, keys)
+				for k := range reqs {
+					id := fmt.Sprint(k)
+					all := []*rlv3.RateLimitDescriptor{
+						desc("remote_address", "10.1.2."+id),
+						desc("api_key", "k-"+id),
+						desc("tenant", "acme", "user", "u"+id),
+					}
+					reqs[k] = &rlsv3.RateLimitRequest{Domain: "bench", Descriptors: all[:n]}
+				}
+				var next atomic.Int64
+				ctx := context.Background()
+				b.ReportAllocs()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					// Each goroutine walks the keys from its own offset.
+					k := int(next.Add(389))
+					for pb.Next() {
+						k++
+						if _, err := svc.ShouldRateLimit(ctx, reqs[k%keys]); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
 			})
-		})
+		}
 	}
 }
