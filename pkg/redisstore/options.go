@@ -111,6 +111,18 @@ func optErr(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrOptions}, args...)...)
 }
 
+// tune applies the settings every client kind shares, in place over the
+// values its URL gave: a field set in Options wins, then the URL, then our
+// default.
+func (o *Options) tune(pool, retries, dialerRetries *int, dial, read, write *time.Duration) {
+	*pool = pick(o.PoolSize, *pool, 0)
+	*retries = pick(o.MaxRetries, *retries, 1)
+	*dialerRetries = pick(0, *dialerRetries, 1)
+	*dial = pick(o.DialTimeout, *dial, DefaultDialTimeout)
+	*read = pick(o.ReadTimeout, *read, DefaultReadTimeout)
+	*write = pick(o.WriteTimeout, *write, DefaultWriteTimeout)
+}
+
 // newClient builds the go-redis client the options describe.
 func newClient(o *Options) (redis.UniversalClient, error) {
 	if o.Cluster && o.SentinelMaster != "" {
@@ -153,12 +165,7 @@ func newClient(o *Options) (redis.UniversalClient, error) {
 		if o.TLSConfig != nil {
 			opt.TLSConfig = o.TLSConfig
 		}
-		opt.PoolSize = pick(o.PoolSize, opt.PoolSize, 0)
-		opt.DialTimeout = pick(o.DialTimeout, opt.DialTimeout, DefaultDialTimeout)
-		opt.ReadTimeout = pick(o.ReadTimeout, opt.ReadTimeout, DefaultReadTimeout)
-		opt.WriteTimeout = pick(o.WriteTimeout, opt.WriteTimeout, DefaultWriteTimeout)
-		opt.MaxRetries = pick(o.MaxRetries, opt.MaxRetries, 1)
-		opt.DialerRetries = pick(0, opt.DialerRetries, 1)
+		o.tune(&opt.PoolSize, &opt.MaxRetries, &opt.DialerRetries, &opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout)
 		opt.ContextTimeoutEnabled = true
 		return redis.NewClusterClient(opt), nil
 
@@ -185,6 +192,7 @@ func newClient(o *Options) (redis.UniversalClient, error) {
 		if o.TLSConfig != nil {
 			base.TLSConfig = o.TLSConfig
 		}
+		o.tune(&base.PoolSize, &base.MaxRetries, &base.DialerRetries, &base.DialTimeout, &base.ReadTimeout, &base.WriteTimeout)
 		opt := &redis.FailoverOptions{
 			MasterName:       o.SentinelMaster,
 			SentinelAddrs:    o.SentinelAddrs,
@@ -194,12 +202,12 @@ func newClient(o *Options) (redis.UniversalClient, error) {
 			Password:         base.Password,
 			DB:               base.DB,
 			TLSConfig:        base.TLSConfig,
-			PoolSize:         pick(o.PoolSize, base.PoolSize, 0),
-			DialTimeout:      pick(o.DialTimeout, base.DialTimeout, DefaultDialTimeout),
-			ReadTimeout:      pick(o.ReadTimeout, base.ReadTimeout, DefaultReadTimeout),
-			WriteTimeout:     pick(o.WriteTimeout, base.WriteTimeout, DefaultWriteTimeout),
-			MaxRetries:       pick(o.MaxRetries, base.MaxRetries, 1),
-			DialerRetries:    pick(0, base.DialerRetries, 1),
+			PoolSize:         base.PoolSize,
+			DialTimeout:      base.DialTimeout,
+			ReadTimeout:      base.ReadTimeout,
+			WriteTimeout:     base.WriteTimeout,
+			MaxRetries:       base.MaxRetries,
+			DialerRetries:    base.DialerRetries,
 
 			ContextTimeoutEnabled: true,
 		}
@@ -213,12 +221,7 @@ func newClient(o *Options) (redis.UniversalClient, error) {
 		if o.TLSConfig != nil {
 			opt.TLSConfig = o.TLSConfig
 		}
-		opt.PoolSize = pick(o.PoolSize, opt.PoolSize, 0)
-		opt.DialTimeout = pick(o.DialTimeout, opt.DialTimeout, DefaultDialTimeout)
-		opt.ReadTimeout = pick(o.ReadTimeout, opt.ReadTimeout, DefaultReadTimeout)
-		opt.WriteTimeout = pick(o.WriteTimeout, opt.WriteTimeout, DefaultWriteTimeout)
-		opt.MaxRetries = pick(o.MaxRetries, opt.MaxRetries, 1)
-		opt.DialerRetries = pick(0, opt.DialerRetries, 1)
+		o.tune(&opt.PoolSize, &opt.MaxRetries, &opt.DialerRetries, &opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout)
 		opt.ContextTimeoutEnabled = true
 		return redis.NewClient(opt), nil
 	}
