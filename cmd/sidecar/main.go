@@ -79,6 +79,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	}
 	level, _ := sidecar.ParseLogLevel(s.LogLevel)
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	gc := sidecar.TuneGC(getenv)
+	log.Debug("garbage collector", "gc_percent", gc.Percent, "memory_limit_bytes", gc.MemoryLimit)
 	if err := sidecar.New(s, log).Run(ctx); err != nil {
 		log.Error("sidecar failed", "err", err.Error())
 		return exitError
