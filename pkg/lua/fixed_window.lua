@@ -4,20 +4,19 @@
 -- fits while count + n <= requests. The counter's TTL is the rest of its
 -- window, so it is set once, when a window's first hit writes the counter.
 --
--- Returns fits (0/1), remaining, reset-after (µs), the next state and its
--- TTL (µs).
-local function fixed_window(st, now, unit, requests, n)
+-- Takes the counter as load returns it; returns fits (0/1), remaining,
+-- reset-after (µs), the next state (w, c, p; p is unused) and its TTL (µs).
+local function fixed_window(set, w, c, now, unit, requests, n)
   -- fmod is exact on doubles, and equals Go's % for non-negative times.
   local start = now - math.fmod(now, unit)
   local count = 0
-  if st.set and st.w == start then
-    count = st.c
+  if set and w == start then
+    count = c
   end
   local finish = start + unit
-  local nxt = { set = true, w = start, c = count + n }
   -- As quota: n <= requests first, so the test means count + n <= requests.
   if n <= requests and count <= requests - n then
-    return 1, requests - count - n, finish - now, nxt, finish - now
+    return 1, requests - count - n, finish - now, start, count + n, 0, finish - now
   end
-  return 0, 0, finish - now, nxt, finish - now
+  return 0, 0, finish - now, start, count + n, 0, finish - now
 end

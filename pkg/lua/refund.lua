@@ -34,9 +34,9 @@ for i = 1, #KEYS do
   if not (alg and requests and burst and n) then
     return redis.error_reply('ERR floodgate refund: bad arguments for hit ' .. i)
   end
-  local st = load(key, alg)
+  local set, w, c, p = load(key, alg)
   local changed = false
-  if st.set and n > 0 then
+  if set and n > 0 then
     if alg == TOKEN_BUCKET then
       local capacity = requests
       if burst > 0 then
@@ -44,22 +44,22 @@ for i = 1, #KEYS do
       end
       -- Refill is linear, so adding n back now equals never having taken
       -- it, up to the cap a full bucket stops at.
-      st.t = math.min(capacity, st.t + n)
+      c = math.min(capacity, c + n)
       changed = true
     else
       local start = now - math.fmod(now, unit)
-      if st.w == start then
-        st.c = math.max(0, st.c - n)
+      if w == start then
+        c = math.max(0, c - n)
         changed = true
-      elseif alg == SLIDING_WINDOW and st.w == start + unit then
+      elseif alg == SLIDING_WINDOW and w == start + unit then
         -- The window rolled over since the take: the hits are now prev.
-        st.p = math.max(0, st.p - n)
+        p = math.max(0, p - n)
         changed = true
       end
     end
   end
   if changed then
-    redis.call('SET', key, encode(st, alg), 'KEEPTTL')
+    redis.call('SET', key, encode(alg, w, c, p), 'KEEPTTL')
     refunded = refunded + 1
   end
 end

@@ -6,8 +6,8 @@
 -- prev, so its TTL reaches the end of the next window: set once per window,
 -- when the window's first hit writes it.
 --
--- Returns fits (0/1), remaining, reset-after (µs), the next state and its
--- TTL (µs).
+-- Takes the counter as load returns it; returns fits (0/1), remaining,
+-- reset-after (µs), the next state (w, c, p) and its TTL (µs).
 
 -- sliding_wait is quota's slidingWait: the time from now until a hit of n
 -- would fit.
@@ -32,21 +32,20 @@ local function sliding_wait(limit, cur, prev, n, now, start, unit)
   return finish + math.ceil(e) - now
 end
 
-local function sliding_window(st, now, unit, requests, n)
+local function sliding_window(set, w, c, p, now, unit, requests, n)
   local start = now - math.fmod(now, unit)
   local cur, prev = 0, 0
-  if st.set then
-    if st.w == start then
-      cur, prev = st.c, st.p
-    elseif st.w == start - unit then
-      prev = st.c
+  if set then
+    if w == start then
+      cur, prev = c, p
+    elseif w == start - unit then
+      prev = c
     end
   end
   local elapsed = now - start
   local finish = start + unit
   local weight = (unit - elapsed) / unit
   local estimate = prev * weight + cur
-  local nxt = { set = true, w = start, c = cur + n, p = prev }
   local ttl = finish + unit - now
   local after = estimate + n
   if after <= requests + EPSILON then
@@ -54,7 +53,7 @@ local function sliding_window(st, now, unit, requests, n)
     if left < 0 then
       left = 0
     end
-    return 1, left, finish - now, nxt, ttl
+    return 1, left, finish - now, start, cur + n, prev, ttl
   end
-  return 0, 0, sliding_wait(requests, cur, prev, n, now, start, unit), nxt, ttl
+  return 0, 0, sliding_wait(requests, cur, prev, n, now, start, unit), start, cur + n, prev, ttl
 end

@@ -46,12 +46,56 @@ else
   ttl_slack = 60000000
 end
 
+-- decide runs a hit's algorithm on a counter (set, w, c, p as load returns
+-- it) and returns fits, remaining, reset-after, the next state (w, c, p)
+-- and its TTL.
+local function decide(alg, set, w, c, p, requests, unit, burst, n)
+  if alg == TOKEN_BUCKET then
+    return token_bucket(set, w, c, now, unit, requests, burst, n)
+  elseif alg == FIXED_WINDOW then
+    return fixed_window(set, w, c, now, unit, requests, n)
+  end
+  return sliding_window(set, w, c, p, now, unit, requests, n)
+end
+
+-- store writes a counter's next state (w, c, p, with its TTL); set0 and w0
+-- are the counter as it was read.
+local function store(key, alg, set0, w0, w, c, p, ttl)
+  local value = encode(alg, w, c, p)
+  if alg ~= TOKEN_BUCKET and set0 and w0 == w then
+    -- Same window as stored: its TTL, set by the window's first write,
+    -- already ends where this one would.
+    redis.call('SET', key, value, 'KEEPTTL')
+  else
+    -- PX takes ms; round up so the counter never expires early.
+    redis.call('SET', key, value, 'PX', math.ceil((ttl + ttl_slack) / 1000))
+  end
+end
+
+if #KEYS == 1 then
+  -- One hit, the common case: no key can repeat, so no bookkeeping. It is
+  -- written if it fits and takes something; otherwise nothing is.
+  local alg, requests, unit, burst, n = hit_args(1)
+  if not (alg and requests and burst and n) then
+    return redis.error_reply('ERR floodgate take: bad arguments for hit 1')
+  end
+  local key = KEYS[1]
+  local set, w, c, p = load(key, alg)
+  local fits, remaining, reset, nw, nc, np, ttl = decide(alg, set, w, c, p, requests, unit, burst, n)
+  if fits == 1 and n > 0 then
+    store(key, alg, set, w, nw, nc, np, ttl)
+  end
+  return { now, fits, remaining, reset }
+end
+
 local reply = { now }
-local stored = {}  -- key -> state as read from Redis
-local current = {} -- key -> state after the hits decided so far
-local algs = {}    -- key -> algorithm
-local ttls = {}    -- key -> TTL (µs) of its latest next state
-local dirty = {}   -- keys to write, in first-taken order
+local nreply = 1
+-- key -> its counter, an array (cheaper than named fields):
+--   [1] key, [2] algorithm, [3] set, [4] w as read (for the TTL rule);
+--   [5] set, [6] w, [7] c, [8] p after the hits decided so far;
+--   [9] the TTL of the latest hit taken, false while none is.
+local counters = {}
+local dirty = {}  -- counters to write, in first-taken order
 local rejected = false
 
 for i = 1, #KEYS do
@@ -60,30 +104,25 @@ for i = 1, #KEYS do
   if not (alg and requests and burst and n) then
     return redis.error_reply('ERR floodgate take: bad arguments for hit ' .. i)
   end
-  local st = current[key]
-  if st == nil then
-    st = load(key, alg)
-    stored[key], current[key], algs[key] = st, st, alg
+  local ct = counters[key]
+  if ct == nil then
+    local set, w, c, p = load(key, alg)
+    ct = { key, alg, set, w, set, w, c, p, false }
+    counters[key] = ct
   end
-  local fits, remaining, reset, nxt, ttl
-  if alg == TOKEN_BUCKET then
-    fits, remaining, reset, nxt, ttl = token_bucket(st, now, unit, requests, burst, n)
-  elseif alg == FIXED_WINDOW then
-    fits, remaining, reset, nxt, ttl = fixed_window(st, now, unit, requests, n)
-  else
-    fits, remaining, reset, nxt, ttl = sliding_window(st, now, unit, requests, n)
-  end
-  reply[#reply + 1] = fits
-  reply[#reply + 1] = remaining
-  reply[#reply + 1] = reset
+  local fits, remaining, reset, nw, nc, np, ttl = decide(alg, ct[5], ct[6], ct[7], ct[8], requests, unit, burst, n)
+  reply[nreply + 1] = fits
+  reply[nreply + 2] = remaining
+  reply[nreply + 3] = reset
+  nreply = nreply + 3
   if fits == 1 then
     -- A check (n = 0) changes nothing a later read could tell apart, so it
     -- is not written.
     if n > 0 then
-      if not ttls[key] then
-        dirty[#dirty + 1] = key
+      if not ct[9] then
+        dirty[#dirty + 1] = ct
       end
-      current[key], ttls[key] = nxt, ttl
+      ct[5], ct[6], ct[7], ct[8], ct[9] = true, nw, nc, np, ttl
     end
   elseif not shadow then
     rejected = true
@@ -94,16 +133,7 @@ if rejected then
   return reply
 end
 
-for _, key in ipairs(dirty) do
-  local st, alg, old = current[key], algs[key], stored[key]
-  local value = encode(st, alg)
-  if alg ~= TOKEN_BUCKET and old.set and old.w == st.w then
-    -- Same window as stored: its TTL, set by the window's first write,
-    -- already ends where this one would.
-    redis.call('SET', key, value, 'KEEPTTL')
-  else
-    -- PX takes ms; round up so the counter never expires early.
-    redis.call('SET', key, value, 'PX', math.ceil((ttls[key] + ttl_slack) / 1000))
-  end
+for _, ct in ipairs(dirty) do
+  store(ct[1], ct[2], ct[3], ct[4], ct[6], ct[7], ct[8], ct[9])
 end
 return reply

@@ -7,8 +7,9 @@
 -- the same as the stored one. It moves with every write, so it is set on
 -- every write.
 --
--- Returns fits (0/1), remaining, reset-after (µs), the next state and its
--- TTL (µs).
+-- Takes the counter as load returns it (c holds the tokens); returns fits
+-- (0/1), remaining, reset-after (µs), the next state (w, c, p; p is unused)
+-- and its TTL (µs).
 
 -- refill_micros is quota's refillMicros: the whole µs, rounded up, that
 -- refill tokens at requests per unit (multiplying by unit first, as quota
@@ -17,7 +18,7 @@ local function refill_micros(tokens, requests, unit)
   return math.ceil(tokens * unit / requests)
 end
 
-local function token_bucket(st, now, unit, requests, burst, n)
+local function token_bucket(set, w, c, now, unit, requests, burst, n)
   local capacity = requests
   if burst > 0 then
     capacity = burst
@@ -25,9 +26,9 @@ local function token_bucket(st, now, unit, requests, burst, n)
   -- Refill rate in tokens per µs.
   local rate = requests / unit
   local tokens = capacity
-  if st.set then
-    tokens = st.t
-    local elapsed = now - st.w
+  if set then
+    tokens = c
+    local elapsed = now - w
     if elapsed > 0 then
       tokens = tokens + elapsed * rate
     end
@@ -35,7 +36,6 @@ local function token_bucket(st, now, unit, requests, burst, n)
       tokens = capacity
     end
   end
-  local nxt = { set = true, w = now, t = tokens }
   if requests == 0 then
     -- Nothing ever refills: report one unit, as the window algorithms do;
     -- a check (n = 0) takes nothing, so it fits, with nothing left.
@@ -43,7 +43,7 @@ local function token_bucket(st, now, unit, requests, burst, n)
     if n == 0 then
       fits = 1
     end
-    return fits, 0, unit, nxt, unit
+    return fits, 0, unit, now, tokens, 0, unit
   end
   if tokens + EPSILON >= n then
     local left = tokens - n
@@ -51,14 +51,13 @@ local function token_bucket(st, now, unit, requests, burst, n)
       left = 0
     end
     local until_full = refill_micros(capacity - left, requests, unit)
-    nxt.t = left
-    return 1, math.floor(left + EPSILON), until_full, nxt, until_full + 1000000
+    return 1, math.floor(left + EPSILON), until_full, now, left, 0, until_full + 1000000
   end
   local until_full = refill_micros(capacity - tokens, requests, unit)
   if n > capacity then
     -- Never fits, however long one waits: report one unit, as for a limit
     -- of 0, rather than a wait after which it still fails.
-    return 0, 0, unit, nxt, until_full + 1000000
+    return 0, 0, unit, now, tokens, 0, until_full + 1000000
   end
-  return 0, 0, refill_micros(n - tokens, requests, unit), nxt, until_full + 1000000
+  return 0, 0, refill_micros(n - tokens, requests, unit), now, tokens, 0, until_full + 1000000
 end
