@@ -79,8 +79,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	}
 	level, _ := sidecar.ParseLogLevel(s.LogLevel)
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-	gc := sidecar.TuneGC(getenv)
-	log.Debug("garbage collector", "gc_percent", gc.Percent, "memory_limit_bytes", gc.MemoryLimit)
+	rt := sidecar.TuneRuntime(getenv, "/sys/fs/cgroup", "/proc/self/cgroup")
+	log.Debug("runtime", "gc_percent", rt.GCPercent, "memory_limit_bytes", rt.MemoryLimit, "gomaxprocs", rt.MaxProcs)
 	if err := sidecar.New(s, log).Run(ctx); err != nil {
 		log.Error("sidecar failed", "err", err.Error())
 		return exitError
