@@ -13,7 +13,7 @@ import (
 // GOGC is not set: the heap may grow to 5 times what is live between
 // collections instead of Go's default 2. A sidecar's live heap is small
 // (a few MB with the Redis backend), and collecting less often was worth
-// 15-25 % of its CPU per decision under load (docs/benchmarks.md).
+// 13-26 % of its CPU per decision under load (docs/benchmarks.md).
 const GCPercent = 400
 
 // memoryLimitShare is the part of the container's memory limit the heap is
@@ -37,7 +37,7 @@ type RuntimeTuning struct {
 //   - GOMAXPROCS 1 when the container's CPU limit is at most one CPU,
 //     unless GOMAXPROCS is set. Go itself never goes below 2; a sidecar
 //     held to one CPU (k8s/ gives it a limit of 1) then runs two threads
-//     against a one-CPU quota, and measured 15-25 % more CPU per decision
+//     against a one-CPU quota, and measured 6-34 % more CPU per decision
 //     than with one (docs/benchmarks.md).
 //
 // cgroupRoot is where cgroup file systems are mounted (/sys/fs/cgroup) and
