@@ -70,9 +70,16 @@ func start(t *testing.T, args ...string) *running {
 	return &running{main: m, logs: logs, rls: rlsv3.NewRateLimitServiceClient(conn), conn: conn}
 }
 
+// writeFile replaces path's content atomically, as editors and the kubelet
+// do: written beside, then renamed over it. (Written in place, a reload poll
+// could read it half-written, and rightly report that as an error.)
 func writeFile(t *testing.T, path, body string) {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+	tmp := filepath.Join(t.TempDir(), filepath.Base(path))
+	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 }
