@@ -107,6 +107,18 @@ func (c *Cache) Len() int {
 	return n
 }
 
+// Bytes is the bytes of the keys held, the quantity MaxBytes bounds.
+func (c *Cache) Bytes() int {
+	n := 0
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		n += sh.bytes
+		sh.mu.Unlock()
+	}
+	return n
+}
+
 // Ping asks the wrapped Limiter.
 func (c *Cache) Ping(ctx context.Context) error { return c.inner.Ping(ctx) }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -198,6 +199,25 @@ func TestBoundedEntries(t *testing.T) {
 	}
 	if nearcache.New(nil, nearcache.Options{MaxEntries: -1}) != nil {
 		t.Fatal("disabled cache does not return the inner limiter")
+	}
+}
+
+func TestBoundedBytes(t *testing.T) {
+	t.Parallel()
+	clock := backendtest.NewClock(backendtest.Base)
+	const maxBytes = 32 * 1024 // 1 KiB per shard
+	c := nearcache.New(newStore(t, clock), nearcache.Options{Now: clock.Now, MaxEntries: 1 << 20, MaxBytes: maxBytes}).(*nearcache.Cache)
+	lim := quota.Limit{Algorithm: quota.FixedWindow, Requests: 0, Unit: time.Hour}
+	key := strings.Repeat("k", 100)
+	for i := 0; i < 5000; i++ {
+		take(t, c, quota.Hit{Key: fmt.Sprint(key, i), Limit: lim, N: 1})
+	}
+	if b := c.Bytes(); b > maxBytes || b == 0 {
+		t.Fatalf("%d key bytes held, want 1..%d", b, maxBytes)
+	}
+	// Every entry's key is 101-104 bytes: the count follows from the bytes.
+	if n, b := c.Len(), c.Bytes(); n*101 > b || n*104 < b {
+		t.Fatalf("%d entries for %d bytes", n, b)
 	}
 }
 

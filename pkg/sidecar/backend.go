@@ -116,11 +116,15 @@ func withNearCache(inner ratelimitsvc.Limiter, s Settings, reg prometheus.Regist
 	})
 	c := nearcache.New(inner, nearcache.Options{
 		MaxEntries: s.NearCacheSize,
+		MaxBytes:   s.NearCacheMaxBytes,
 		OnHit:      func(n int) { hits.Add(float64(n)) },
 	}).(*nearcache.Cache)
 	reg.MustRegister(hits, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "floodgate", Subsystem: "nearcache", Name: "entries",
 		Help: "Over-limit counters held by the near-cache.",
-	}, func() float64 { return float64(c.Len()) }))
+	}, func() float64 { return float64(c.Len()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "floodgate", Subsystem: "nearcache", Name: "bytes",
+		Help: "Bytes of the counter keys held by the near-cache (bounded by --near-cache-max-bytes).",
+	}, func() float64 { return float64(c.Bytes()) }))
 	return c
 }

@@ -318,6 +318,12 @@ func TestParseSettings(t *testing.T) {
 		}},
 		{name: "batch max zero", args: []string{"--redis-batch-max=0"}, wantErr: "--redis-batch-max"},
 		{name: "negative batch window", env: map[string]string{"SIDECAR_REDIS_BATCH_WINDOW": "-1ms"}, wantErr: "--redis-batch-window"},
+		{name: "near-cache bounds", args: []string{"--near-cache-size=10"}, env: map[string]string{"SIDECAR_NEAR_CACHE_MAX_BYTES": "4096"},
+			check: func(s sidecar.Settings) bool { return s.NearCacheSize == 10 && s.NearCacheMaxBytes == 4096 }},
+		{name: "near-cache defaults", check: func(s sidecar.Settings) bool {
+			return s.NearCacheSize == 100_000 && s.NearCacheMaxBytes == 64<<20
+		}},
+		{name: "near-cache max bytes zero", args: []string{"--near-cache-max-bytes=0"}, wantErr: "--near-cache-max-bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -50,6 +50,12 @@ func TestRedisBackendOutageAndRecovery(t *testing.T) {
 	if admitted != 5 {
 		t.Fatalf("two sidecars admitted %d, want the one global limit 5", admitted)
 	}
+	// Each sidecar now holds the exhausted counter in its near-cache.
+	_, metrics := httpGet(t, "http://"+one.main.HTTPAddr()+"/metrics")
+	if !strings.Contains(metrics, "floodgate_nearcache_entries 1\n") ||
+		!strings.Contains(metrics, "floodgate_nearcache_bytes ") || strings.Contains(metrics, "floodgate_nearcache_bytes 0\n") {
+		t.Errorf("near-cache size not reported as one entry of some bytes:\n%s", grepLines(metrics, "floodgate_nearcache"))
+	}
 
 	redis.Stop()
 	eventually(t, "UNAVAILABLE from the fail-closed sidecar", func() bool {
@@ -62,7 +68,7 @@ func TestRedisBackendOutageAndRecovery(t *testing.T) {
 	if code, body := httpGet(t, "http://"+one.main.HTTPAddr()+"/readyz"); code != 503 || !strings.Contains(body, "backend") {
 		t.Errorf("/readyz during the outage: %d %q, want 503 naming the backend", code, body)
 	}
-	_, metrics := httpGet(t, "http://"+two.main.HTTPAddr()+"/metrics")
+	_, metrics = httpGet(t, "http://"+two.main.HTTPAddr()+"/metrics")
 	if !strings.Contains(metrics, "floodgate_ratelimit_fail_open_total") || strings.Contains(metrics, "floodgate_ratelimit_fail_open_total 0") {
 		t.Errorf("fail-open not counted")
 	}
@@ -78,4 +84,15 @@ func TestRedisBackendOutageAndRecovery(t *testing.T) {
 		code, _ := httpGet(t, "http://"+one.main.HTTPAddr()+"/readyz")
 		return code == 200
 	})
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

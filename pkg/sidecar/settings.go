@@ -37,8 +37,9 @@ type Settings struct {
 	MaxEntries     int // --max-entries
 	MaxValueBytes  int // --max-value-bytes
 
-	MemoryMaxKeys int // --memory-max-keys
-	NearCacheSize int // --near-cache-size
+	MemoryMaxKeys     int // --memory-max-keys
+	NearCacheSize     int // --near-cache-size
+	NearCacheMaxBytes int // --near-cache-max-bytes
 
 	Redis RedisSettings
 }
@@ -81,6 +82,7 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.IntVar(&s.MaxValueBytes, "max-value-bytes", ratelimitsvc.DefaultMaxValueBytes, "most bytes per entry key or value")
 	fs.IntVar(&s.MemoryMaxKeys, "memory-max-keys", 1_000_000, "memory backend: most counters kept; beyond it the soonest-expiring are evicted")
 	fs.IntVar(&s.NearCacheSize, "near-cache-size", 100_000, "Redis backend: most over-limit counters remembered locally, so hits on them need no Redis call; 0 disables")
+	fs.IntVar(&s.NearCacheMaxBytes, "near-cache-max-bytes", 64<<20, "Redis backend: most bytes of counter keys the near-cache holds")
 	fs.StringVar(&s.Redis.URL, "redis-url", "", "redis://[user:pass@]host:port[/db], rediss:// for TLS; with --redis-cluster, seed nodes as ?addr=h2:p2&addr=h3:p3")
 	fs.BoolVar(&s.Redis.Cluster, "redis-cluster", false, "treat --redis-url as a Redis Cluster")
 	fs.StringVar(&s.Redis.SentinelMaster, "redis-sentinel-master", "", "Sentinel: the master's name (needs --redis-sentinel-addrs)")
@@ -177,6 +179,9 @@ func (s *Settings) check() error {
 	}
 	if s.NearCacheSize < 0 {
 		bad("--near-cache-size=%d: must be 0 (off) or more", s.NearCacheSize)
+	}
+	if s.NearCacheMaxBytes <= 0 {
+		bad("--near-cache-max-bytes=%d: must be positive (turn the near-cache off with --near-cache-size=0)", s.NearCacheMaxBytes)
 	}
 	if s.Redis.BatchMax < 1 {
 		bad("--redis-batch-max=%d: must be 1 (no batching) or more", s.Redis.BatchMax)
