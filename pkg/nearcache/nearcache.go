@@ -97,26 +97,26 @@ func New(inner ratelimitsvc.Limiter, opts Options) ratelimitsvc.Limiter {
 
 // Len is the number of entries held, expired ones included until dropped.
 func (c *Cache) Len() int {
-	n := 0
-	for i := range c.shards {
-		sh := &c.shards[i]
-		sh.mu.Lock()
-		n += len(sh.entries)
-		sh.mu.Unlock()
-	}
+	n, _ := c.size()
 	return n
 }
 
 // Bytes is the bytes of the keys held, the quantity MaxBytes bounds.
 func (c *Cache) Bytes() int {
-	n := 0
+	_, b := c.size()
+	return b
+}
+
+// size sums the entries and key bytes of every shard.
+func (c *Cache) size() (entries, bytes int) {
 	for i := range c.shards {
 		sh := &c.shards[i]
 		sh.mu.Lock()
-		n += sh.bytes
+		entries += len(sh.entries)
+		bytes += sh.bytes
 		sh.mu.Unlock()
 	}
-	return n
+	return entries, bytes
 }
 
 // Ping asks the wrapped Limiter.
