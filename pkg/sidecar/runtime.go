@@ -64,8 +64,8 @@ func TuneRuntime(getenv func(string) string, cgroupRoot, self string) RuntimeTun
 	return t
 }
 
-// cgroups locates the limit files of the process's own cgroups: for each
-// file, the candidates in the order they are tried.
+// cgroups is where the process's own cgroups are, as /proc/self/cgroup
+// tells, to find their limit files in.
 type cgroups struct {
 	root string
 	v2   string            // the process's cgroup v2 path, "" when none
