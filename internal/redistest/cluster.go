@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -54,28 +53,20 @@ func StartCluster(t testing.TB, masters int) *Cluster {
 	return c
 }
 
-var sharedCluster struct {
-	once sync.Once
-	c    *Cluster
-	err  error
-	dir  string
-}
+var sharedCluster lazy[*Cluster]
 
 // SharedCluster returns a 3-master cluster shared by every test of the test
 // binary that asks for it, started on first use, under the same rules as
 // Shared.
 func SharedCluster(t testing.TB) *Cluster {
 	t.Helper()
-	sharedCluster.once.Do(func() {
-		sharedCluster.dir, sharedCluster.err = os.MkdirTemp("", "redistest-cluster-")
-		if sharedCluster.err == nil {
-			sharedCluster.c, sharedCluster.err = startCluster(sharedCluster.dir, 3)
+	return sharedCluster.get(t, "shared cluster", "redistest-cluster-", func(dir string) (*Cluster, func(), error) {
+		c, err := startCluster(dir, 3)
+		if err != nil {
+			return nil, nil, err
 		}
+		return c, c.stop, nil
 	})
-	if sharedCluster.err != nil {
-		t.Fatalf("redistest: shared cluster: %v", sharedCluster.err)
-	}
-	return sharedCluster.c
 }
 
 func startCluster(dir string, masters int) (*Cluster, error) {

@@ -87,12 +87,43 @@ func StartServerArgs(t testing.TB, args ...string) *Server {
 	return s
 }
 
-var shared struct {
+// lazy is a process started on first use and shared by every test of the
+// test binary; Main stops it and removes its directory.
+type lazy[T any] struct {
 	once sync.Once
-	srv  *Server
+	v    T
+	stop func()
 	err  error
 	dir  string
 }
+
+// get starts the process with start (in a new directory named after
+// pattern) on first use and returns it, or fails t with what.
+func (l *lazy[T]) get(t testing.TB, what, pattern string, start func(dir string) (T, func(), error)) T {
+	t.Helper()
+	l.once.Do(func() {
+		l.dir, l.err = os.MkdirTemp("", pattern)
+		if l.err == nil {
+			l.v, l.stop, l.err = start(l.dir)
+		}
+	})
+	if l.err != nil {
+		t.Fatalf("redistest: %s: %v", what, l.err)
+	}
+	return l.v
+}
+
+// close stops the process, if it was started, and removes its directory.
+func (l *lazy[T]) close() {
+	if l.stop != nil {
+		l.stop()
+	}
+	if l.dir != "" {
+		os.RemoveAll(l.dir)
+	}
+}
+
+var shared lazy[*Server]
 
 // Shared returns a standalone redis-server shared by every test of the test
 // binary that asks for it, started on first use. Tests that share it must use
@@ -100,34 +131,21 @@ var shared struct {
 // It is stopped by Main, or killed with the test binary at the latest.
 func Shared(t testing.TB) *Server {
 	t.Helper()
-	shared.once.Do(func() {
-		shared.dir, shared.err = os.MkdirTemp("", "redistest-shared-")
-		if shared.err == nil {
-			shared.srv, shared.err = startServer(shared.dir, nil)
+	return shared.get(t, "shared server", "redistest-shared-", func(dir string) (*Server, func(), error) {
+		s, err := startServer(dir, nil)
+		if err != nil {
+			return nil, nil, err
 		}
+		return s, s.Stop, nil
 	})
-	if shared.err != nil {
-		t.Fatalf("redistest: shared server: %v", shared.err)
-	}
-	return shared.srv
 }
 
 // Main runs the tests of a package and then stops the shared server and
 // cluster; call it from TestMain: func TestMain(m *testing.M) { redistest.Main(m) }.
 func Main(m *testing.M) {
 	code := m.Run()
-	if shared.srv != nil {
-		shared.srv.Stop()
-	}
-	if shared.dir != "" {
-		os.RemoveAll(shared.dir)
-	}
-	if sharedCluster.c != nil {
-		sharedCluster.c.stop()
-	}
-	if sharedCluster.dir != "" {
-		os.RemoveAll(sharedCluster.dir)
-	}
+	shared.close()
+	sharedCluster.close()
 	os.Exit(code)
 }
 
