@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/floodgate/floodgate/pkg/quota"
-	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 )
 
 // refLimiter is the simplest backend that can be right: one mutex, one map,
@@ -20,7 +19,7 @@ type refLimiter struct {
 	m   map[string]quota.State
 }
 
-var _ ratelimitsvc.Limiter = (*refLimiter)(nil)
+var _ quota.Limiter = (*refLimiter)(nil)
 
 func (r *refLimiter) Take(_ context.Context, hits []quota.Hit, out []quota.Decision) error {
 	if len(out) != len(hits) {
@@ -52,7 +51,7 @@ func (r *refLimiter) Take(_ context.Context, hits []quota.Hit, out []quota.Decis
 
 func (r *refLimiter) Ping(context.Context) error { return nil }
 
-func newRef(_ *testing.T, clock *Clock) ratelimitsvc.Limiter {
+func newRef(_ *testing.T, clock *Clock) quota.Limiter {
 	return &refLimiter{now: clock.Now, m: make(map[string]quota.State)}
 }
 
@@ -63,7 +62,7 @@ func TestScenariosOnReference(t *testing.T) {
 
 func TestConcurrentOnReference(t *testing.T) {
 	t.Parallel()
-	RunConcurrent(t, func(t *testing.T, clock *Clock) (a, b ratelimitsvc.Limiter) {
+	RunConcurrent(t, func(t *testing.T, clock *Clock) (a, b quota.Limiter) {
 		l := newRef(t, clock)
 		return l, l
 	})

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/floodgate/floodgate/pkg/quota"
-	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 )
 
 const (
@@ -44,7 +43,7 @@ func raceLimits(requests uint64) []quota.Limit {
 //     every other attempt a single hit on the second key too. Batches are
 //     all-or-nothing, so afterwards the first key has 300 - pairs left and
 //     the second exactly none (its 1536 attempts exceed 500).
-func RunConcurrent(t *testing.T, newShared func(t *testing.T, clock *Clock) (a, b ratelimitsvc.Limiter)) {
+func RunConcurrent(t *testing.T, newShared func(t *testing.T, clock *Clock) (a, b quota.Limiter)) {
 	t.Helper()
 	for _, l := range raceLimits(raceLimit) {
 		t.Run(l.Algorithm.String()+"/one key", func(t *testing.T) {
@@ -52,7 +51,7 @@ func RunConcurrent(t *testing.T, newShared func(t *testing.T, clock *Clock) (a, 
 			a, b := newShared(t, clock)
 			h := hit("race-one", l, 1)
 			var admitted atomic.Int64
-			race(t, a, b, func(lim ratelimitsvc.Limiter, g, i int) {
+			race(t, a, b, func(lim quota.Limiter, g, i int) {
 				out := make([]quota.Decision, 1)
 				if err := lim.Take(context.Background(), []quota.Hit{h}, out); err != nil {
 					t.Errorf("Take: %v", err)
@@ -78,7 +77,7 @@ func RunConcurrent(t *testing.T, newShared func(t *testing.T, clock *Clock) (a, 
 			a, b := newShared(t, clock)
 			ha, hb := hit("race-pair/a", la, 1), hit("race-pair/b", lb, 1)
 			var pairs, singles atomic.Int64
-			race(t, a, b, func(lim ratelimitsvc.Limiter, g, i int) {
+			race(t, a, b, func(lim quota.Limiter, g, i int) {
 				batch := []quota.Hit{ha, hb}
 				if g%2 == 1 {
 					batch = []quota.Hit{hb, ha}
@@ -117,7 +116,7 @@ func RunConcurrent(t *testing.T, newShared func(t *testing.T, clock *Clock) (a, 
 
 // race runs attemptsPerRacer calls of do in each of racersPerInstance
 // goroutines per instance, released together.
-func race(t *testing.T, a, b ratelimitsvc.Limiter, do func(lim ratelimitsvc.Limiter, g, i int)) {
+func race(t *testing.T, a, b quota.Limiter, do func(lim quota.Limiter, g, i int)) {
 	t.Helper()
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -138,7 +137,7 @@ func race(t *testing.T, a, b ratelimitsvc.Limiter, do func(lim ratelimitsvc.Limi
 }
 
 // check returns the Remaining of a check-only (N=0) hit on h's key.
-func check(t *testing.T, lim ratelimitsvc.Limiter, h quota.Hit) uint64 {
+func check(t *testing.T, lim quota.Limiter, h quota.Hit) uint64 {
 	t.Helper()
 	h.N = 0
 	out := make([]quota.Decision, 1)

@@ -9,12 +9,11 @@ import (
 	"time"
 
 	"github.com/floodgate/floodgate/pkg/quota"
-	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 )
 
 // Factory builds a fresh, empty backend that reads time from clock. It
 // registers its own cleanup with t.
-type Factory func(t *testing.T, clock *Clock) ratelimitsvc.Limiter
+type Factory func(t *testing.T, clock *Clock) quota.Limiter
 
 // Base is the instant every scenario starts at: 2023-11-14T22:13:20Z. Its
 // offsets into the epoch-aligned windows used below are:

@@ -51,7 +51,7 @@ func take(ctx context.Context, c redis.Scripter, now int64, pinned bool, hits []
 }
 
 // model is the reference: quota.Evaluate on states held in Go, with the
-// batch rules of ratelimitsvc.Limiter.
+// batch rules of quota.Limiter.
 type model map[string]quota.State
 
 func (m model) take(now int64, hits []quota.Hit) []quota.Decision {

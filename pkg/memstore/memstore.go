@@ -36,10 +36,9 @@ import (
 	"time"
 
 	"github.com/floodgate/floodgate/pkg/quota"
-	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 )
 
-var _ ratelimitsvc.Limiter = (*Store)(nil)
+var _ quota.Limiter = (*Store)(nil)
 
 const (
 	// DefaultMaxKeys is Options.MaxKeys when unset. A counter takes about
@@ -172,7 +171,7 @@ func New(opts Options) (*Store, error) {
 // ErrBatchShape is returned by Take when out and hits differ in length.
 var ErrBatchShape = errors.New("decisions and hits differ in length")
 
-// Take decides hits as one all-or-nothing batch; see ratelimitsvc.Limiter.
+// Take decides hits as one all-or-nothing batch; see quota.Limiter.
 // It fails only when ctx is already done or out is not as long as hits.
 func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision) error {
 	if len(out) != len(hits) {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/floodgate/floodgate/internal/backendtest"
 	"github.com/floodgate/floodgate/pkg/quota"
-	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 )
 
 func newStore(t testing.TB, opts Options) *Store {
@@ -31,7 +30,7 @@ func TestScenarios(t *testing.T) {
 	for _, shards := range []int{1, 0} {
 		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) {
 			t.Parallel()
-			backendtest.RunScenarios(t, func(t *testing.T, clock *backendtest.Clock) ratelimitsvc.Limiter {
+			backendtest.RunScenarios(t, func(t *testing.T, clock *backendtest.Clock) quota.Limiter {
 				return newStore(t, Options{Now: clock.Now, Shards: shards})
 			})
 		})
@@ -43,7 +42,7 @@ func TestConcurrent(t *testing.T) {
 	for _, shards := range []int{2, 0} {
 		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) {
 			t.Parallel()
-			backendtest.RunConcurrent(t, func(t *testing.T, clock *backendtest.Clock) (a, b ratelimitsvc.Limiter) {
+			backendtest.RunConcurrent(t, func(t *testing.T, clock *backendtest.Clock) (a, b quota.Limiter) {
 				s := newStore(t, Options{Now: clock.Now, Shards: shards})
 				return s, s
 			})

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/floodgate/floodgate/pkg/quota"
-	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 )
 
 // Defaults of Options.
@@ -44,7 +43,7 @@ type Options struct {
 // Cache is a Limiter that answers known over-limit hits itself and passes
 // everything else to the wrapped Limiter.
 type Cache struct {
-	inner     ratelimitsvc.Limiter
+	inner     quota.Limiter
 	now       func() time.Time
 	onHit     func(int)
 	seed      maphash.Seed
@@ -54,7 +53,7 @@ type Cache struct {
 	checkPool sync.Pool
 }
 
-var _ ratelimitsvc.Limiter = (*Cache)(nil)
+var _ quota.Limiter = (*Cache)(nil)
 
 type shard struct {
 	mu      sync.Mutex
@@ -71,7 +70,7 @@ type entry struct {
 }
 
 // New wraps inner. With opts.MaxEntries < 0 it returns inner itself.
-func New(inner ratelimitsvc.Limiter, opts Options) ratelimitsvc.Limiter {
+func New(inner quota.Limiter, opts Options) quota.Limiter {
 	if opts.MaxEntries < 0 {
 		return inner
 	}
@@ -120,7 +119,12 @@ func (c *Cache) size() (entries, bytes int) {
 }
 
 // Ping asks the wrapped Limiter.
-func (c *Cache) Ping(ctx context.Context) error { return c.inner.Ping(ctx) }
+func (c *Cache) Ping(ctx context.Context) error {
+	if p, ok := c.inner.(quota.Pinger); ok {
+		return p.Ping(ctx)
+	}
+	return nil
+}
 
 func (c *Cache) shard(key string) *shard {
 	return &c.shards[maphash.String(c.seed, key)%shards]

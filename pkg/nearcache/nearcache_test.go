@@ -13,12 +13,11 @@ import (
 	"github.com/floodgate/floodgate/pkg/memstore"
 	"github.com/floodgate/floodgate/pkg/nearcache"
 	"github.com/floodgate/floodgate/pkg/quota"
-	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 )
 
 // counting counts the batches that reach the real backend.
 type counting struct {
-	ratelimitsvc.Limiter
+	quota.Limiter
 	calls atomic.Int64
 }
 
@@ -36,7 +35,7 @@ func newStore(t testing.TB, clock *backendtest.Clock) *memstore.Store {
 	return st
 }
 
-func take(t testing.TB, l ratelimitsvc.Limiter, hits ...quota.Hit) []quota.Decision {
+func take(t testing.TB, l quota.Limiter, hits ...quota.Hit) []quota.Decision {
 	t.Helper()
 	out := make([]quota.Decision, len(hits))
 	if err := l.Take(context.Background(), hits, out); err != nil {

@@ -11,6 +11,7 @@
 package quota
 
 import (
+	"context"
 	"math"
 	"time"
 )
@@ -94,6 +95,10 @@ type Hit struct {
 	// Shadow marks a limit in shadow mode: it is reported but never causes
 	// the request to be rejected.
 	Shadow bool
+	// Quota marks a limit in quota mode (envoyproxy/ratelimit's quota_mode):
+	// one that does not fit rejects the batch only when every Quota hit of
+	// the batch does not fit. Ignored when Shadow is set.
+	Quota bool
 }
 
 // Decision is a backend's answer for one Hit.
@@ -110,15 +115,41 @@ type Decision struct {
 }
 
 // Rejects reports whether a batch whose decisions are ds is rejected: some
-// limit that is not in shadow mode lacks room. A rejected batch takes nothing
-// from any of its limits (all-or-nothing).
+// limit that is in neither shadow nor quota mode lacks room, or the batch
+// has quota-mode limits and none of them has room. A rejected batch takes
+// nothing from any of its limits (all-or-nothing).
 func Rejects(hits []Hit, ds []Decision) bool {
+	quotas, quotaFits := false, false
 	for i := range ds {
-		if !ds[i].Fits && !hits[i].Shadow {
+		h := &hits[i]
+		switch {
+		case h.Shadow:
+		case h.Quota:
+			quotas = true
+			quotaFits = quotaFits || ds[i].Fits
+		case !ds[i].Fits:
 			return true
 		}
 	}
-	return false
+	return quotas && !quotaFits
+}
+
+// Limiter keeps counters and decides batches of hits. Backends (memory,
+// Redis) implement it in their own packages; the decision engine consumes it.
+type Limiter interface {
+	// Take decides hits as one all-or-nothing batch and writes out[i] for
+	// hits[i] (len(out) == len(hits)). If Rejects(hits, out), nothing is
+	// taken from any counter; otherwise every hit whose decision Fits is
+	// taken. Hits that share a Key are decided in order, each seeing the
+	// ones before it. An error means no decision was made and nothing was
+	// taken.
+	Take(ctx context.Context, hits []Hit, out []Decision) error
+}
+
+// Pinger is a backend that can say whether it is able to decide now (for
+// readiness).
+type Pinger interface {
+	Ping(ctx context.Context) error
 }
 
 // State is the stored state of one counter. The meaning of the fields depends

@@ -33,7 +33,7 @@ const (
 // Options configure a Service. The zero value of each field is its default.
 type Options struct {
 	// Limiter keeps the counters. Required.
-	Limiter Limiter
+	Limiter quota.Limiter
 	// FailOpen answers OK (and counts it) when the Limiter fails, instead of
 	// gRPC UNAVAILABLE.
 	FailOpen bool
@@ -48,6 +48,14 @@ type Options struct {
 	MaxValueBytes int
 	// Metrics receives counters; nil keeps them unregistered.
 	Metrics *Metrics
+	// ShadowMode is the reference's SHADOW_MODE: overall_code is always OK,
+	// statuses still say OVER_LIMIT.
+	ShadowMode bool
+	// QuotaMode is the reference's QUOTA_MODE: every rule is in quota_mode.
+	QuotaMode bool
+	// DynamicMetadata is the reference's RESPONSE_DYNAMIC_METADATA: answers
+	// carry the domain, descriptors, hits and matched rules' metadata.
+	DynamicMetadata bool
 }
 
 // Service answers ShouldRateLimit. It is safe for concurrent use; SetConfig
@@ -55,7 +63,7 @@ type Options struct {
 type Service struct {
 	rlsv3.UnimplementedRateLimitServiceServer
 
-	limiter  Limiter
+	limiter  quota.Limiter
 	failOpen bool
 	headers  bool
 	maxDesc  int

@@ -12,7 +12,6 @@ import (
 	"github.com/floodgate/floodgate/internal/backendtest"
 	"github.com/floodgate/floodgate/internal/redistest"
 	"github.com/floodgate/floodgate/pkg/quota"
-	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 	"github.com/floodgate/floodgate/pkg/redisstore"
 )
 
@@ -44,7 +43,7 @@ func TestBatchedRaceExact(t *testing.T) {
 		t.Run(bs.name, func(t *testing.T) {
 			t.Parallel()
 			var stores []*redisstore.Store
-			backendtest.RunConcurrent(t, func(t *testing.T, clock *backendtest.Clock) (a, b ratelimitsvc.Limiter) {
+			backendtest.RunConcurrent(t, func(t *testing.T, clock *backendtest.Clock) (a, b quota.Limiter) {
 				o := redisstore.Options{
 					URL: redistest.Shared(t).URL, DialTimeout: testDialTimeout, KeyPrefix: newPrefix(),
 					Now: clock.Now, BatchMax: bs.max, BatchWindow: bs.window,

@@ -1,6 +1,6 @@
 // Package redisstore keeps rate-limit counters in Redis, so that every
 // sidecar sharing one Redis (standalone, Sentinel or Cluster) enforces one
-// global limit. It implements ratelimitsvc.Limiter with the scripts of
+// global limit. It implements quota.Limiter with the scripts of
 // pkg/lua: one script call decides all of a request's hits that live on one
 // Redis node, atomically, on Redis's clock.
 //
@@ -34,10 +34,9 @@ import (
 
 	"github.com/floodgate/floodgate/pkg/lua"
 	"github.com/floodgate/floodgate/pkg/quota"
-	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 )
 
-var _ ratelimitsvc.Limiter = (*Store)(nil)
+var _ quota.Limiter = (*Store)(nil)
 
 // ErrUnavailable is wrapped by the errors of Take and Ping while the store
 // considers Redis down (after Options.BreakerFailures outage errors in a
@@ -47,7 +46,7 @@ var ErrUnavailable = errors.New("redisstore: redis unavailable")
 // ErrClosed is returned by Take and Ping after Close.
 var ErrClosed = errors.New("redisstore: closed")
 
-// Store is a Redis-backed ratelimitsvc.Limiter. It is safe for concurrent
+// Store is a Redis-backed quota.Limiter. It is safe for concurrent
 // use.
 type Store struct {
 	client  redis.UniversalClient
@@ -324,7 +323,7 @@ func (c *call) wrote(hits []quota.Hit) bool {
 	return !rejected
 }
 
-// Take decides hits as one all-or-nothing batch (see ratelimitsvc.Limiter
+// Take decides hits as one all-or-nothing batch (see quota.Limiter
 // and, for Redis Cluster, docs/algorithms.md).
 func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision) error {
 	if len(out) != len(hits) {

@@ -14,7 +14,6 @@ import (
 	"github.com/floodgate/floodgate/internal/backendtest"
 	"github.com/floodgate/floodgate/internal/redistest"
 	"github.com/floodgate/floodgate/pkg/quota"
-	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 	"github.com/floodgate/floodgate/pkg/redisstore"
 )
 
@@ -67,7 +66,7 @@ func TestScenarios(t *testing.T) {
 	for _, tg := range targets() {
 		t.Run(tg.name, func(t *testing.T) {
 			t.Parallel()
-			backendtest.RunScenarios(t, func(t *testing.T, clock *backendtest.Clock) ratelimitsvc.Limiter {
+			backendtest.RunScenarios(t, func(t *testing.T, clock *backendtest.Clock) quota.Limiter {
 				o := tg.opts(t)
 				o.Now = clock.Now
 				return newStore(t, o)
@@ -83,7 +82,7 @@ func TestConcurrent(t *testing.T) {
 	for _, tg := range targets() {
 		t.Run(tg.name, func(t *testing.T) {
 			t.Parallel()
-			backendtest.RunConcurrent(t, func(t *testing.T, clock *backendtest.Clock) (a, b ratelimitsvc.Limiter) {
+			backendtest.RunConcurrent(t, func(t *testing.T, clock *backendtest.Clock) (a, b quota.Limiter) {
 				o := tg.opts(t)
 				o.Now = clock.Now
 				o.KeyPrefix = newPrefix()

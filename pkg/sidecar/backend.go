@@ -11,12 +11,12 @@ import (
 
 	"github.com/floodgate/floodgate/pkg/memstore"
 	"github.com/floodgate/floodgate/pkg/nearcache"
-	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
+	"github.com/floodgate/floodgate/pkg/quota"
 	"github.com/floodgate/floodgate/pkg/redisstore"
 )
 
 // newLimiter builds the backend that s selects, with its metrics in reg.
-func newLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (ratelimitsvc.Limiter, func() error, error) {
+func newLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (quota.Limiter, func() error, error) {
 	switch s.Backend {
 	case "memory":
 		evictions := prometheus.NewCounter(prometheus.CounterOpts{
@@ -50,7 +50,7 @@ func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
 	l.log.WarnContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
 
-func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (ratelimitsvc.Limiter, func() error, error) {
+func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (quota.Limiter, func() error, error) {
 	// go-redis has one process-wide logger.
 	redis.SetLogger(redisLog{log})
 	r := s.Redis
@@ -106,7 +106,7 @@ func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (r
 
 // withNearCache puts the over-limit near-cache in front of a remote backend,
 // unless --near-cache-size is 0.
-func withNearCache(inner ratelimitsvc.Limiter, s Settings, reg prometheus.Registerer) ratelimitsvc.Limiter {
+func withNearCache(inner quota.Limiter, s Settings, reg prometheus.Registerer) quota.Limiter {
 	if s.NearCacheSize == 0 {
 		return inner
 	}

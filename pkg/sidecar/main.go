@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/floodgate/floodgate/pkg/descriptors"
+	"github.com/floodgate/floodgate/pkg/quota"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 )
 
@@ -43,7 +44,7 @@ type Main struct {
 	log      *slog.Logger
 	registry *prometheus.Registry
 
-	limiter ratelimitsvc.Limiter
+	limiter quota.Limiter
 	closeFn func() error
 	svc     *ratelimitsvc.Service
 	health  *health.Server
@@ -274,7 +275,11 @@ func (m *Main) readiness(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if err := m.limiter.Ping(ctx); err != nil && !m.settings.FailOpen {
+	p, ok := m.limiter.(quota.Pinger)
+	if !ok {
+		return nil
+	}
+	if err := p.Ping(ctx); err != nil && !m.settings.FailOpen {
 		// With --fail-open the sidecar answers OK without its backend, so
 		// taking the pod out of service would defeat the choice.
 		return fmt.Errorf("backend: %w", err)
