@@ -23,7 +23,6 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cache/v3"
 	cachev2v3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cache_v2/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
@@ -780,8 +779,8 @@ func agreement(shapes []*shape, cfg *descriptors.Config) []string {
 
 // requestEntries builds a request descriptor for a shape, with values[i]
 // for each entry, or the fixed value (or sampleValue) when values is nil.
-func requestEntries(entries []entry, values []string) []*rlv3.RateLimitDescriptor_Entry {
-	out := make([]*rlv3.RateLimitDescriptor_Entry, len(entries))
+func requestEntries(entries []entry, values []string) []descriptors.Entry {
+	out := make([]descriptors.Entry, len(entries))
 	for i, e := range entries {
 		v := e.value
 		switch {
@@ -790,7 +789,7 @@ func requestEntries(entries []entry, values []string) []*rlv3.RateLimitDescripto
 		case e.fromRequest:
 			v = sampleValue
 		}
-		out[i] = &rlv3.RateLimitDescriptor_Entry{Key: e.key, Value: v}
+		out[i] = descriptors.Entry{Key: e.key, Value: v}
 	}
 	return out
 }

@@ -28,7 +28,6 @@ type Options struct {
 type Config struct {
 	domains map[string]*Domain
 	sorted  []*Domain
-	files   []string
 }
 
 // Domain is one domain's compiled descriptor tree.
@@ -88,8 +87,6 @@ type Rule struct {
 	// File and Line say where the rule's descriptor is.
 	File string
 	Line int
-	// Depth is the number of entries on the rule's path (len(Path)).
-	Depth int
 	// Path is the rule's descriptor path from the top level.
 	Path []PathEntry
 	// SharedValue has one element per level of Path. "" means the
@@ -128,9 +125,6 @@ func Build(sources []Source, opts Options) (*Config, error) {
 		}
 	}
 	cfg := compile(specs, opts, &problems)
-	for _, src := range sources {
-		cfg.files = append(cfg.files, src.Name)
-	}
 	if err := problems.result(order); err != nil {
 		return nil, err
 	}
@@ -202,9 +196,8 @@ func (b *builder) insert(parent *node, specs []*descSpec, path []PathEntry, shar
 		sh := append(slices.Clip(shared), sv)
 		if r := s.rule; r != nil {
 			r.Path = p
-			r.Depth = len(p)
 			r.SharedValue = sh
-			r.UnitName = unitName(r.Limit.Unit)
+			r.UnitName = quota.UnitName(r.Limit.Unit)
 			n.rule = r
 			b.domain.rules = append(b.domain.rules, r)
 		}
@@ -226,15 +219,6 @@ func (c *Config) Domains() []*Domain {
 		return nil
 	}
 	return slices.Clone(c.sorted)
-}
-
-// Files returns the files the config was built from, in load order (for a
-// watcher that reloads when one changes).
-func (c *Config) Files() []string {
-	if c == nil {
-		return nil
-	}
-	return slices.Clone(c.files)
 }
 
 // Rules returns every rule of the domain (unlimited ones included) in file

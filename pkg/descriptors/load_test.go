@@ -3,6 +3,7 @@ package descriptors
 import (
 	"encoding/json"
 	"errors"
+	"github.com/floodgate/floodgate/pkg/quota"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -59,8 +60,8 @@ func TestLoadConfigMapLayout(t *testing.T) {
 	}
 	// Problems and Files name the visible path, not the link target.
 	want := []string{filepath.Join(dir, "a.yml"), filepath.Join(dir, "b.yaml")}
-	if got := cfg.Files(); strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Errorf("Files = %v, want %v", got, want)
+	if got := cfg.Domain("alpha").Files; len(got) != 1 || got[0] != want[0] {
+		t.Errorf("alpha Files = %v", got)
 	}
 	if got := cfg.Domain("beta").Files; len(got) != 1 || got[0] != want[1] {
 		t.Errorf("beta Files = %v", got)
@@ -316,5 +317,22 @@ func TestConcurrentMatch(t *testing.T) {
 	}
 	for range 8 {
 		<-done
+	}
+}
+
+// TestUnlimitedWithRequestsLoads: the reference loads unlimited: true beside
+// a requests_per_unit without a unit (and ignores the number).
+func TestUnlimitedWithRequestsLoads(t *testing.T) {
+	cfg, err := Parse("u.yaml", []byte("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {requests_per_unit: 5, unlimited: true}\n"), Options{})
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	r := cfg.Domain("d").Match([]Entry{{Key: "a", Value: "x"}})
+	if r == nil || !r.Unlimited || r.Limit != (quota.Limit{}) {
+		t.Fatalf("rule = %+v, want an unlimited rule with no limit", r)
+	}
+	// A unit beside unlimited is still an error.
+	if _, err := Parse("u.yaml", []byte("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second, unlimited: true}\n"), Options{}); err == nil || !strings.Contains(err.Error(), "u.yaml:4: descriptors[0].rate_limit.unit: not allowed with unlimited: true") {
+		t.Fatalf("unit beside unlimited: err = %v", err)
 	}
 }

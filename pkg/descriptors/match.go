@@ -3,9 +3,13 @@ package descriptors
 import (
 	"strconv"
 	"strings"
-
-	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 )
+
+// Entry is one entry of a request descriptor, as a door hands it over
+// (Envoy's RateLimitDescriptor.Entry, or an identity's attributes).
+type Entry struct {
+	Key, Value string
+}
 
 // node is one level of a compiled descriptor tree: a configured descriptor
 // (or a domain's root).
@@ -104,13 +108,13 @@ func (n *node) match(key, value string) *node {
 // shallower than the entries does not apply, and a descriptor without a
 // rate_limit there means no rule. An unlimited rule is returned (check
 // Rule.Unlimited). Match does not allocate.
-func (d *Domain) Match(entries []*rlv3.RateLimitDescriptor_Entry) *Rule {
+func (d *Domain) Match(entries []Entry) *Rule {
 	if d == nil || len(entries) == 0 {
 		return nil
 	}
 	n := &d.root
 	for _, e := range entries {
-		if n = n.match(e.GetKey(), e.GetValue()); n == nil {
+		if n = n.match(e.Key, e.Value); n == nil {
 			return nil
 		}
 	}

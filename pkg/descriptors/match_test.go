@@ -4,15 +4,13 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-
-	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 )
 
 // entries builds request entries from key, value pairs.
-func entries(kv ...string) []*rlv3.RateLimitDescriptor_Entry {
-	out := make([]*rlv3.RateLimitDescriptor_Entry, 0, len(kv)/2)
+func entries(kv ...string) []Entry {
+	out := make([]Entry, 0, len(kv)/2)
 	for i := 0; i+1 < len(kv); i += 2 {
-		out = append(out, &rlv3.RateLimitDescriptor_Entry{Key: kv[i], Value: kv[i+1]})
+		out = append(out, Entry{Key: kv[i], Value: kv[i+1]})
 	}
 	return out
 }
@@ -126,7 +124,7 @@ func TestMatch(t *testing.T) {
 		t.Error("open: Unlimited = false")
 	}
 	// A nil entry reads as an empty key and matches nothing.
-	if r := d.Match([]*rlv3.RateLimitDescriptor_Entry{nil}); r != nil {
+	if r := d.Match([]Entry{{}}); r != nil {
 		t.Errorf("Match(nil entry) = %s", r.Name)
 	}
 	var none *Domain
@@ -171,7 +169,7 @@ func TestGlob(t *testing.T) {
 
 func TestMatchDoesNotAllocate(t *testing.T) {
 	d := mustParse(t, matchConfig).Domain("m")
-	requests := [][]*rlv3.RateLimitDescriptor_Entry{
+	requests := [][]Entry{
 		entries("k", "exact"),
 		entries("k", "eeee"),
 		entries("k", "__z__y__x"),
@@ -231,13 +229,13 @@ descriptors:
 	}
 	login := rules[0]
 	if login.StatName != "generic_key_login" || login.Limit.Algorithm.String() != "fixed_window" ||
-		login.Limit.Unit.Seconds() != 60 || login.UnitName != "minute" || login.Depth != 1 || login.Line != 5 ||
+		login.Limit.Unit.Seconds() != 60 || login.UnitName != "minute" || len(login.Path) != 1 || login.Line != 5 ||
 		login.File != "test.yaml" || login.Name != "" {
 		t.Errorf("login rule = %+v", *login)
 	}
 	files := rules[1]
 	if got := fmt.Sprintf("%s|%v|%v|%d|%d|%s|%v|%v|%v|%v|%v|%v|%v|%d",
-		files.StatName, files.Path, files.SharedValue, files.Depth, files.Line, files.Limit.Algorithm,
+		files.StatName, files.Path, files.SharedValue, len(files.Path), files.Line, files.Limit.Algorithm,
 		files.Limit.Requests, files.Limit.Burst, files.Shadow, files.DetailedMetric, files.ValueToMetric,
 		files.QuotaMode, files.Replaces, len(files.Metadata)); got !=
 		"tenant.path_/files/*|[{tenant } {path /files/*}]|[ /files/*]|2|10|token_bucket|0|7|true|true|true|true|[other]|1" {
@@ -338,7 +336,7 @@ func BenchmarkMatch(b *testing.B) {
 	d := cfg.Domain("bench")
 	cases := []struct {
 		name    string
-		entries []*rlv3.RateLimitDescriptor_Entry
+		entries []Entry
 	}{
 		{"exact", entries("generic_key", "route150")},
 		{"pattern", entries("path", "/api/v9/users/42")},

@@ -5,7 +5,6 @@ import (
 	"math"
 	"slices"
 	"strings"
-	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -47,33 +46,9 @@ var fieldHome = map[string]string{
 	"metadata":          "a descriptor",
 }
 
-// units maps the config names of units (lower case) to their lengths.
-// They are the units of Envoy's RateLimitResponse.RateLimit.Unit; a month
-// and a year have fixed lengths, as counters need a fixed window.
-var units = map[string]time.Duration{
-	"second": time.Second,
-	"minute": time.Minute,
-	"hour":   time.Hour,
-	"day":    24 * time.Hour,
-	"week":   7 * 24 * time.Hour,
-	"month":  30 * 24 * time.Hour,
-	"year":   365 * 24 * time.Hour,
-}
-
-const allowedUnits = "second, minute, hour, day, week, month, year (any letter case)"
+const allowedUnits = quota.AllowedUnits
 
 const allowedAlgorithms = "sliding_window, fixed_window, token_bucket"
-
-// unitName returns the config name of a unit length, or "" when it is not
-// one of the units.
-func unitName(d time.Duration) string {
-	for name, u := range units {
-		if u == d {
-			return name
-		}
-	}
-	return ""
-}
 
 // Limits of what a file may hold. They are far beyond any real config and
 // only keep a broken or hostile file from exhausting memory or the stack.
@@ -406,7 +381,7 @@ func (p *parser) rateLimit(f field, path string, ctx ruleContext) *Rule {
 				ok = false
 				break
 			}
-			u, known := units[strings.ToLower(s)]
+			u, known := quota.ParseUnit(s)
 			if !known && !isNull(f.val) {
 				p.add(f.val.Line, fpath, "unknown unit %q; allowed: %s", s, allowedUnits)
 				ok = false
@@ -458,7 +433,9 @@ func (p *parser) rateLimit(f field, path string, ctx ruleContext) *Rule {
 		r.Replaces = append(r.Replaces, e.name)
 	}
 	if r.Unlimited {
-		for _, ff := range []*field{unitF, rpuF, algF, burstF} {
+		// requests_per_unit without a unit loads beside unlimited, as the
+		// reference loads it (and ignores the number); a unit does not.
+		for _, ff := range []*field{unitF, algF, burstF} {
 			if ff != nil && !isNull(ff.val) {
 				p.add(ff.key.Line, joinField(path, ff.name),
 					"not allowed with unlimited: true (an unlimited rule has no %s); remove one of them", ff.name)

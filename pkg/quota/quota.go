@@ -13,6 +13,7 @@ package quota
 import (
 	"context"
 	"math"
+	"strings"
 	"time"
 )
 
@@ -326,4 +327,45 @@ func tokenBucket(l Limit, s State, now, unit int64, hits uint64) (Decision, Stat
 // 1 per 7 s takes 7_000_000 µs, where tokens/rate gives 7_000_000.000000001).
 func refillMicros(tokens float64, requests uint64, unit int64) int64 {
 	return int64(math.Ceil(tokens * float64(unit) / float64(requests)))
+}
+
+// units are the units a limit is counted in: the config names (lower case)
+// and lengths of the units of Envoy's RateLimitResponse.RateLimit.Unit,
+// whose enum names are these names in upper case. A month and a year have
+// fixed lengths, as counters need a fixed window. The one table of units.
+var units = [...]struct {
+	name   string
+	length time.Duration
+}{
+	{"second", time.Second},
+	{"minute", time.Minute},
+	{"hour", time.Hour},
+	{"day", 24 * time.Hour},
+	{"week", 7 * 24 * time.Hour},
+	{"month", 30 * 24 * time.Hour},
+	{"year", 365 * 24 * time.Hour},
+}
+
+// AllowedUnits lists the unit names, for error messages.
+const AllowedUnits = "second, minute, hour, day, week, month, year (any letter case)"
+
+// ParseUnit returns the length of the unit named name, in any letter case.
+func ParseUnit(name string) (time.Duration, bool) {
+	for _, u := range units {
+		if strings.EqualFold(u.name, name) {
+			return u.length, true
+		}
+	}
+	return 0, false
+}
+
+// UnitName returns the lower-case name of a unit length, or "" when d is
+// not one of the units.
+func UnitName(d time.Duration) string {
+	for _, u := range units {
+		if u.length == d {
+			return u.name
+		}
+	}
+	return ""
 }

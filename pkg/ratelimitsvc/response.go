@@ -20,49 +20,54 @@ type responseBlock struct {
 	ptrs      [smallResponse]*rlsv3.RateLimitResponse_DescriptorStatus
 	statuses  [smallResponse]rlsv3.RateLimitResponse_DescriptorStatus
 	durations [smallResponse]durationpb.Duration
+	limits    [smallResponse]rlsv3.RateLimitResponse_RateLimit
 	hdrs      [3]corev3.HeaderValue
 	hdrPtrs   [3]*corev3.HeaderValue
 }
 
-// response is the response under construction, with its statuses and
-// storage for durations and headers.
-type response struct {
-	resp      *rlsv3.RateLimitResponse
-	statuses  []rlsv3.RateLimitResponse_DescriptorStatus
-	durations []durationpb.Duration
-	hdrs      []corev3.HeaderValue
-	hdrPtrs   []*corev3.HeaderValue
-}
-
 // responseBlock1 is responseBlock for the most common answer, to one
-// descriptor: 40% fewer bytes to allocate and clear.
+// descriptor: fewer bytes to allocate and clear.
 type responseBlock1 struct {
 	resp      rlsv3.RateLimitResponse
 	ptrs      [1]*rlsv3.RateLimitResponse_DescriptorStatus
 	statuses  [1]rlsv3.RateLimitResponse_DescriptorStatus
 	durations [1]durationpb.Duration
+	limits    [1]rlsv3.RateLimitResponse_RateLimit
 	hdrs      [3]corev3.HeaderValue
 	hdrPtrs   [3]*corev3.HeaderValue
+}
+
+// response is the response under construction, with its statuses and
+// storage for durations, current limits and headers.
+type response struct {
+	resp      *rlsv3.RateLimitResponse
+	statuses  []rlsv3.RateLimitResponse_DescriptorStatus
+	durations []durationpb.Duration
+	limits    []rlsv3.RateLimitResponse_RateLimit
+	hdrs      []corev3.HeaderValue
+	hdrPtrs   []*corev3.HeaderValue
 }
 
 func newResponse(n int) response {
 	var r response
 	var ptrs []*rlsv3.RateLimitResponse_DescriptorStatus
-	if n == 1 {
+	switch {
+	case n == 1:
 		b := &responseBlock1{}
 		r.resp, ptrs = &b.resp, b.ptrs[:]
-		r.statuses, r.durations = b.statuses[:], b.durations[:]
+		r.statuses, r.durations, r.limits = b.statuses[:], b.durations[:], b.limits[:]
 		r.hdrs, r.hdrPtrs = b.hdrs[:], b.hdrPtrs[:0]
-	} else if n <= smallResponse {
+	case n <= smallResponse:
 		b := &responseBlock{}
 		r.resp, ptrs = &b.resp, b.ptrs[:n]
-		r.statuses, r.durations = b.statuses[:n], b.durations[:n]
+		r.statuses, r.durations, r.limits = b.statuses[:n], b.durations[:n], b.limits[:n]
 		r.hdrs, r.hdrPtrs = b.hdrs[:], b.hdrPtrs[:0]
-	} else {
+	default:
 		r.resp = &rlsv3.RateLimitResponse{}
 		ptrs = make([]*rlsv3.RateLimitResponse_DescriptorStatus, n)
 		r.statuses = make([]rlsv3.RateLimitResponse_DescriptorStatus, n)
 		r.durations = make([]durationpb.Duration, n)
+		r.limits = make([]rlsv3.RateLimitResponse_RateLimit, n)
 		r.hdrs = make([]corev3.HeaderValue, 3)
 		r.hdrPtrs = make([]*corev3.HeaderValue, 0, 3)
 	}
@@ -83,8 +88,11 @@ func (r *response) duration(i int, d time.Duration) *durationpb.Duration {
 	return p
 }
 
-// header appends a response header.
+// header appends a response header; empty values are not sent.
 func (r *response) header(k, v string) {
+	if v == "" {
+		return
+	}
 	h := &r.hdrs[len(r.hdrPtrs)]
 	h.Key, h.Value = k, v
 	r.hdrPtrs = append(r.hdrPtrs, h)

@@ -3,6 +3,7 @@ package ratelimitsvc_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,7 +19,9 @@ import (
 
 	"github.com/floodgate/floodgate/internal/backendtest"
 	"github.com/floodgate/floodgate/pkg/descriptors"
+	"github.com/floodgate/floodgate/pkg/engine"
 	"github.com/floodgate/floodgate/pkg/memstore"
+	"github.com/floodgate/floodgate/pkg/quota"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 )
 
@@ -60,19 +63,38 @@ type fixture struct {
 
 func newFixture(t testing.TB, opts ratelimitsvc.Options) *fixture {
 	t.Helper()
-	cfg, err := descriptors.Parse("test.yaml", []byte(testConfig), descriptors.Options{})
+	return newFixtureWith(t, testConfig, opts, engine.Options{})
+}
+
+func newFixtureWith(t testing.TB, config string, opts ratelimitsvc.Options, eopts engine.Options) *fixture {
+	t.Helper()
+	cfg, err := descriptors.Parse("test.yaml", []byte(config), descriptors.Options{})
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
 	clock := backendtest.NewClock(start)
-	store, err := memstore.New(memstore.Options{Now: clock.Now})
+	if eopts.Limiter == nil {
+		store, err := memstore.New(memstore.Options{Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eopts.Limiter = store
+	}
+	return &fixture{svc: newService(t, cfg, opts, eopts), clock: clock}
+}
+
+func newService(t testing.TB, cfg *descriptors.Config, opts ratelimitsvc.Options, eopts engine.Options) *ratelimitsvc.Service {
+	t.Helper()
+	eng, err := engine.New(eopts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.Limiter = store
-	svc := ratelimitsvc.New(opts)
-	svc.SetConfig(cfg)
-	return &fixture{svc: svc, clock: clock}
+	eng.SetConfig(cfg)
+	svc, err := ratelimitsvc.New(eng, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
 }
 
 // desc builds a descriptor from k=v pairs.
@@ -378,8 +400,7 @@ descriptors:
 			if err != nil {
 				t.Fatal(err)
 			}
-			svc := ratelimitsvc.New(ratelimitsvc.Options{Limiter: store})
-			svc.SetConfig(cfg)
+			svc := newService(t, cfg, ratelimitsvc.Options{}, engine.Options{Limiter: store})
 			var ok, over atomic.Int64
 			var wg sync.WaitGroup
 			for g := 0; g < 64; g++ {
@@ -435,8 +456,7 @@ descriptors:
 				if err != nil {
 					b.Fatal(err)
 				}
-				svc := ratelimitsvc.New(ratelimitsvc.Options{Limiter: store})
-				svc.SetConfig(cfg)
+				svc := newService(b, cfg, ratelimitsvc.Options{}, engine.Options{Limiter: store})
 				reqs := make([]*rlsv3.RateLimitRequest, keys)
 				for k := range reqs {
 					id := fmt.Sprint(k)
@@ -448,6 +468,7 @@ descriptors:
 					reqs[k] = &rlsv3.RateLimitRequest{Domain: "bench", Descriptors: all[:n]}
 				}
 				var next atomic.Int64
+				var failed atomic.Pointer[error]
 				ctx := context.Background()
 				b.ReportAllocs()
 				b.ResetTimer()
@@ -457,11 +478,160 @@ descriptors:
 					for pb.Next() {
 						k++
 						if _, err := svc.ShouldRateLimit(ctx, reqs[k%keys]); err != nil {
-							b.Fatal(err)
+							// b.Fatal must not run outside the benchmark's goroutine.
+							failure := err // only a failing call pays for the escape
+							failed.CompareAndSwap(nil, &failure)
+							return
 						}
 					}
 				})
+				if err := failed.Load(); err != nil {
+					b.Fatal(*err)
+				}
 			})
 		}
+	}
+}
+
+// TestReferenceDetails covers the answers the contract pins to
+// envoyproxy/ratelimit's ("Details as the reference answers them").
+func TestReferenceDetails(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ratelimitsvc.Options{})
+	// An unlimited descriptor: OK, no current_limit, remaining 4294967295.
+	st := f.ask(t, "api", desc("internal", "x")).Statuses[0]
+	if st.Code != rlsv3.RateLimitResponse_OK || st.CurrentLimit != nil || st.LimitRemaining != math.MaxUint32 || st.DurationUntilReset != nil {
+		t.Errorf("unlimited: %v, want OK, remaining 4294967295, no limit", st)
+	}
+	// An override keeps no name, and is enforced on a shadow-mode rule.
+	d := desc("path", "/search/x")
+	d.Limit = &rlv3.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 1, Unit: typev3.RateLimitUnit_MINUTE}
+	resp := f.ask(t, "api", d)
+	if cl := resp.Statuses[0].CurrentLimit; cl.GetName() != "" || cl.GetRequestsPerUnit() != 1 || cl.GetUnit() != rlsv3.RateLimitResponse_RateLimit_MINUTE {
+		t.Errorf("override current_limit %v, want 1/MINUTE without a name", cl)
+	}
+	if resp = f.ask(t, "api", d); resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Errorf("override on a shadow rule: %v, want OVER_LIMIT", resp.OverallCode)
+	}
+	// duration_until_reset in whole seconds: 0.75 s into a per-second
+	// window is 1 s, and over the limit never 0.
+	f.clock.Advance(750 * time.Millisecond)
+	gold := desc("api_key", "gold") // token bucket, 10/s, burst 20
+	st = f.ask(t, "api", gold).Statuses[0]
+	if got := st.DurationUntilReset.AsDuration(); got != time.Second {
+		t.Errorf("token bucket short of one token: duration_until_reset %v, want 1s (0.1 s rounded up)", got)
+	}
+	blocked := f.ask(t, "api", desc("blocked", "x")).Statuses[0]
+	if got := blocked.DurationUntilReset.AsDuration(); blocked.Code != rlsv3.RateLimitResponse_OVER_LIMIT || got < time.Second || got%time.Second != 0 {
+		t.Errorf("over-limit duration_until_reset %v, want whole seconds, at least 1", got)
+	}
+}
+
+const quotaConfig = `
+domain: q
+descriptors:
+  - key: small
+    quota_mode: true
+    rate_limit: {unit: minute, requests_per_unit: 1}
+    metadata: {tier: small, shared: from-small}
+  - key: large
+    quota_mode: true
+    rate_limit: {unit: minute, requests_per_unit: 3}
+    metadata: {tier: large, shared: from-large, budget: 3}
+`
+
+func TestQuotaModeAndDynamicMetadata(t *testing.T) {
+	t.Parallel()
+	f := newFixtureWith(t, quotaConfig, ratelimitsvc.Options{DynamicMetadata: true}, engine.Options{})
+	ask := func() *rlsv3.RateLimitResponse {
+		t.Helper()
+		resp, err := f.svc.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{
+			Domain: "q", HitsAddend: 1,
+			Descriptors: []*rlv3.RateLimitDescriptor{desc("small", "u"), desc("large", "u")},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := ask()
+	md := resp.GetDynamicMetadata().AsMap()
+	if md["domain"] != "q" || md["hitsAddend"] != float64(1) {
+		t.Errorf("metadata %v", md)
+	}
+	descs, _ := md["descriptors"].([]any)
+	if len(descs) != 2 || fmt.Sprint(descs[0].(map[string]any)["entries"]) != "[small=u]" {
+		t.Errorf("metadata descriptors %v", md["descriptors"])
+	}
+	if got := fmt.Sprint(md["metadata"]); got != "map[budget:3 shared:from-small tier:small]" {
+		t.Errorf("merged metadata %s, want the first rule to win", got)
+	}
+	// small is over, large has room: OK overall, small OVER in its status,
+	// and only large's metadata.
+	resp = ask()
+	if resp.OverallCode != rlsv3.RateLimitResponse_OK || resp.Statuses[0].Code != rlsv3.RateLimitResponse_OVER_LIMIT || resp.Statuses[1].Code != rlsv3.RateLimitResponse_OK {
+		t.Fatalf("quota mode: %v", resp)
+	}
+	if got := fmt.Sprint(resp.GetDynamicMetadata().AsMap()["metadata"]); got != "map[budget:3 shared:from-large tier:large]" {
+		t.Errorf("metadata with small over: %s", got)
+	}
+	ask()
+	if resp = ask(); resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("every quota over: %v, want OVER_LIMIT", resp.OverallCode)
+	}
+	if _, has := resp.GetDynamicMetadata().AsMap()["metadata"]; has {
+		t.Errorf("metadata of rules over their limit: %v", resp.GetDynamicMetadata())
+	}
+}
+
+// failingLimiter cannot decide.
+type failingLimiter struct{}
+
+func (failingLimiter) Take(context.Context, []quota.Hit, []quota.Decision) error {
+	return fmt.Errorf("redis: EVALSHA: dial tcp 10.1.2.3:6379: connection refused")
+}
+
+func TestBackendErrorAnswersWithoutInternals(t *testing.T) {
+	t.Parallel()
+	f := newFixtureWith(t, testConfig, ratelimitsvc.Options{}, engine.Options{Limiter: failingLimiter{}})
+	_, err := f.svc.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*rlv3.RateLimitDescriptor{desc("plan", "x")}})
+	if status.Code(err) != codes.Unavailable || status.Convert(err).Message() != "rate-limit backend unavailable" {
+		t.Fatalf("err = %v, want UNAVAILABLE with a fixed message", err)
+	}
+}
+
+func TestNegativeBoundIsAnError(t *testing.T) {
+	t.Parallel()
+	eng, err := engine.New(engine.Options{Limiter: failingLimiter{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ratelimitsvc.New(eng, ratelimitsvc.Options{MaxEntries: -1}); err == nil || !strings.Contains(err.Error(), "MaxEntries") {
+		t.Fatalf("err = %v, want one naming MaxEntries", err)
+	}
+}
+
+// TestShouldRateLimitAllocations: one descriptor costs the response block,
+// the counter key and the RateLimit header value (run without -race by
+// `make test`).
+func TestShouldRateLimitAllocations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts: not in -short runs")
+	}
+	f := newFixture(t, ratelimitsvc.Options{})
+	req := &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*rlv3.RateLimitDescriptor{desc("plan", "alloc")}}
+	ctx := context.Background()
+	f.svc.ShouldRateLimit(ctx, req)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := f.svc.ShouldRateLimit(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if raceEnabled {
+		t.Logf("race detector on: %v allocs per call not checked", allocs)
+		return
+	}
+	if allocs > 3 {
+		t.Errorf("%v allocations per call, want at most 3", allocs)
 	}
 }

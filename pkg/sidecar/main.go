@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/floodgate/floodgate/pkg/descriptors"
+	"github.com/floodgate/floodgate/pkg/engine"
 	"github.com/floodgate/floodgate/pkg/quota"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 )
@@ -46,6 +47,7 @@ type Main struct {
 
 	limiter quota.Limiter
 	closeFn func() error
+	eng     *engine.Engine
 	svc     *ratelimitsvc.Service
 	health  *health.Server
 	grpcSrv *grpc.Server
@@ -84,7 +86,7 @@ func (m *Main) Service() *ratelimitsvc.Service { return m.svc }
 func (m *Main) Start(ctx context.Context) error {
 	s := m.settings
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := ratelimitsvc.NewMetrics(m.registry)
+	metrics := engine.NewMetrics(m.registry)
 
 	cfg, err := descriptors.Load(s.Config, descriptors.Options{MergeDomains: s.MergeDomains})
 	if err != nil {
@@ -95,16 +97,28 @@ func (m *Main) Start(ctx context.Context) error {
 		return fmt.Errorf("backend %s: %w", s.Backend, err)
 	}
 	m.limiter, m.closeFn = limiter, closeFn
-	m.svc = ratelimitsvc.New(ratelimitsvc.Options{
-		Limiter:        limiter,
-		FailOpen:       s.FailOpen,
-		NoHeaders:      !s.Headers,
-		MaxDescriptors: s.MaxDescriptors,
-		MaxEntries:     s.MaxEntries,
-		MaxValueBytes:  s.MaxValueBytes,
-		Metrics:        metrics,
+	m.eng, err = engine.New(engine.Options{
+		Limiter:    limiter,
+		FailOpen:   s.FailOpen,
+		ShadowMode: s.ShadowMode,
+		QuotaMode:  s.QuotaMode,
+		Metrics:    metrics,
+		Log:        m.log,
 	})
-	m.svc.SetConfig(cfg)
+	if err == nil {
+		m.svc, err = ratelimitsvc.New(m.eng, ratelimitsvc.Options{
+			NoHeaders:       !s.Headers,
+			MaxDescriptors:  s.MaxDescriptors,
+			MaxEntries:      s.MaxEntries,
+			MaxValueBytes:   s.MaxValueBytes,
+			DynamicMetadata: s.DynamicMetadata,
+		})
+	}
+	if err != nil {
+		m.closeBackend()
+		return err
+	}
+	m.eng.SetConfig(cfg)
 	for _, d := range cfg.Domains() {
 		m.log.Info("domain loaded", "domain", d.Name, "rules", len(d.Rules()), "files", d.Files)
 	}
@@ -141,7 +155,7 @@ func (m *Main) Start(ctx context.Context) error {
 
 	m.httpSrv = &http.Server{Handler: m.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 
-	m.reload = newReloader(s.Config, descriptors.Options{MergeDomains: s.MergeDomains}, m.svc, m.log, m.registry)
+	m.reload = newReloader(s.Config, descriptors.Options{MergeDomains: s.MergeDomains}, m.eng, m.log, m.registry)
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancel = cancel
 	m.done = make(chan struct{})
@@ -270,7 +284,7 @@ func (m *Main) readiness(ctx context.Context) error {
 	if !m.ready.Load() {
 		return errors.New("shutting down")
 	}
-	if m.svc.Config() == nil {
+	if m.eng.Config() == nil {
 		return errors.New("no config loaded")
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/floodgate/floodgate/pkg/descriptors"
-	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
+	"github.com/floodgate/floodgate/pkg/engine"
 )
 
 // reloader watches the config path and swaps in each valid new config. It
@@ -29,7 +29,7 @@ import (
 type reloader struct {
 	path string
 	opts descriptors.Options
-	svc  *ratelimitsvc.Service
+	svc  *engine.Engine
 	log  *slog.Logger
 
 	reloads *prometheus.CounterVec
@@ -41,7 +41,7 @@ type reloader struct {
 	lastErr  string
 }
 
-func newReloader(path string, opts descriptors.Options, svc *ratelimitsvc.Service, log *slog.Logger, reg prometheus.Registerer) *reloader {
+func newReloader(path string, opts descriptors.Options, svc *engine.Engine, log *slog.Logger, reg prometheus.Registerer) *reloader {
 	r := &reloader{
 		path: path, opts: opts, svc: svc, log: log,
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{

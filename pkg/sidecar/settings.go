@@ -21,17 +21,20 @@ import (
 // the field's default. Each flag also reads SIDECAR_<FLAG> from the
 // environment (upper case, '-' → '_'); a flag given on the command line wins.
 type Settings struct {
-	Config       string        // --config: a YAML file, or a directory of them
-	GRPCAddr     string        // --grpc-addr
-	HTTPAddr     string        // --http-addr
-	Backend      string        // --backend: memory or redis ("" = redis when a Redis address is set, else memory)
-	FailOpen     bool          // --fail-open
-	MergeDomains bool          // --merge-domains
-	LogLevel     string        // --log-level
-	Headers      bool          // --ratelimit-headers
-	ReloadEvery  time.Duration // --reload-interval
-	ShutdownWait time.Duration // --shutdown-timeout
-	PProf        bool          // --pprof
+	Config          string        // --config: a YAML file, or a directory of them
+	GRPCAddr        string        // --grpc-addr
+	HTTPAddr        string        // --http-addr
+	Backend         string        // --backend: memory or redis ("" = redis when a Redis address is set, else memory)
+	FailOpen        bool          // --fail-open
+	MergeDomains    bool          // --merge-domains
+	LogLevel        string        // --log-level
+	Headers         bool          // --ratelimit-headers
+	ReloadEvery     time.Duration // --reload-interval
+	ShutdownWait    time.Duration // --shutdown-timeout
+	PProf           bool          // --pprof
+	ShadowMode      bool          // --shadow-mode
+	QuotaMode       bool          // --quota-mode
+	DynamicMetadata bool          // --response-dynamic-metadata
 
 	MaxDescriptors int // --max-descriptors
 	MaxEntries     int // --max-entries
@@ -76,6 +79,9 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&s.Headers, "ratelimit-headers", true, "add RateLimit, RateLimit-Policy and Retry-After headers to answers")
 	fs.DurationVar(&s.ReloadEvery, "reload-interval", 500*time.Millisecond, "how often the config path is checked for changes")
 	fs.DurationVar(&s.ShutdownWait, "shutdown-timeout", 15*time.Second, "how long in-flight calls may take to finish on SIGTERM")
+	fs.BoolVar(&s.ShadowMode, "shadow-mode", false, "never reject: overall_code is always OK while statuses still say OVER_LIMIT (the reference's SHADOW_MODE)")
+	fs.BoolVar(&s.QuotaMode, "quota-mode", false, "treat every rule as quota_mode (the reference's QUOTA_MODE)")
+	fs.BoolVar(&s.DynamicMetadata, "response-dynamic-metadata", false, "answers carry the domain, descriptors, hits and matched rules' metadata as dynamic_metadata (the reference's RESPONSE_DYNAMIC_METADATA)")
 	fs.BoolVar(&s.PProf, "pprof", false, "serve Go's profiler (net/http/pprof) under /debug/pprof/ on the HTTP listener")
 	fs.IntVar(&s.MaxDescriptors, "max-descriptors", ratelimitsvc.DefaultMaxDescriptors, "most descriptors per request")
 	fs.IntVar(&s.MaxEntries, "max-entries", ratelimitsvc.DefaultMaxEntries, "most entries per descriptor")

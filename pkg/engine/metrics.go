@@ -1,10 +1,12 @@
-package ratelimitsvc
+package engine
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/floodgate/floodgate/pkg/quota"
 )
 
-// Metrics are the service's Prometheus collectors. Per-rule counters are
+// Metrics are the engine's Prometheus collectors. Per-rule counters are
 // resolved once per config load, so a decision only adds to atomics.
 type Metrics struct {
 	totalHits     *prometheus.CounterVec
@@ -19,7 +21,8 @@ type Metrics struct {
 	unknownDomain prometheus.Counter
 }
 
-// NewMetrics creates the collectors and registers them with reg.
+// NewMetrics creates the collectors and registers them with reg (nil: not
+// registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	labels := []string{"domain", "rule"}
 	counter := func(name, help string) *prometheus.CounterVec {
@@ -35,7 +38,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		shadowMode:  counter("shadow_mode", "Hits over a shadow-mode rule's limit that were admitted anyway."),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "floodgate", Subsystem: "ratelimit", Name: "decision_seconds",
-			Help:    "Time to answer one ShouldRateLimit call, backend included; one call in 8, drawn at random, is timed.",
+			Help:    "Time to decide one request, backend included; one call in 8, drawn at random, is timed.",
 			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3},
 		}),
 		backendErrs: prometheus.NewCounter(prometheus.CounterOpts{
@@ -62,6 +65,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// Invalid counts a request a door refused as malformed.
+func (m *Metrics) Invalid() { m.invalid.Inc() }
+
 // ruleCounters are one rule's counters, resolved at config load.
 type ruleCounters struct {
 	total, over, near, within, shadow prometheus.Counter
@@ -74,5 +80,31 @@ func (m *Metrics) forRule(domain, rule string) ruleCounters {
 		near:   m.nearLimit.WithLabelValues(domain, rule),
 		within: m.withinLimit.WithLabelValues(domain, rule),
 		shadow: m.shadowMode.WithLabelValues(domain, rule),
+	}
+}
+
+// drop deletes a rule's series (its rule is gone after a reload). Calls in
+// flight on the old config still add to the detached counters, unseen.
+func (m *Metrics) drop(domain, rule string) {
+	for _, v := range []*prometheus.CounterVec{m.totalHits, m.overLimit, m.nearLimit, m.withinLimit, m.shadowMode} {
+		v.DeleteLabelValues(domain, rule)
+	}
+}
+
+// count records one hit's outcome.
+func (c ruleCounters) count(hit *quota.Hit, dec *quota.Decision, rejected bool) {
+	n := float64(hit.N)
+	c.total.Add(n)
+	switch {
+	case !dec.Fits && hit.Shadow:
+		c.shadow.Add(n)
+	case !dec.Fits:
+		c.over.Add(n)
+	case rejected:
+		// This rule had room, but another rejected the request.
+	case dec.Remaining*5 < hit.Limit.Capacity():
+		c.near.Add(n)
+	default:
+		c.within.Add(n)
 	}
 }

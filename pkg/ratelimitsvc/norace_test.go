@@ -1,0 +1,5 @@
+//go:build !race
+
+package ratelimitsvc_test
+
+const raceEnabled = false
