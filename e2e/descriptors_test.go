@@ -39,10 +39,11 @@ var (
 )
 
 // override returns spec with Envoy's per-descriptor limit in place of the
-// configured one: the rule's name and algorithm stay.
+// configured one: the rule's algorithm and header name stay, and
+// current_limit carries no name (as the reference answers).
 func (l *limitSpec) override(rpu uint32, unit time.Duration) *limitSpec {
 	c := *l
-	c.rpu, c.unit = rpu, unit
+	c.rpu, c.unit, c.name = rpu, unit, ""
 	return &c
 }
 
@@ -422,7 +423,7 @@ func checkResponse(t *testing.T, what string, resp *rlsv3.RateLimitResponse, wan
 		reset := st.GetDurationUntilReset().AsDuration()
 		if st.GetDurationUntilReset() == nil {
 			t.Errorf("%s: no duration_until_reset", where)
-		} else if lo, hi := wantReset(w, rem, before, after); reset < lo || reset > hi {
+		} else if lo, hi := wantReset(w, rem, before, after); reset < wholeSeconds(lo, w.over) || reset > wholeSeconds(hi, w.over) || reset%time.Second != 0 {
 			t.Errorf("%s (%s): duration_until_reset %s, want within [%s, %s]", where, w.lim.header, reset, lo, hi)
 		}
 		secs := int64((reset + time.Second - 1) / time.Second)
@@ -455,6 +456,16 @@ func checkResponse(t *testing.T, what string, resp *rlsv3.RateLimitResponse, wan
 	if len(headers) != len(wantHeaders) {
 		t.Errorf("%s: headers %v, want %v", what, headers, wantHeaders)
 	}
+}
+
+// wholeSeconds is d as duration_until_reset reports it: rounded up to
+// whole seconds, and at least one over the limit.
+func wholeSeconds(d time.Duration, over bool) time.Duration {
+	s := (d + time.Second - 1) / time.Second * time.Second
+	if over && s < time.Second {
+		s = time.Second
+	}
+	return s
 }
 
 func span(lo, hi uint64) string {
