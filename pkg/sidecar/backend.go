@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -58,18 +59,23 @@ func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (q
 	if r.SentinelAddrs != "" {
 		sentinels = strings.Split(r.SentinelAddrs, ",")
 	}
-	st, err := redisstore.New(redisstore.Options{
+	client, err := redisstore.NewClient(redisstore.ClientOptions{
 		URL:            r.URL,
 		Cluster:        r.Cluster,
 		SentinelMaster: r.SentinelMaster,
 		SentinelAddrs:  sentinels,
-		KeyPrefix:      r.KeyPrefix,
 		PoolSize:       r.PoolSize,
 		DialTimeout:    r.DialTimeout,
 		ReadTimeout:    r.ReadTimeout,
 		WriteTimeout:   r.WriteTimeout,
-		BatchMax:       r.BatchMax,
-		BatchWindow:    r.BatchWindow,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := redisstore.New(client, redisstore.Options{
+		KeyPrefix:   r.KeyPrefix,
+		BatchMax:    r.BatchMax,
+		BatchWindow: r.BatchWindow,
 		OnStateChange: func(up bool, err error) {
 			if up {
 				log.Info("redis is back: deciding again")
@@ -79,8 +85,12 @@ func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (q
 		},
 	})
 	if err != nil {
+		client.Close()
 		return nil, nil, err
 	}
+	// The store does not own the client: stop the store, then close the
+	// connections.
+	closeAll := func() error { return errors.Join(st.Close(), client.Close()) }
 	stat := func(name, help string, value func(redisstore.Stats) uint64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "floodgate", Subsystem: "redis", Name: name, Help: help,
@@ -101,7 +111,7 @@ func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (q
 		}
 		return 0
 	}))
-	return withNearCache(st, s, reg), st.Close, nil
+	return withNearCache(st, s, reg), closeAll, nil
 }
 
 // withNearCache puts the over-limit near-cache in front of a remote backend,
