@@ -111,24 +111,32 @@ func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (q
 		}
 		return 0
 	}))
-	return withNearCache(st, s, reg), closeAll, nil
+	lim, err := withNearCache(st, s, reg)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	return lim, closeAll, nil
 }
 
 // withNearCache puts the over-limit near-cache in front of a remote backend,
 // unless --near-cache-size is 0.
-func withNearCache(inner quota.Limiter, s Settings, reg prometheus.Registerer) quota.Limiter {
+func withNearCache(inner quota.Limiter, s Settings, reg prometheus.Registerer) (quota.Limiter, error) {
 	if s.NearCacheSize == 0 {
-		return inner
+		return inner, nil
 	}
 	hits := prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "floodgate", Subsystem: "nearcache", Name: "hits_total",
 		Help: "Hits answered over-limit from the near-cache, without a backend call.",
 	})
-	c := nearcache.New(inner, nearcache.Options{
+	c, err := nearcache.New(inner, nearcache.Options{
 		MaxEntries: s.NearCacheSize,
 		MaxBytes:   s.NearCacheMaxBytes,
 		OnHit:      func(n int) { hits.Add(float64(n)) },
-	}).(*nearcache.Cache)
+	})
+	if err != nil {
+		return nil, err
+	}
 	reg.MustRegister(hits, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "floodgate", Subsystem: "nearcache", Name: "entries",
 		Help: "Over-limit counters held by the near-cache.",
@@ -136,5 +144,5 @@ func withNearCache(inner quota.Limiter, s Settings, reg prometheus.Registerer) q
 		Namespace: "floodgate", Subsystem: "nearcache", Name: "bytes",
 		Help: "Bytes of the counter keys held by the near-cache (bounded by --near-cache-max-bytes).",
 	}, func() float64 { return float64(c.Bytes()) }))
-	return c
+	return c, nil
 }
