@@ -110,62 +110,16 @@ func TestConcurrent(t *testing.T) {
 }
 
 // TestConcurrentRedisClock is the race on Redis's own clock (no pinned
-// time), with hour-long windows: only the turn of an hour mid-race (which
-// the test detects, and then does not judge) could roll one over.
+// time): see backendtest.RunConcurrentOwnClock.
 func TestConcurrentRedisClock(t *testing.T) {
 	t.Parallel()
 	for _, tg := range targets() {
 		t.Run(tg.name, func(t *testing.T) {
 			t.Parallel()
-			o := redisstore.Options{KeyPrefix: newPrefix()}
-			a, b := newStore(t, tg.client(t), o), newStore(t, tg.client(t), o)
-			for _, l := range []quota.Limit{
-				{Algorithm: quota.FixedWindow, Requests: 500, Unit: time.Hour},
-				{Algorithm: quota.SlidingWindow, Requests: 500, Unit: time.Hour},
-				// A bucket refills a little during the race: 500 per day
-				// adds less than one token in a minute.
-				{Algorithm: quota.TokenBucket, Requests: 500, Unit: 24 * time.Hour},
-			} {
-				h := quota.Hit{Key: "race\x00" + l.Algorithm.String(), TagLen: 4, Limit: l, N: 1}
-				var admitted, errs atomic.Int64
-				start := make(chan struct{})
-				done := make(chan struct{})
-				for g := 0; g < 128; g++ {
-					lim := a
-					if g%2 == 1 {
-						lim = b
-					}
-					go func() {
-						defer func() { done <- struct{}{} }()
-						<-start
-						out := make([]quota.Decision, 1)
-						for i := 0; i < 6; i++ {
-							if err := lim.Take(context.Background(), []quota.Hit{h}, out); err != nil {
-								errs.Add(1)
-								continue
-							}
-							if out[0].Fits {
-								admitted.Add(1)
-							}
-						}
-					}()
-				}
-				hour := time.Now().Truncate(time.Hour)
-				close(start)
-				for g := 0; g < 128; g++ {
-					<-done
-				}
-				if !time.Now().Truncate(time.Hour).Equal(hour) {
-					t.Logf("%s: an hour turned during the race; not judged", l.Algorithm)
-					continue
-				}
-				if errs.Load() != 0 {
-					t.Fatalf("%s: %d Take errors", l.Algorithm, errs.Load())
-				}
-				if got := admitted.Load(); got != 500 {
-					t.Errorf("%s: admitted %d, want exactly 500", l.Algorithm, got)
-				}
-			}
+			backendtest.RunConcurrentOwnClock(t, func(t *testing.T) (a, b quota.Limiter) {
+				o := redisstore.Options{KeyPrefix: newPrefix()}
+				return newStore(t, tg.client(t), o), newStore(t, tg.client(t), o)
+			})
 		})
 	}
 }
@@ -252,41 +206,25 @@ func TestClusterCrossSlotRace(t *testing.T) {
 			ha := quota.Hit{Key: "tag0\x00a", TagLen: 4, Limit: quota.Limit{Algorithm: alg, Requests: 300, Unit: time.Hour}, N: 1}
 			hb := quota.Hit{Key: "tag1\x00b", TagLen: 4, Limit: quota.Limit{Algorithm: alg, Requests: 500, Unit: time.Hour}, N: 1}
 			var pairs, singles, errs atomic.Int64
-			done := make(chan struct{})
-			start := make(chan struct{})
-			for g := 0; g < 128; g++ {
-				lim := a
-				if g%2 == 1 {
-					lim = b
+			backendtest.Race(t, a, b, func(lim quota.Limiter, g, i int) {
+				out := make([]quota.Decision, 2)
+				batch := []quota.Hit{ha, hb}
+				if g%4 >= 2 {
+					batch = []quota.Hit{hb, ha}
 				}
-				go func() {
-					defer func() { done <- struct{}{} }()
-					<-start
-					out := make([]quota.Decision, 2)
-					for i := 0; i < 8; i++ {
-						batch := []quota.Hit{ha, hb}
-						if g%4 >= 2 {
-							batch = []quota.Hit{hb, ha}
-						}
-						if err := lim.Take(context.Background(), batch, out); err != nil {
-							errs.Add(1)
-						} else if !quota.Rejects(batch, out) {
-							pairs.Add(1)
-						}
-						if i%2 == 0 {
-							if err := lim.Take(context.Background(), []quota.Hit{hb}, out[:1]); err != nil {
-								errs.Add(1)
-							} else if out[0].Fits {
-								singles.Add(1)
-							}
-						}
+				if err := lim.Take(context.Background(), batch, out); err != nil {
+					errs.Add(1)
+				} else if !quota.Rejects(batch, out) {
+					pairs.Add(1)
+				}
+				if i%2 == 0 {
+					if err := lim.Take(context.Background(), []quota.Hit{hb}, out[:1]); err != nil {
+						errs.Add(1)
+					} else if out[0].Fits {
+						singles.Add(1)
 					}
-				}()
-			}
-			close(start)
-			for g := 0; g < 128; g++ {
-				<-done
-			}
+				}
+			})
 			if errs.Load() != 0 {
 				t.Fatalf("%d Take errors", errs.Load())
 			}
@@ -312,6 +250,52 @@ func TestClusterCrossSlotRace(t *testing.T) {
 			}
 			t.Logf("%d pairs, %d singles admitted; %d refunds", p, s, st.Refunds+b.Stats().Refunds)
 		})
+	}
+}
+
+// TestClusterQuotaAcrossSlots: quota hits in different slots are judged
+// together. No slot may reject by quota alone: a slot whose only quota hit
+// is over still takes its normal hits, and only when every quota hit of the
+// request is over is the request rejected, and the slots that took
+// refunded.
+func TestClusterQuotaAcrossSlots(t *testing.T) {
+	t.Parallel()
+	c := redistest.SharedCluster(t)
+	s := newStore(t, redisstore.ClientOptions{URL: c.URL, Cluster: true}, redisstore.Options{})
+	ctx := context.Background()
+	one := quota.Limit{Algorithm: quota.FixedWindow, Requests: 1, Unit: time.Hour}
+	five := quota.Limit{Algorithm: quota.FixedWindow, Requests: 5, Unit: time.Hour}
+	// tag0..tag2 span the nodes (TestClusterSpreadsSlots). The normal hit
+	// shares tag0's slot with the first quota hit.
+	hits := []quota.Hit{
+		{Key: "tag0\x00qa", TagLen: 4, Limit: one, N: 1, Quota: true},
+		{Key: "tag1\x00qb", TagLen: 4, Limit: one, N: 1, Quota: true},
+		{Key: "tag0\x00n", TagLen: 4, Limit: five, N: 1},
+	}
+	out := make([]quota.Decision, len(hits))
+	take := func() {
+		t.Helper()
+		if err := s.Take(ctx, hits, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	take() // all fit: qa, qb full, n 4 left
+	// qb's slot alone: its quota hit over must not stop qa's slot from
+	// admitting; but qa is over too, so the request is rejected and the
+	// tag0 slot's n is refunded.
+	take()
+	if !quota.Rejects(hits, out) || out[0].Fits || out[1].Fits || !out[2].Fits {
+		t.Fatalf("second request: %+v, want rejected by quota (both quota hits over, n fits)", out)
+	}
+	before := s.Stats().Refunds
+	// Now one quota hit with room (a new key): admitted, n taken.
+	hits[1] = quota.Hit{Key: "tag1\x00qc", TagLen: 4, Limit: one, N: 1, Quota: true}
+	take()
+	if quota.Rejects(hits, out) || out[0].Fits || !out[1].Fits || out[2].Remaining != 3 {
+		t.Fatalf("third request: %+v, want admitted with n at 3 left", out)
+	}
+	if st := s.Stats(); st.Refunds < 1 || st.Refunds != before || st.RefundErrors != 0 {
+		t.Errorf("Stats %+v: want the one refund of the second request and none since", st)
 	}
 }
 
