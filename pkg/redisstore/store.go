@@ -12,8 +12,9 @@
 // descriptors share a slot when they share their first entry); the groups of
 // one request go out together in one pipeline, which go-redis sends to the
 // nodes in parallel. What all-or-nothing means across groups is described in
-// docs/algorithms.md ("Redis"): each group is atomic, and when a group
-// rejects, the groups that admitted are refunded.
+// docs/algorithms.md ("Redis"): each group is atomic, quota-mode hits are
+// judged over all groups together, and when the request is rejected the
+// groups that took are refunded.
 //
 // When Redis is down, a breaker makes Take and Ping fail at once with
 // ErrUnavailable instead of waiting for a timeout per request, while a
