@@ -25,7 +25,8 @@ type Factory func(t *testing.T, clock *Clock) quota.Limiter
 var Base = time.Unix(1_700_000_000, 0).UTC()
 
 // Tag is the hash-tag prefix shared by the keys of every multi-key batch in
-// the suite, so that a clustered backend may decide each batch on one node.
+// the suite, so that a clustered backend may decide each batch on one node;
+// except in the "spread/" scenarios, whose keys have tags of their own.
 const Tag = "scn"
 
 // key builds a suite key: Tag followed by name, with TagLen covering Tag.
@@ -40,6 +41,21 @@ func shadow(name string, l quota.Limit, n uint64) quota.Hit {
 	h := hit(name, l, n)
 	h.Shadow = true
 	return h
+}
+
+// quotaHit is a hit in quota mode (quota.Hit.Quota).
+func quotaHit(name string, l quota.Limit, n uint64) quota.Hit {
+	h := hit(name, l, n)
+	h.Quota = true
+	return h
+}
+
+// spread is a hit whose key has a hash tag of its own, tag, instead of Tag:
+// a clustered backend places it by that tag, so a batch of spread hits with
+// different tags may be decided on several nodes, and must still answer as
+// one batch. With quota, it is in quota mode.
+func spread(tag, name string, l quota.Limit, n uint64, quotaMode bool) quota.Hit {
+	return quota.Hit{Key: tag + "/" + name, TagLen: len(tag), Limit: l, N: n, Quota: quotaMode}
 }
 
 func ok(remaining uint64, resetAfter time.Duration) quota.Decision {
@@ -418,6 +434,124 @@ func scenarios() []scenario {
 					hits: []quota.Hit{hit("x", fixed(1, minute), 0), hit("s", sw3, 0), hit("f", fw3, 0)},
 					want: []quota.Decision{ok(0, 40*sec), ok(2, 40*sec), ok(0, 40*sec)},
 				},
+			},
+		},
+		{
+			// Quota mode (envoyproxy/ratelimit's quota_mode): a batch is
+			// rejected when every quota hit in it is over, or when a
+			// normal hit is. q1: fixed 1/min, q2: fixed 2/min, both quota;
+			// n: fixed 5/min, normal. Base is 40 s before its minute ends.
+			name: "quota/rejected only when every quota hit is over",
+			steps: []step{
+				{
+					// Everything fits: taken. q1 1 of 1, q2 1 of 2, n 1 of 5.
+					hits: []quota.Hit{quotaHit("q1", fixed(1, minute), 1), quotaHit("q2", fixed(2, minute), 1), hit("n", fixed(5, minute), 1)},
+					want: []quota.Decision{ok(0, 40*sec), ok(1, 40*sec), ok(4, 40*sec)},
+				},
+				{
+					// q1 is over (1+1 > 1) but q2 fits (1+1 <= 2): admitted;
+					// q2 and n are taken, q1 takes nothing.
+					hits: []quota.Hit{quotaHit("q1", fixed(1, minute), 1), quotaHit("q2", fixed(2, minute), 1), hit("n", fixed(5, minute), 1)},
+					want: []quota.Decision{over(40 * sec), ok(0, 40*sec), ok(3, 40*sec)},
+				},
+				{
+					// Both quota hits over: rejected, though n would fit
+					// (2+1 <= 5, 2 left).
+					hits: []quota.Hit{quotaHit("q1", fixed(1, minute), 1), quotaHit("q2", fixed(2, minute), 1), hit("n", fixed(5, minute), 1)},
+					want: []quota.Decision{over(40 * sec), over(40 * sec), ok(2, 40*sec)},
+				},
+				{
+					// n holds the 2 of the two admitted batches: 3 left.
+					hits: []quota.Hit{hit("q1", fixed(1, minute), 0), hit("q2", fixed(2, minute), 0), hit("n", fixed(5, minute), 0)},
+					want: []quota.Decision{ok(0, 40*sec), ok(0, 40*sec), ok(3, 40*sec)},
+				},
+				{
+					// The next window: q1 has room again, n starts from 0.
+					advance: 40 * sec,
+					hits:    []quota.Hit{quotaHit("q1", fixed(1, minute), 1), hit("n", fixed(5, minute), 1)},
+					want:    []quota.Decision{ok(0, 60*sec), ok(4, 60*sec)},
+				},
+				// A lone quota hit over its limit: rejected.
+				one(0, quotaHit("q1", fixed(1, minute), 1), over(60*sec)),
+			},
+		},
+		{
+			// r: fixed 3/min in quota mode; x: fixed 1/min, normal; s: fixed
+			// 1/min in shadow mode.
+			name: "quota/a normal hit over rejects; shadow hits never count",
+			steps: []step{
+				{
+					// r fits (2 left), x does not (2 > 1): rejected.
+					hits: []quota.Hit{quotaHit("r", fixed(3, minute), 1), hit("x", fixed(1, minute), 2)},
+					want: []quota.Decision{ok(2, 40*sec), over(40 * sec)},
+				},
+				one(0, hit("r", fixed(3, minute), 0), ok(3, 40*sec)),
+				{
+					// s is over (5 > 1) but in shadow mode; r, the only quota
+					// hit, fits: admitted, r taken.
+					hits: []quota.Hit{shadow("s", fixed(1, minute), 5), quotaHit("r", fixed(3, minute), 1)},
+					want: []quota.Decision{over(40 * sec), ok(2, 40*sec)},
+				},
+				{
+					// Shadow wins over quota: a hit with both set is a
+					// shadow hit, so the batch has no quota hit over and r
+					// (normal here) fits: admitted, r taken (1 left).
+					hits: []quota.Hit{func() quota.Hit { h := shadow("s", fixed(1, minute), 5); h.Quota = true; return h }(), hit("r", fixed(3, minute), 1)},
+					want: []quota.Decision{over(40 * sec), ok(1, 40*sec)},
+				},
+				{
+					hits: []quota.Hit{hit("r", fixed(3, minute), 0), hit("s", fixed(1, minute), 0), hit("x", fixed(1, minute), 0)},
+					want: []quota.Decision{ok(1, 40*sec), ok(1, 40*sec), ok(1, 40*sec)},
+				},
+			},
+		},
+		{
+			// Hits whose keys have tags of their own (qa, qb, ...), so that a
+			// clustered backend decides them on several nodes (and refunds
+			// what a node took when the batch is rejected). qa, qb: quota,
+			// fixed 1/min; qd: quota, fixed 2/min; nc: normal, fixed 5/min;
+			// be: normal bucket 1/s, capacity 5; nx: normal, fixed 0/min.
+			name: "spread/quota and all or nothing across tags",
+			steps: []step{
+				{
+					hits: []quota.Hit{spread("qa", "a", fixed(1, minute), 1, true), spread("qb", "b", fixed(1, minute), 1, true), spread("qc", "c", fixed(5, minute), 1, false)},
+					want: []quota.Decision{ok(0, 40*sec), ok(0, 40*sec), ok(4, 40*sec)},
+				},
+				{
+					// Both quota hits over: rejected. nc and be would fit
+					// (be: 5 tokens, 4 left, full again in 1 s) but take
+					// nothing.
+					hits: []quota.Hit{spread("qa", "a", fixed(1, minute), 1, true), spread("qb", "b", fixed(1, minute), 1, true), spread("qc", "c", fixed(5, minute), 1, false), spread("qe", "e", bucket(1, sec, 5), 1, false)},
+					want: []quota.Decision{over(40 * sec), over(40 * sec), ok(3, 40*sec), ok(4, 1*sec)},
+				},
+				{
+					// nc still holds 1; be is full.
+					hits: []quota.Hit{spread("qc", "c", fixed(5, minute), 0, false), spread("qe", "e", bucket(1, sec, 5), 0, false)},
+					want: []quota.Decision{ok(4, 40*sec), ok(5, 0)},
+				},
+				{
+					// qa over, qd fits: admitted; qd, nc and na (normal,
+					// fixed 5/min, on qa's tag: a node that sees only qa
+					// over must not reject on its own) taken.
+					hits: []quota.Hit{spread("qa", "a", fixed(1, minute), 1, true), spread("qd", "d", fixed(2, minute), 1, true), spread("qc", "c", fixed(5, minute), 1, false), spread("qa", "n", fixed(5, minute), 1, false)},
+					want: []quota.Decision{over(40 * sec), ok(1, 40*sec), ok(3, 40*sec), ok(4, 40*sec)},
+				},
+				{
+					hits: []quota.Hit{spread("qa", "a", fixed(1, minute), 0, false), spread("qd", "d", fixed(2, minute), 0, false), spread("qc", "c", fixed(5, minute), 0, false), spread("qa", "n", fixed(5, minute), 0, false)},
+					want: []quota.Decision{ok(0, 40*sec), ok(1, 40*sec), ok(3, 40*sec), ok(4, 40*sec)},
+				},
+				{
+					// qd fits, but nx (normal, limit 0) is over: rejected.
+					hits: []quota.Hit{spread("qd", "d", fixed(2, minute), 1, true), spread("qx", "x", fixed(0, minute), 1, false)},
+					want: []quota.Decision{ok(0, 40*sec), over(40 * sec)},
+				},
+				one(0, spread("qd", "d", fixed(2, minute), 0, false), ok(1, 40*sec)),
+				{
+					// Without quota hits: nc fits, nx is over: rejected.
+					hits: []quota.Hit{spread("qc", "c", fixed(5, minute), 2, false), spread("qx", "x", fixed(0, minute), 1, false)},
+					want: []quota.Decision{ok(1, 40*sec), over(40 * sec)},
+				},
+				one(0, spread("qc", "c", fixed(5, minute), 0, false), ok(3, 40*sec)),
 			},
 		},
 		{

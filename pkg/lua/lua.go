@@ -61,6 +61,14 @@ func AppendTime(args []any, now int64, pinned bool) []any {
 	return append(args, now)
 }
 
+// The modes of a hit, as take.lua reads them (state.lua's NORMAL, SHADOW,
+// QUOTA).
+const (
+	modeNormal = "0"
+	modeShadow = "1"
+	modeQuota  = "2"
+)
+
 // maxExact is 2^53: Lua numbers are doubles, exact for integers up to it.
 const maxExact = 1 << 53
 
@@ -70,10 +78,16 @@ const maxExact = 1 << 53
 // Counts above 2^53 (9e15) are sent as 2^53: a double cannot hold them
 // exactly anyway, and capped they cannot overflow the script's integer
 // replies. No real limit comes near (Envoy's counts are 32-bit).
+//
+// The hit's mode follows quota.Hit: shadow when Shadow is set, else quota
+// when Quota is set, else normal.
 func AppendHit(args []any, h *quota.Hit) []any {
-	shadow := "0"
-	if h.Shadow {
-		shadow = "1"
+	mode := modeNormal
+	switch {
+	case h.Shadow:
+		mode = modeShadow
+	case h.Quota:
+		mode = modeQuota
 	}
 	burst := uint64(0)
 	if h.Limit.Algorithm == quota.TokenBucket {
@@ -85,7 +99,7 @@ func AppendHit(args []any, h *quota.Hit) []any {
 		h.Limit.Unit.Microseconds(),
 		min(burst, maxExact),
 		min(h.N, maxExact),
-		shadow,
+		mode,
 	)
 }
 

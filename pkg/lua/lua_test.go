@@ -157,7 +157,9 @@ func TestTakeMatchesEvaluate(t *testing.T) {
 				hits := make([]quota.Hit, 1+rng.IntN(4))
 				for i := range hits {
 					ct := counters[rng.IntN(len(counters))]
-					hits[i] = quota.Hit{Key: ct.key, Limit: ct.limit, N: uint64(rng.IntN(5)), Shadow: rng.IntN(5) == 0}
+					// One hit in five in shadow mode, one in four in quota
+					// mode (one in twenty both: shadow wins).
+					hits[i] = quota.Hit{Key: ct.key, Limit: ct.limit, N: uint64(rng.IntN(5)), Shadow: rng.IntN(5) == 0, Quota: rng.IntN(4) == 0}
 				}
 				want := m.take(now, hits)
 				got, used, err := take(ctx, c, now, true, hits)
@@ -240,6 +242,43 @@ func TestTakeTable(t *testing.T) {
 			{1_500_000, []quota.Hit{{Key: "b", Limit: sliding, N: 2}, {Key: "c", Limit: bucket, N: 3}}, []quota.Decision{
 				{Fits: true, Remaining: 0, ResetAfter: 500 * ms},
 				{Fits: true, Remaining: 0, ResetAfter: 1_666_667 * time.Microsecond},
+			}},
+		}},
+		{"quota rejects only when every quota hit is over", []step{
+			// a: quota 3-2=1 left; b: quota, 4 > 3; c: normal. One quota
+			// hit fits: admitted, a and c taken, b (over) takes nothing.
+			{0, []quota.Hit{{Key: "a", Limit: fixed, N: 2, Quota: true}, {Key: "b", Limit: fixed, N: 4, Quota: true}, {Key: "c", Limit: fixed, N: 1}}, []quota.Decision{
+				{Fits: true, Remaining: 1, ResetAfter: time.Second},
+				{Fits: false, ResetAfter: time.Second},
+				{Fits: true, Remaining: 2, ResetAfter: time.Second},
+			}},
+			// a: 2+2 > 3 and b: 4 > 3, both quota, both over: rejected,
+			// c (normal, fits) is not taken.
+			{0, []quota.Hit{{Key: "a", Limit: fixed, N: 2, Quota: true}, {Key: "b", Limit: fixed, N: 4, Quota: true}, {Key: "c", Limit: fixed, N: 1}}, []quota.Decision{
+				{Fits: false, ResetAfter: time.Second},
+				{Fits: false, ResetAfter: time.Second},
+				{Fits: true, Remaining: 1, ResetAfter: time.Second},
+			}},
+			{0, []quota.Hit{{Key: "a", Limit: fixed, N: 0}, {Key: "b", Limit: fixed, N: 0}, {Key: "c", Limit: fixed, N: 0}}, []quota.Decision{
+				{Fits: true, Remaining: 1, ResetAfter: time.Second},
+				{Fits: true, Remaining: 3, ResetAfter: time.Second},
+				{Fits: true, Remaining: 2, ResetAfter: time.Second},
+			}},
+		}},
+		{"normal over rejects whatever the quota hits say", []step{
+			// a: quota, fits; b: normal, 4 > 3: rejected, a not taken.
+			{0, []quota.Hit{{Key: "a", Limit: fixed, N: 1, Quota: true}, {Key: "b", Limit: fixed, N: 4}}, []quota.Decision{
+				{Fits: true, Remaining: 2, ResetAfter: time.Second},
+				{Fits: false, ResetAfter: time.Second},
+			}},
+			// A shadow hit over its limit beside a quota hit that fits:
+			// admitted; a is taken.
+			{0, []quota.Hit{{Key: "b", Limit: fixed, N: 4, Shadow: true, Quota: true}, {Key: "a", Limit: fixed, N: 1, Quota: true}}, []quota.Decision{
+				{Fits: false, ResetAfter: time.Second},
+				{Fits: true, Remaining: 2, ResetAfter: time.Second},
+			}},
+			{0, []quota.Hit{{Key: "a", Limit: fixed, N: 0}}, []quota.Decision{
+				{Fits: true, Remaining: 2, ResetAfter: time.Second},
 			}},
 		}},
 		{"zero limit rejects", []step{
@@ -398,6 +437,8 @@ func TestBadArguments(t *testing.T) {
 		{"too few", []string{prefix + "a"}, []any{""}},
 		{"bad time", []string{prefix + "a"}, []any{"soon", 0, 1, 1000000, 0, 1, "0"}},
 		{"bad number", []string{prefix + "a"}, []any{"", 0, "many", 1000000, 0, 1, "0"}},
+		{"bad mode", []string{prefix + "a"}, []any{"", 0, 5, 1000000, 0, 1, "3"}},
+		{"bad mode in a batch", []string{prefix + "a", prefix + "b"}, []any{"", 0, 5, 1000000, 0, 1, "0", 0, 5, 1000000, 0, 1, "shadow"}},
 	}
 	for _, tt := range tests {
 		if err := lua.Take.Run(ctx, c, tt.keys, tt.args...).Err(); err == nil || !strings.Contains(err.Error(), "floodgate take") {

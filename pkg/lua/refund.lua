@@ -10,7 +10,7 @@
 -- KEYS:  the counters to refund, one per hit that was taken (fits and n > 0
 --        in a batch that was written); a key may repeat.
 -- ARGV:  ARGV[1] = the now that take.lua replied with (µs); then the same
---        6 entries per hit as take.lua (shadow is ignored).
+--        6 entries per hit as take.lua (the mode is ignored).
 -- Reply: the number of hits refunded (a counter that has since expired or
 --        moved past the window of the take has nothing to give back).
 -- Invariant: a counter never goes below zero hits nor above a full bucket,

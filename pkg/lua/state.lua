@@ -76,9 +76,14 @@ local function encode(alg, w, c, p)
   return string.format('%.17g:%.17g', w, c)
 end
 
+-- Modes of a hit (its last ARGV entry): quota.Hit's Shadow and Quota.
+local NORMAL, SHADOW, QUOTA = '0', '1', '2'
+
 -- hit_args reads the i-th hit's ARGV entries. The common values of
 -- algorithm, burst and n are matched as strings first: comparing Lua
--- strings is one pointer comparison, tonumber a strtod.
+-- strings is one pointer comparison, tonumber a strtod. The mode is
+-- returned as given (NORMAL, SHADOW or QUOTA; anything else is the
+-- caller's to reject).
 local function hit_args(i)
   local b = 1 + (i - 1) * ARGS_PER_HIT
   local unit = tonumber(ARGV[b + 3])
@@ -106,5 +111,5 @@ local function hit_args(i)
   else
     n = tonumber(n)
   end
-  return alg, tonumber(ARGV[b + 2]), unit, burst, n, ARGV[b + 6] == '1'
+  return alg, tonumber(ARGV[b + 2]), unit, burst, n, ARGV[b + 6]
 end

@@ -11,15 +11,24 @@
 --        then 6 entries per hit i, from ARGV[2 + 6(i-1)]:
 --        algorithm (0 sliding_window, 1 fixed_window, 2 token_bucket),
 --        requests per unit, unit (µs), burst (0 = requests), n (hits to
---        take; 0 checks without taking), shadow ('1' or '0').
+--        take; 0 checks without taking), mode ('0' normal, '1' shadow,
+--        '2' quota: quota.Hit's Shadow and Quota).
 -- Reply: { now, fits_1, remaining_1, reset_after_1, fits_2, ... }: now is
 --        the time used (µs); per hit fits is 1 or 0, remaining the hits
 --        left after it, reset_after µs (see quota.Decision). All integers.
 -- Invariant: the decisions are exactly quota.Evaluate's, hits of one key
---        decided in order, each seeing the ones before it. If any hit
---        that is not in shadow mode does not fit, nothing is written;
---        otherwise every hit that fits with n > 0 is taken. Counters are
---        only ever written with a TTL no shorter than quota.Evaluate's.
+--        decided in order, each seeing the ones before it. The batch is
+--        rejected, exactly as quota.Rejects says, when a normal hit does
+--        not fit, or when it has quota hits and none of them fits (shadow
+--        hits never reject). A rejected batch writes nothing; otherwise
+--        every hit that fits with n > 0 is taken (a shadow or quota hit
+--        that does not fit takes nothing). Counters are only ever written
+--        with a TTL no shorter than quota.Evaluate's.
+--
+-- A caller that splits one request over several calls (Redis Cluster,
+-- one call per slot) sends its quota hits as shadow: whether the request
+-- is rejected by quota then depends on every call's answers, which only
+-- the caller sees (it refunds the calls that took when it is).
 --
 -- The script writes only after reading TIME, which Redis 7 replicates as
 -- effects (the writes), so replicas and the AOF see the same state.
@@ -74,9 +83,11 @@ end
 
 if #KEYS == 1 then
   -- One hit, the common case: no key can repeat, so no bookkeeping. It is
-  -- written if it fits and takes something; otherwise nothing is.
-  local alg, requests, unit, burst, n = hit_args(1)
-  if not (alg and requests and burst and n) then
+  -- written if it fits and takes something; otherwise nothing is. (In
+  -- every mode: a lone normal or quota hit rejects the batch exactly when
+  -- it does not fit, and a shadow hit never does.)
+  local alg, requests, unit, burst, n, mode = hit_args(1)
+  if not (alg and requests and burst and n) or not (mode == NORMAL or mode == SHADOW or mode == QUOTA) then
     return redis.error_reply('ERR floodgate take: bad arguments for hit 1')
   end
   local key = KEYS[1]
@@ -97,11 +108,13 @@ local nreply = 1
 local counters = {}
 local dirty = {}  -- counters to write, in first-taken order
 local rejected = false
+-- Whether the batch has quota hits, and whether one of them fits.
+local quotas, quota_fits = false, false
 
 for i = 1, #KEYS do
   local key = KEYS[i]
-  local alg, requests, unit, burst, n, shadow = hit_args(i)
-  if not (alg and requests and burst and n) then
+  local alg, requests, unit, burst, n, mode = hit_args(i)
+  if not (alg and requests and burst and n) or not (mode == NORMAL or mode == SHADOW or mode == QUOTA) then
     return redis.error_reply('ERR floodgate take: bad arguments for hit ' .. i)
   end
   local ct = counters[key]
@@ -115,7 +128,13 @@ for i = 1, #KEYS do
   reply[nreply + 2] = remaining
   reply[nreply + 3] = reset
   nreply = nreply + 3
+  if mode == QUOTA then
+    quotas = true
+  end
   if fits == 1 then
+    if mode == QUOTA then
+      quota_fits = true
+    end
     -- A check (n = 0) changes nothing a later read could tell apart, so it
     -- is not written.
     if n > 0 then
@@ -124,12 +143,12 @@ for i = 1, #KEYS do
       end
       ct[5], ct[6], ct[7], ct[8], ct[9] = true, nw, nc, np, ttl
     end
-  elseif not shadow then
+  elseif mode == NORMAL then
     rejected = true
   end
 end
 
-if rejected then
+if rejected or (quotas and not quota_fits) then
   return reply
 end
 

@@ -8,11 +8,15 @@
 // the same for hits of size N or more: counts only grow inside a window (and
 // tokens only refill at the rate that T already accounts for), so a hit of
 // at least N cannot fit before T. Smaller hits, other limits (after a config
-// reload) and shadow-mode hits go to the backend.
+// reload), shadow-mode hits and quota-mode hits go to the backend: a quota
+// hit over its limit rejects its batch only when every quota hit of the
+// batch is over, so its being over proves nothing about the next batch.
 package nearcache
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"hash/maphash"
 	"sync"
 	"time"
@@ -27,12 +31,12 @@ const (
 	shards            = 32
 )
 
-// Options configure a Cache.
+// Options configure a Cache. The zero value of every field is its
+// documented default; a negative number is an error.
 type Options struct {
-	// MaxEntries bounds the entries held (default 100,000); 0 keeps the
-	// default, a negative value disables the cache.
+	// MaxEntries bounds the entries held; default DefaultMaxEntries.
 	MaxEntries int
-	// MaxBytes bounds the bytes of the keys held (default 64 MiB).
+	// MaxBytes bounds the bytes of the keys held; default DefaultMaxBytes.
 	MaxBytes int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -69,10 +73,15 @@ type entry struct {
 	limit quota.Limit
 }
 
-// New wraps inner. With opts.MaxEntries < 0 it returns inner itself.
-func New(inner quota.Limiter, opts Options) quota.Limiter {
-	if opts.MaxEntries < 0 {
-		return inner
+// New wraps inner in a cache configured by opts.
+func New(inner quota.Limiter, opts Options) (*Cache, error) {
+	switch {
+	case inner == nil:
+		return nil, errors.New("nearcache: the inner Limiter is nil")
+	case opts.MaxEntries < 0:
+		return nil, fmt.Errorf("nearcache: MaxEntries is %d, want 0 (default %d) or more", opts.MaxEntries, DefaultMaxEntries)
+	case opts.MaxBytes < 0:
+		return nil, fmt.Errorf("nearcache: MaxBytes is %d, want 0 (default %d) or more", opts.MaxBytes, DefaultMaxBytes)
 	}
 	c := &Cache{inner: inner, now: opts.Now, onHit: opts.OnHit, seed: maphash.MakeSeed()}
 	if c.now == nil {
@@ -82,7 +91,7 @@ func New(inner quota.Limiter, opts Options) quota.Limiter {
 	if maxEntries == 0 {
 		maxEntries = DefaultMaxEntries
 	}
-	if maxBytes <= 0 {
+	if maxBytes == 0 {
 		maxBytes = DefaultMaxBytes
 	}
 	c.maxEntry = max(1, maxEntries/shards)
@@ -91,7 +100,7 @@ func New(inner quota.Limiter, opts Options) quota.Limiter {
 		c.shards[i].entries = make(map[string]entry)
 	}
 	c.checkPool.New = func() any { return new(checkScratch) }
-	return c
+	return c, nil
 }
 
 // Len is the number of entries held, expired ones included until dropped.
@@ -130,10 +139,15 @@ func (c *Cache) shard(key string) *shard {
 	return &c.shards[maphash.String(c.seed, key)%shards]
 }
 
+// passes reports whether h is never answered nor remembered by the cache:
+// a check, or a hit in shadow or quota mode (which rejects no batch on its
+// own).
+func passes(h *quota.Hit) bool { return h.Shadow || h.Quota || h.N == 0 }
+
 // lookup reports whether hit h is known to be rejected at now, and for how
 // much longer.
 func (c *Cache) lookup(h *quota.Hit, now int64) (time.Duration, bool) {
-	if h.Shadow || h.N == 0 {
+	if passes(h) {
 		return 0, false
 	}
 	sh := c.shard(h.Key)
@@ -153,7 +167,7 @@ func (c *Cache) lookup(h *quota.Hit, now int64) (time.Duration, bool) {
 
 // remember records a backend's rejection of h, answered at now.
 func (c *Cache) remember(h *quota.Hit, d *quota.Decision, now int64) {
-	if h.Shadow || h.N == 0 || d.Fits || d.ResetAfter <= 0 {
+	if passes(h) || d.Fits || d.ResetAfter <= 0 {
 		return
 	}
 	e := entry{until: now + int64(d.ResetAfter), n: h.N, limit: h.Limit}
@@ -212,8 +226,8 @@ type checkScratch struct {
 // so it never fits and is never written; it is only read.
 const rejectSuffix = "\xff\xfffloodgate-nearcache-reject"
 
-// Take answers from the cache when any non-shadow hit is known to be over
-// its limit: the request is then rejected and nothing may be taken, so the
+// Take answers from the cache when any hit in neither shadow nor quota
+// mode is known to be over its limit: the request is then rejected and nothing may be taken, so the
 // backend is asked only for the other hits' answers, in a batch made sure to
 // be rejected, or not at all when the cache knows every hit. Otherwise it passes the batch
 // on and remembers the rejections in the answer.

@@ -35,6 +35,16 @@ func newStore(t testing.TB, clock *backendtest.Clock) *memstore.Store {
 	return st
 }
 
+// newCache wraps inner, failing the test on bad options.
+func newCache(t testing.TB, inner quota.Limiter, opts nearcache.Options) *nearcache.Cache {
+	t.Helper()
+	c, err := nearcache.New(inner, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func take(t testing.TB, l quota.Limiter, hits ...quota.Hit) []quota.Decision {
 	t.Helper()
 	out := make([]quota.Decision, len(hits))
@@ -61,7 +71,7 @@ func TestLeavesCacheExactlyWhenAllowed(t *testing.T) {
 			clock := backendtest.NewClock(backendtest.Base)
 			inner := &counting{Limiter: newStore(t, clock)}
 			var hits atomic.Int64
-			c := nearcache.New(inner, nearcache.Options{Now: clock.Now, OnHit: func(n int) { hits.Add(int64(n)) }})
+			c := newCache(t, inner, nearcache.Options{Now: clock.Now, OnHit: func(n int) { hits.Add(int64(n)) }})
 			h := quota.Hit{Key: "k", Limit: lim, N: 1}
 			for take(t, c, h)[0].Fits {
 			}
@@ -92,7 +102,7 @@ func TestSmallerHitsAndNewLimitsGoToTheBackend(t *testing.T) {
 	t.Parallel()
 	clock := backendtest.NewClock(backendtest.Base)
 	inner := &counting{Limiter: newStore(t, clock)}
-	c := nearcache.New(inner, nearcache.Options{Now: clock.Now})
+	c := newCache(t, inner, nearcache.Options{Now: clock.Now})
 	lim := quota.Limit{Algorithm: quota.FixedWindow, Requests: 3, Unit: time.Hour}
 	take(t, c, quota.Hit{Key: "k", Limit: lim, N: 2})
 	if d := take(t, c, quota.Hit{Key: "k", Limit: lim, N: 2})[0]; d.Fits {
@@ -118,13 +128,88 @@ func TestSmallerHitsAndNewLimitsGoToTheBackend(t *testing.T) {
 	}
 }
 
+// TestQuotaHitsPassThrough: a quota-mode hit over its limit is neither
+// answered from the cache nor remembered: the next batch may hold another
+// quota hit that fits, and then it is admitted.
+func TestQuotaHitsPassThrough(t *testing.T) {
+	t.Parallel()
+	clock := backendtest.NewClock(backendtest.Base)
+	inner := &counting{Limiter: newStore(t, clock)}
+	c := newCache(t, inner, nearcache.Options{Now: clock.Now})
+	full := quota.Limit{Algorithm: quota.FixedWindow, Requests: 0, Unit: time.Hour}
+	roomy := quota.Limit{Algorithm: quota.FixedWindow, Requests: 10, Unit: time.Hour}
+	over := quota.Hit{Key: "over", Limit: full, N: 1, Quota: true}
+	for i := 0; i < 3; i++ {
+		if d := take(t, c, over)[0]; d.Fits {
+			t.Fatal("a quota hit over a limit of 0 fits")
+		}
+	}
+	if got := inner.calls.Load(); got != 3 || c.Len() != 0 {
+		t.Fatalf("%d backend calls and %d entries after 3 quota hits over their limit, want 3 and 0", got, c.Len())
+	}
+	// With a second quota hit that fits, the batch is admitted and takes
+	// that hit.
+	ds := take(t, c, over, quota.Hit{Key: "roomy", Limit: roomy, N: 1, Quota: true})
+	if ds[0].Fits || !ds[1].Fits || quota.Rejects([]quota.Hit{over, {Quota: true}}, ds) {
+		t.Fatalf("quota batch: %+v, want admitted by its second hit", ds)
+	}
+	if d := take(t, c, quota.Hit{Key: "roomy", Limit: roomy})[0]; d.Remaining != 9 {
+		t.Fatalf("roomy has %d left, want 9", d.Remaining)
+	}
+	// A cached normal hit still rejects a batch with quota hits in it,
+	// and the quota hit that fits takes nothing.
+	normal := quota.Hit{Key: "normal", Limit: full, N: 1}
+	take(t, c, normal)
+	calls := inner.calls.Load()
+	ds = take(t, c, normal, quota.Hit{Key: "roomy", Limit: roomy, N: 1, Quota: true})
+	if ds[0].Fits || !ds[1].Fits || inner.calls.Load() != calls+1 {
+		t.Fatalf("cached normal beside a quota hit: %+v, backend calls +%d", ds, inner.calls.Load()-calls)
+	}
+	if d := take(t, c, quota.Hit{Key: "roomy", Limit: roomy})[0]; d.Remaining != 9 {
+		t.Fatalf("roomy has %d left after a rejected batch, want 9", d.Remaining)
+	}
+}
+
+func TestOptions(t *testing.T) {
+	t.Parallel()
+	st := newStore(t, backendtest.NewClock(backendtest.Base))
+	for _, tt := range []struct {
+		name  string
+		inner quota.Limiter
+		opts  nearcache.Options
+		want  string // a part of the error; "" for none
+	}{
+		{"zero", st, nearcache.Options{}, ""},
+		{"nil inner", nil, nearcache.Options{}, "inner"},
+		{"negative entries", st, nearcache.Options{MaxEntries: -1}, "MaxEntries"},
+		{"negative bytes", st, nearcache.Options{MaxBytes: -1}, "MaxBytes"},
+	} {
+		c, err := nearcache.New(tt.inner, tt.opts)
+		switch {
+		case tt.want == "" && (err != nil || c == nil):
+			t.Errorf("%s: New = %v, %v", tt.name, c, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || c != nil):
+			t.Errorf("%s: New = %v, %v; want an error about %s", tt.name, c, err, tt.want)
+		}
+	}
+}
+
+// TestConcurrent races two caches (two sidecars) in front of one store.
+func TestConcurrent(t *testing.T) {
+	t.Parallel()
+	backendtest.RunConcurrent(t, func(t *testing.T, clock *backendtest.Clock) (a, b quota.Limiter) {
+		st := newStore(t, clock)
+		return newCache(t, st, nearcache.Options{Now: clock.Now}), newCache(t, st, nearcache.Options{Now: clock.Now})
+	})
+}
+
 // TestRejectedBatchTakesNothing: with one cached hit in a batch, the others
 // are only checked, not taken.
 func TestRejectedBatchTakesNothing(t *testing.T) {
 	t.Parallel()
 	clock := backendtest.NewClock(backendtest.Base)
 	store := newStore(t, clock)
-	c := nearcache.New(store, nearcache.Options{Now: clock.Now})
+	c := newCache(t, store, nearcache.Options{Now: clock.Now})
 	over := quota.Hit{Key: "over", Limit: quota.Limit{Algorithm: quota.FixedWindow, Requests: 1, Unit: time.Hour}, N: 1}
 	other := quota.Hit{Key: "other", Limit: quota.Limit{Algorithm: quota.FixedWindow, Requests: 10, Unit: time.Hour}, N: 1}
 	take(t, c, over)
@@ -157,7 +242,7 @@ func sameDecisions(t *testing.T, seed uint64) {
 	clockA := backendtest.NewClock(backendtest.Base)
 	clockB := backendtest.NewClock(backendtest.Base)
 	plain := newStore(t, clockA)
-	cached := nearcache.New(newStore(t, clockB), nearcache.Options{Now: clockB.Now, MaxEntries: 64})
+	cached := newCache(t, newStore(t, clockB), nearcache.Options{Now: clockB.Now, MaxEntries: 64})
 	names := []string{"fixed_window", "sliding_window", "token_bucket"}
 	for step := 0; step < 20000; step++ {
 		if rng.IntN(10) == 0 {
@@ -174,6 +259,7 @@ func sameDecisions(t *testing.T, seed uint64) {
 				Limit:  lim,
 				N:      uint64(rng.IntN(4)),
 				Shadow: rng.IntN(8) == 0,
+				Quota:  rng.IntN(6) == 0,
 			}
 		}
 		a, b := take(t, plain, hits...), take(t, cached, hits...)
@@ -182,22 +268,22 @@ func sameDecisions(t *testing.T, seed uint64) {
 				t.Fatalf("step %d hit %d (%+v): backend fits=%v, cached fits=%v", step, i, hits[i], a[i].Fits, b[i].Fits)
 			}
 		}
+		if quota.Rejects(hits, a) != quota.Rejects(hits, b) {
+			t.Fatalf("step %d (%+v): backend rejects=%v, cached rejects=%v", step, hits, quota.Rejects(hits, a), quota.Rejects(hits, b))
+		}
 	}
 }
 
 func TestBoundedEntries(t *testing.T) {
 	t.Parallel()
 	clock := backendtest.NewClock(backendtest.Base)
-	c := nearcache.New(newStore(t, clock), nearcache.Options{Now: clock.Now, MaxEntries: 320})
+	c := newCache(t, newStore(t, clock), nearcache.Options{Now: clock.Now, MaxEntries: 320})
 	lim := quota.Limit{Algorithm: quota.FixedWindow, Requests: 0, Unit: time.Hour}
 	for i := 0; i < 10000; i++ {
 		take(t, c, quota.Hit{Key: fmt.Sprint(i), Limit: lim, N: 1})
 	}
-	if n := c.(*nearcache.Cache).Len(); n > 320 || n == 0 {
+	if n := c.Len(); n > 320 || n == 0 {
 		t.Fatalf("%d entries, want 1..320", n)
-	}
-	if nearcache.New(nil, nearcache.Options{MaxEntries: -1}) != nil {
-		t.Fatal("disabled cache does not return the inner limiter")
 	}
 }
 
@@ -205,7 +291,7 @@ func TestBoundedBytes(t *testing.T) {
 	t.Parallel()
 	clock := backendtest.NewClock(backendtest.Base)
 	const maxBytes = 32 * 1024 // 1 KiB per shard
-	c := nearcache.New(newStore(t, clock), nearcache.Options{Now: clock.Now, MaxEntries: 1 << 20, MaxBytes: maxBytes}).(*nearcache.Cache)
+	c := newCache(t, newStore(t, clock), nearcache.Options{Now: clock.Now, MaxEntries: 1 << 20, MaxBytes: maxBytes})
 	lim := quota.Limit{Algorithm: quota.FixedWindow, Requests: 0, Unit: time.Hour}
 	key := strings.Repeat("k", 100)
 	for i := 0; i < 5000; i++ {
@@ -222,13 +308,16 @@ func TestBoundedBytes(t *testing.T) {
 
 func BenchmarkCachedRejection(b *testing.B) {
 	clock := backendtest.NewClock(backendtest.Base)
-	c := nearcache.New(newStore(b, clock), nearcache.Options{Now: clock.Now})
+	c := newCache(b, newStore(b, clock), nearcache.Options{Now: clock.Now})
 	h := []quota.Hit{{Key: "hot", Limit: quota.Limit{Algorithm: quota.FixedWindow, Requests: 0, Unit: time.Hour}, N: 1}}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		out := make([]quota.Decision, 1)
 		for pb.Next() {
-			c.Take(context.Background(), h, out)
+			if err := c.Take(context.Background(), h, out); err != nil {
+				b.Error(err)
+				return
+			}
 		}
 	})
 }

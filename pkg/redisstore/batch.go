@@ -2,35 +2,56 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/floodgate/floodgate/pkg/lua"
 	"github.com/floodgate/floodgate/pkg/quota"
 )
 
-// batcher coalesces the script calls of concurrent Takes into pipelines:
-// several EVALSHA written to Redis at once and their replies read in one
-// loop, so that syscalls and Redis reads per decision fall as load rises.
+// call is one script call (take.lua or refund.lua) and, once sent, its
+// command and error.
+type call struct {
+	script *redis.Script
+	keys   []string
+	args   []any
+	cmd    *redis.Cmd
+	err    error
+
+	// For the slot calls of a request spread over cluster slots: the slot,
+	// the hits of the request it decides (by index), their decisions and
+	// the time the script decided at.
+	slot uint16
+	idx  []int
+	out  []quota.Decision
+	now  int64
+}
+
+// batcher is the one way script calls reach Redis. It sends the calls of
+// jobs (a job is one Take's calls, or one refund's) and coalesces the jobs
+// of concurrent callers into pipelines: several EVALSHA written to Redis
+// at once and their replies read in one loop, so that syscalls and Redis
+// reads per decision fall as load rises.
 //
-// It batches "naturally": a call that finds no other call in flight, or
+// It batches "naturally": a job that finds no other job in flight, or
 // just one, is sent at once, alone, so requests at low load wait for
-// nothing. Calls that arrive while more are in flight queue up, and the
+// nothing. Jobs that arrive while more are in flight queue up, and the
 // queue is flushed as one pipeline as soon as a flush ends, or when it holds
-// max calls, or when its first call has waited window (if window > 0),
+// max jobs, or when its first job has waited window (if window > 0),
 // whichever comes first. The queue thus grows only while Redis is busy.
+// With max 1, every job goes alone.
 //
-// There is no goroutine of its own: the call that triggers a flush (the
+// There is no goroutine of its own: the job that triggers a flush (the
 // first to arrive when none is in flight, the one that fills the queue, the
 // queue's head when its window elapses, or the head that a finishing flush
 // hands the queue to) runs it in its own goroutine, for a batch it belongs
-// to, then wakes the others. A flush of several calls does not heed any
+// to, then wakes the others. A flush of several jobs does not heed any
 // caller's context (one caller's would otherwise fail the others' calls):
-// the store's read and write timeouts bound it. A caller whose context
-// ends while its call is still queued leaves the queue (nothing was sent);
-// once its call is in a batch, it waits for the batch's answer.
+// the client's read and write timeouts bound it. A caller whose context
+// ends while its job is still queued leaves the queue (nothing was sent);
+// once its job is in a batch, it waits for the batch's answer.
 //
 // On Redis Cluster the pipeline goes to go-redis's ClusterClient, which
 // splits it by node and writes each node's share in parallel, following
@@ -38,28 +59,29 @@ import (
 type batcher struct {
 	s      *Store
 	max    int
-	window time.Duration // 0: a queued call waits for a flush to end
+	window time.Duration // 0: a queued job waits for a flush to end
 
 	mu       sync.Mutex
-	inflight int        // calls in the flushes running
-	queue    []*pending // calls waiting; non-empty only while inflight > 1
+	inflight int        // jobs in the flushes running
+	queue    []*pending // jobs waiting; non-empty only while inflight > 1
 	gen      uint64     // bumped each time the queue is taken
 
 	pool sync.Pool // of *pending
 }
 
-// pending is one Take's script call on its way through the batcher. It is
-// pooled with its buffers, so that a Take on a standalone Redis builds its
-// call without allocating slices.
+// pending is one job on its way through the batcher: its calls and the
+// bookkeeping of its wait. It is pooled with its buffers, so that a Take
+// builds its call without allocating slices.
 type pending struct {
-	c   *call
-	own call // c's storage for a call built in place (see get)
-	out []quota.Decision
-	err error
-	one [1]*pending // the batch of a call that goes alone
-	gen uint64      // b.gen when queued: the queue still holds it while equal
-	// done receives nil when the answer is in out and err, or a batch
-	// (the queue, taken for this call to flush) when it is to lead one.
+	calls  []*call
+	own    call     // the storage of a job of one call (see single)
+	ownPtr [1]*call // calls of such a job
+	slots  []uint16 // scratch: the slot of each hit of a cluster request
+	gather []*call  // scratch: the calls of a batch this job flushes
+	one    [1]*pending
+	gen    uint64 // b.gen when queued: the queue still holds it while equal
+	// done receives nil when the job's calls are answered, or a batch
+	// (the queue, taken for this job to flush) when it is to lead one.
 	done  chan []*pending
 	timer *time.Timer
 }
@@ -70,37 +92,50 @@ func newBatcher(s *Store, max int, window time.Duration) *batcher {
 	return b
 }
 
-// get returns a pending whose c is its own call, emptied for reuse; put it
-// back with release once done.
-func (b *batcher) get() *pending {
-	p := b.pool.Get().(*pending)
-	p.own.keys, p.own.args = p.own.keys[:0], p.own.args[:0]
-	p.c = &p.own
-	return p
+// get returns an empty job; put it back with release once done.
+func (b *batcher) get() *pending { return b.pool.Get().(*pending) }
+
+// single makes p a job of one call, its own, emptied for reuse, and
+// returns that call.
+func (p *pending) single(script *redis.Script) *call {
+	c := &p.own
+	c.script = script
+	c.keys, c.args = c.keys[:0], c.args[:0]
+	c.cmd, c.err = nil, nil
+	p.ownPtr[0] = c
+	p.calls = p.ownPtr[:]
+	return c
 }
 
 // release returns p to the pool; nothing refers to it any more.
 func (b *batcher) release(p *pending) {
-	p.c, p.out, p.err = nil, nil, nil
-	p.own.cmd = nil
+	p.calls = nil
+	p.own.cmd, p.own.err = nil, nil
+	clear(p.gather)
+	p.gather = p.gather[:0]
 	b.pool.Put(p)
 }
 
-// do runs p's call, whose hits are decided into out, as part of a
-// pipeline. It returns the call's own error; the breaker has already heard
-// of the flush.
-func (b *batcher) do(ctx context.Context, p *pending, out []quota.Decision) error {
-	p.out, p.err = out, nil
+// do sends p's calls, as part of a pipeline when others are in flight,
+// and returns once each call has its cmd and err. It returns an error of
+// its own only when nothing was sent: ctx ended first.
+func (b *batcher) do(ctx context.Context, p *pending) error {
+	// A batch may outlive this caller's context (see batcher): a job
+	// whose context is already done is not sent at all.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	b.mu.Lock()
-	if b.inflight <= 1 {
-		// Nothing in flight, or a lone call: go now, alone. (Were a
-		// second call to wait for a first alone, two concurrent callers
-		// would take turns, each waiting for the other's round trip.)
+	if b.inflight <= 1 || b.max == 1 {
+		// Nothing in flight, or a lone job, or batching off: go now,
+		// alone. (Were a second job to wait for a first alone, two
+		// concurrent callers would take turns, each waiting for the
+		// other's round trip.)
 		b.inflight++
 		b.mu.Unlock()
 		p.one[0] = p
 		b.flush(ctx, p, p.one[:])
-		return p.err
+		return nil
 	}
 	b.queue = append(b.queue, p)
 	p.gen = b.gen
@@ -108,7 +143,7 @@ func (b *batcher) do(ctx context.Context, p *pending, out []quota.Decision) erro
 		batch := b.takeLocked()
 		b.mu.Unlock()
 		b.flush(ctx, p, batch)
-		return p.err
+		return nil
 	}
 	head := len(b.queue) == 1
 	b.mu.Unlock()
@@ -130,7 +165,7 @@ func (b *batcher) do(ctx context.Context, p *pending, out []quota.Decision) erro
 			if batch != nil {
 				b.flush(ctx, p, batch)
 			}
-			return p.err
+			return nil
 		case <-timeout:
 			timeout = nil
 			b.mu.Lock()
@@ -139,7 +174,7 @@ func (b *batcher) do(ctx context.Context, p *pending, out []quota.Decision) erro
 				batch := b.takeLocked()
 				b.mu.Unlock()
 				b.flush(ctx, p, batch)
-				return p.err
+				return nil
 			}
 			b.mu.Unlock()
 		case <-cancelled:
@@ -172,31 +207,23 @@ func (b *batcher) takeLocked() []*pending {
 	return batch
 }
 
-// flush sends batch (which holds self) as one pipeline, hands the queue
-// that built up meanwhile to its head, and wakes the batch's other calls.
+// flush sends the calls of batch (which holds self) as one write, hands
+// the queue that built up meanwhile to its head, and wakes the batch's
+// other jobs.
 func (b *batcher) flush(ctx context.Context, self *pending, batch []*pending) {
-	s := b.s
-	s.stats.calls.Add(uint64(len(batch)))
-	s.stats.flushes.Add(1)
+	calls := self.calls
 	if len(batch) > 1 || batch[0] != self {
 		// The flush serves other callers: the context of none may cut it
-		// short. The read and write timeouts bound it. (A call alone is
-		// bound by its own context too, as without batching.)
+		// short. The client's read and write timeouts bound it. (A job
+		// alone is bound by its own context too, as without batching.)
 		ctx = context.Background()
-	}
-	if len(batch) == 1 {
-		// One call: a plain EVALSHA (EVAL on NOSCRIPT), without the
-		// pipeline's bookkeeping.
-		c := self.c
-		reply, err := lua.Take.Run(ctx, s.client, c.keys, c.args...).Result()
-		if err == nil {
-			_, err = lua.ParseTake(reply, self.out)
+		calls = self.gather[:0]
+		for _, q := range batch {
+			calls = append(calls, q.calls...)
 		}
-		self.err = err
-		s.record(err)
-	} else {
-		s.runBatch(ctx, batch)
+		self.gather = calls
 	}
+	b.s.send(ctx, calls)
 
 	b.mu.Lock()
 	b.inflight -= len(batch)
@@ -215,42 +242,50 @@ func (b *batcher) flush(ctx context.Context, self *pending, batch []*pending) {
 	}
 }
 
-// runBatch sends the calls of batch in one pipeline and reads each answer
-// into its call's decisions, retrying with EVAL those whose node lacked the
-// script. The breaker hears once: of the first outage error, if any.
-func (s *Store) runBatch(ctx context.Context, batch []*pending) {
-	pipe := s.client.Pipeline()
-	for _, p := range batch {
-		p.c.cmd = lua.Take.EvalSha(ctx, pipe, p.c.keys, p.c.args...)
-	}
-	// Exec's error is also each command's; they are read one by one.
-	_, _ = pipe.Exec(ctx)
-	retry := false
-	for _, p := range batch {
-		if err := p.c.cmd.Err(); err != nil && isNoScript(err) {
-			if !retry {
-				pipe = s.client.Pipeline()
-				retry = true
+// send writes calls to Redis, in one pipeline when there are several, and
+// sets each call's cmd and err: EVALSHA first, then, for the calls whose
+// node lacks the script (after a restart or SCRIPT FLUSH), EVAL in a
+// second write. Every script call of the store goes through here. The
+// breaker hears once: of the first outage error, if any; else that Redis
+// answered, if any call went through; else (every call refused, e.g.
+// WRONGPASS) of the first error.
+func (s *Store) send(ctx context.Context, calls []*call) {
+	s.stats.calls.Add(uint64(len(calls)))
+	s.stats.flushes.Add(1)
+	if len(calls) == 1 {
+		// One call: a plain EVALSHA, without the pipeline's bookkeeping.
+		c := calls[0]
+		c.cmd = c.script.EvalSha(ctx, s.client, c.keys, c.args...)
+		if isNoScript(c.cmd.Err()) {
+			s.stats.flushes.Add(1)
+			c.cmd = c.script.Eval(ctx, s.client, c.keys, c.args...)
+		}
+	} else {
+		pipe := s.client.Pipeline()
+		for _, c := range calls {
+			c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+		}
+		// Exec's error is also each command's; they are read one by one.
+		_, _ = pipe.Exec(ctx)
+		var retry redis.Pipeliner
+		for _, c := range calls {
+			if isNoScript(c.cmd.Err()) {
+				if retry == nil {
+					retry = s.client.Pipeline()
+				}
+				c.cmd = c.script.Eval(ctx, retry, c.keys, c.args...)
 			}
-			p.c.cmd = lua.Take.Eval(ctx, pipe, p.c.keys, p.c.args...)
+		}
+		if retry != nil {
+			s.stats.flushes.Add(1)
+			_, _ = retry.Exec(ctx)
 		}
 	}
-	if retry {
-		s.stats.flushes.Add(1)
-		_, _ = pipe.Exec(ctx)
-	}
-	// What the breaker hears: an outage if any call saw one; else that
-	// Redis answered, if any call went through; else (every call refused,
-	// e.g. WRONGPASS) nothing.
 	var outage, firstErr error
 	ok := false
-	for _, p := range batch {
-		err := p.c.cmd.Err()
-		if err == nil {
-			_, err = lua.ParseTake(p.c.cmd.Val(), p.out)
-		}
-		p.err = err
-		switch {
+	for _, c := range calls {
+		c.err = c.cmd.Err()
+		switch err := c.err; {
 		case err == nil:
 			ok = true
 		case outage == nil && isOutage(err):
@@ -269,5 +304,8 @@ func (s *Store) runBatch(ctx context.Context, batch []*pending) {
 	}
 }
 
-// isNoScript reports whether err is Redis saying it lacks the script.
-func isNoScript(err error) bool { return redis.HasErrorPrefix(err, "NOSCRIPT") }
+// isNoScript reports whether err is Redis saying it lacks the script
+// (raw, or as go-redis's ErrNoScript).
+func isNoScript(err error) bool {
+	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
+}

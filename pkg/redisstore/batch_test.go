@@ -44,11 +44,9 @@ func TestBatchedRaceExact(t *testing.T) {
 			t.Parallel()
 			var stores []*redisstore.Store
 			backendtest.RunConcurrent(t, func(t *testing.T, clock *backendtest.Clock) (a, b quota.Limiter) {
-				o := redisstore.Options{
-					URL: redistest.Shared(t).URL, DialTimeout: testDialTimeout, KeyPrefix: newPrefix(),
-					Now: clock.Now, BatchMax: bs.max, BatchWindow: bs.window,
-				}
-				sa, sb := newStore(t, o), newStore(t, o)
+				co := redisstore.ClientOptions{URL: redistest.Shared(t).URL, DialTimeout: testDialTimeout}
+				o := redisstore.Options{KeyPrefix: newPrefix(), Now: clock.Now, BatchMax: bs.max, BatchWindow: bs.window}
+				sa, sb := newStore(t, co, o), newStore(t, co, o)
 				stores = append(stores, sa, sb)
 				return sa, sb
 			})
@@ -79,7 +77,7 @@ func TestBatchCoalesces(t *testing.T) {
 	t.Parallel()
 	srv := redistest.StartServer(t)
 	const n, batchMax = 40, 16
-	s := newStore(t, redisstore.Options{URL: srv.URL, BatchMax: batchMax})
+	s := newStore(t, redisstore.ClientOptions{URL: srv.URL}, redisstore.Options{BatchMax: batchMax})
 	ctx := context.Background()
 	limit := quota.Limit{Algorithm: quota.FixedWindow, Requests: 1000, Unit: time.Hour}
 	// Warm up: the script is loaded and a connection is open.
@@ -139,7 +137,7 @@ func TestBatchCoalesces(t *testing.T) {
 func TestBatchCancelWhileQueued(t *testing.T) {
 	t.Parallel()
 	srv := redistest.StartServer(t)
-	s := newStore(t, redisstore.Options{URL: srv.URL})
+	s := newStore(t, redisstore.ClientOptions{URL: srv.URL}, redisstore.Options{})
 	limit := quota.Limit{Algorithm: quota.FixedWindow, Requests: 1000, Unit: time.Hour}
 	h := []quota.Hit{{Key: "k", Limit: limit, N: 1}}
 	if err := s.Take(context.Background(), h, make([]quota.Decision, 1)); err != nil {
@@ -195,15 +193,5 @@ func TestBatchCancelWhileQueued(t *testing.T) {
 	}
 	if st := s.Stats(); !st.Up {
 		t.Errorf("a cancelled Take marked Redis down: %+v", st)
-	}
-}
-
-func TestBatchOptions(t *testing.T) {
-	t.Parallel()
-	for _, o := range []redisstore.Options{{BatchMax: -1}, {BatchWindow: -time.Microsecond}} {
-		o.URL = redistest.Shared(t).URL
-		if _, err := redisstore.New(o); !errors.Is(err, redisstore.ErrOptions) {
-			t.Errorf("New(%+v) = %v, want ErrOptions", o, err)
-		}
 	}
 }

@@ -5,28 +5,86 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"runtime"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Defaults of Options.
+// Defaults of Options and ClientOptions: a field left zero takes these.
 const (
 	DefaultKeyPrefix       = "floodgate:"
-	DefaultDialTimeout     = time.Second
-	DefaultReadTimeout     = 500 * time.Millisecond
-	DefaultWriteTimeout    = 500 * time.Millisecond
 	DefaultProbeInterval   = 250 * time.Millisecond
 	DefaultBreakerFailures = 3
 	DefaultBatchMax        = 64
+	// DefaultBatchWindow sets no time bound on a queued call (see
+	// Options.BatchWindow).
+	DefaultBatchWindow time.Duration = 0
+
+	DefaultDialTimeout  = time.Second
+	DefaultReadTimeout  = 500 * time.Millisecond
+	DefaultWriteTimeout = 500 * time.Millisecond
+	// DefaultPoolSizePerCPU times GOMAXPROCS is the default PoolSize: the
+	// connections per Redis node go-redis itself opens by default for a
+	// standalone Redis.
+	DefaultPoolSizePerCPU = 10
+	// DefaultMaxRetries is how often a command that failed on the network
+	// is retried (a retry of a script whose reply was lost counts its hits
+	// twice, which errs on the safe side but should stay rare).
+	DefaultMaxRetries = 1
 )
 
-// Options configure a Store. The zero value of every field but the address
-// (URL, or SentinelAddrs) is a documented default. A field set here wins
-// over the same setting given as a URL query parameter (go-redis's
-// dial_timeout=, pool_size=, ...), which wins over the default.
+// Options configure a Store's behaviour; the connection is the client's
+// (see ClientOptions). The zero value of every field is its documented
+// default; a negative number or duration is an error.
 type Options struct {
+	// KeyPrefix starts every counter key; default DefaultKeyPrefix. It may
+	// not contain '{' or '}', which would move the Redis Cluster hash tag.
+	KeyPrefix string
+
+	// BreakerFailures is how many outage errors in a row (network errors,
+	// timeouts, LOADING, MASTERDOWN, CLUSTERDOWN) mark Redis down; default
+	// DefaultBreakerFailures. While it is down, Take and Ping fail at once
+	// with ErrUnavailable and a probe pings Redis every ProbeInterval
+	// (default DefaultProbeInterval) until it answers.
+	BreakerFailures int
+	ProbeInterval   time.Duration
+	// OnStateChange, when set, is called (from the goroutine that saw it)
+	// each time the store marks Redis down (up false, with the error that
+	// tripped it) or up again; e.g. to log it.
+	OnStateChange func(up bool, err error)
+
+	// BatchMax is the most Takes whose script calls are sent together as
+	// one pipeline; default DefaultBatchMax; 1 turns batching off (each
+	// Take its own write). A Take that finds no other in flight, or just
+	// one, is sent at once, alone; Takes that arrive while more are in
+	// flight queue up and go together when a flush ends, or when BatchMax
+	// of them are queued, or, if BatchWindow is set, when the first has
+	// waited that long, whichever comes first (the last two in parallel
+	// with the flushes in flight, on another connection). The default
+	// BatchWindow, DefaultBatchWindow (0), sets no time bound: measured on
+	// 2 cores, windows of 50µs and 200µs made decisions cost more CPU (a
+	// window that elapses splits batches) and did not lower p99 (see
+	// docs/benchmarks.md). Batching changes no answer: each Take's calls
+	// still decide its hits atomically, and fail or succeed on their own.
+	BatchMax    int
+	BatchWindow time.Duration
+
+	// Now, for tests only, pins the time the scripts decide at instead of
+	// Redis's TIME. In production it must stay nil, so that every sidecar
+	// decides on the one clock of Redis.
+	Now func() time.Time
+}
+
+// ClientOptions describe the go-redis client NewClient builds. The zero
+// value of every field but the address (URL, or SentinelAddrs) is a
+// documented default; a negative number or duration is an error. A field
+// set here wins over the same setting given as a URL query parameter
+// (go-redis's dial_timeout=, pool_size=, max_retries=, ...), which wins
+// over the default; a setting that has no field, such as max_retries=-1
+// (no retries), is only given in the URL.
+type ClientOptions struct {
 	// URL is the Redis to use: redis://[user:pass@]host:port[/db], or
 	// rediss:// for TLS. With Cluster, it lists seed nodes as go-redis does:
 	// redis://[user:pass@]h1:p1?addr=h2:p2&addr=h3:p3 (no /db: a cluster has
@@ -50,89 +108,102 @@ type Options struct {
 	// present a client certificate. Only with rediss://.
 	TLSConfig *tls.Config
 
-	// KeyPrefix starts every counter key; default DefaultKeyPrefix. It may
-	// not contain '{' or '}', which would move the Redis Cluster hash tag.
-	KeyPrefix string
 	// PoolSize is the number of connections per Redis node; default
-	// go-redis's, 10 per GOMAXPROCS.
+	// DefaultPoolSizePerCPU × GOMAXPROCS.
 	PoolSize int
 	// DialTimeout bounds connecting; default DefaultDialTimeout. A failed
 	// dial is not retried by go-redis itself (its default is 5 tries): the
-	// breaker below deals with a Redis that cannot be reached.
+	// store's breaker deals with a Redis that cannot be reached.
 	DialTimeout time.Duration
 	// ReadTimeout and WriteTimeout bound each command on the socket;
 	// default DefaultReadTimeout and DefaultWriteTimeout. A request's own
-	// context deadline, when shorter, applies too.
+	// context deadline, when shorter, applies too. They also bound the
+	// pipelines a Store sends for several callers at once, which heed no
+	// single caller's context.
 	ReadTimeout, WriteTimeout time.Duration
 	// MaxRetries is how often go-redis retries a command that failed on the
-	// network; default 1 (a retry of a script whose reply was lost counts
-	// its hits twice, which errs on the safe side but should stay rare). -1
-	// disables retries.
+	// network; default DefaultMaxRetries (max_retries=-1 in the URL turns
+	// retries off).
 	MaxRetries int
-
-	// BreakerFailures is how many outage errors in a row (network errors,
-	// timeouts, LOADING, MASTERDOWN, CLUSTERDOWN) mark Redis down; default
-	// DefaultBreakerFailures. While it is down, Take and Ping fail at once
-	// with ErrUnavailable and a probe pings Redis every ProbeInterval
-	// (default DefaultProbeInterval) until it answers.
-	BreakerFailures int
-	ProbeInterval   time.Duration
-	// OnStateChange, when set, is called (from the goroutine that saw it)
-	// each time the store marks Redis down (up false, with the error that
-	// tripped it) or up again; e.g. to log it.
-	OnStateChange func(up bool, err error)
-
-	// BatchMax is the most script calls of concurrent Takes sent together
-	// as one pipeline; default DefaultBatchMax; 1 turns batching off (each
-	// Take its own round trip). A Take that finds no other call in flight,
-	// or just one, is sent at once, alone; Takes that arrive while more are
-	// in flight queue up and go together when a flush ends, or when BatchMax
-	// of them are queued, or, if BatchWindow is set, when the first has
-	// waited that long, whichever comes first (the last two in parallel with
-	// the flushes in flight, on another connection). The default
-	// BatchWindow, 0, sets no time bound: measured on 2 cores, windows of
-	// 50µs and 200µs made decisions cost more CPU (a window that elapses
-	// splits batches) and did not lower p99 (see docs/benchmarks.md).
-	// Batching changes no answer: each Take is still one script call that
-	// decides its hits atomically, and fails or succeeds on its own.
-	BatchMax    int
-	BatchWindow time.Duration
-
-	// Now, for tests only, pins the time the scripts decide at instead of
-	// Redis's TIME. In production it must stay nil, so that every sidecar
-	// decides on the one clock of Redis.
-	Now func() time.Time
 }
 
-// ErrOptions is wrapped by every error New returns for bad options.
+// ErrOptions is wrapped by every error New and NewClient return for bad
+// options.
 var ErrOptions = errors.New("redisstore: bad options")
 
 func optErr(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrOptions}, args...)...)
 }
 
+// check rejects bad Options, naming the field.
+func (o *Options) check() error {
+	switch {
+	case strings.ContainsAny(o.KeyPrefix, "{}"):
+		return optErr("KeyPrefix %q may not contain '{' or '}': they would change the Redis Cluster hash tag", o.KeyPrefix)
+	case o.BreakerFailures < 0:
+		return optErr("BreakerFailures is %d: want 0 (default %d) or more", o.BreakerFailures, DefaultBreakerFailures)
+	case o.ProbeInterval < 0:
+		return optErr("ProbeInterval is %v: want 0 (default %v) or more", o.ProbeInterval, DefaultProbeInterval)
+	case o.BatchMax < 0:
+		return optErr("BatchMax is %d: want 0 (default %d), 1 (no batching) or more", o.BatchMax, DefaultBatchMax)
+	case o.BatchWindow < 0:
+		return optErr("BatchWindow is %v: want 0 (no bound) or more", o.BatchWindow)
+	}
+	return nil
+}
+
+// check rejects bad ClientOptions, naming the field.
+func (o *ClientOptions) check() error {
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+		def  time.Duration
+	}{
+		{"DialTimeout", o.DialTimeout, DefaultDialTimeout},
+		{"ReadTimeout", o.ReadTimeout, DefaultReadTimeout},
+		{"WriteTimeout", o.WriteTimeout, DefaultWriteTimeout},
+	} {
+		if f.v < 0 {
+			return optErr("%s is %v: want 0 (default %v) or more", f.name, f.v, f.def)
+		}
+	}
+	switch {
+	case o.PoolSize < 0:
+		return optErr("PoolSize is %d: want 0 (default %d per CPU) or more", o.PoolSize, DefaultPoolSizePerCPU)
+	case o.MaxRetries < 0:
+		return optErr("MaxRetries is %d: want 0 (default %d) or more; max_retries=-1 in the URL turns retries off", o.MaxRetries, DefaultMaxRetries)
+	case o.Cluster && o.SentinelMaster != "":
+		return optErr("Cluster and SentinelMaster exclude each other")
+	case o.SentinelMaster == "" && len(o.SentinelAddrs) > 0:
+		return optErr("SentinelAddrs needs SentinelMaster")
+	case o.SentinelMaster != "" && len(o.SentinelAddrs) == 0:
+		return optErr("SentinelMaster needs SentinelAddrs")
+	case o.SentinelMaster == "" && o.URL == "":
+		return optErr("URL is required (redis://host:port)")
+	}
+	return nil
+}
+
 // tune applies the settings every client kind shares, in place over the
-// values its URL gave: a field set in Options wins, then the URL, then our
-// default.
-func (o *Options) tune(pool, retries, dialerRetries *int, dial, read, write *time.Duration) {
-	*pool = pick(o.PoolSize, *pool, 0)
-	*retries = pick(o.MaxRetries, *retries, 1)
+// values its URL gave: a field set in ClientOptions wins, then the URL,
+// then our default.
+func (o *ClientOptions) tune(pool, retries, dialerRetries *int, dial, read, write *time.Duration) {
+	*pool = pick(o.PoolSize, *pool, DefaultPoolSizePerCPU*runtime.GOMAXPROCS(0))
+	*retries = pick(o.MaxRetries, *retries, DefaultMaxRetries)
 	*dialerRetries = pick(0, *dialerRetries, 1)
 	*dial = pick(o.DialTimeout, *dial, DefaultDialTimeout)
 	*read = pick(o.ReadTimeout, *read, DefaultReadTimeout)
 	*write = pick(o.WriteTimeout, *write, DefaultWriteTimeout)
 }
 
-// newClient builds the go-redis client the options describe.
-func newClient(o *Options) (redis.UniversalClient, error) {
-	if o.Cluster && o.SentinelMaster != "" {
-		return nil, optErr("Cluster and SentinelMaster exclude each other")
-	}
-	if o.SentinelMaster == "" && len(o.SentinelAddrs) > 0 {
-		return nil, optErr("SentinelAddrs needs SentinelMaster")
-	}
-	if o.SentinelMaster == "" && o.URL == "" {
-		return nil, optErr("URL is required (redis://host:port)")
+// NewClient builds the go-redis client o describes: a *redis.Client for a
+// standalone Redis, a *redis.ClusterClient with Cluster, a failover
+// *redis.Client (through Sentinel) with SentinelMaster. It does not
+// connect: go-redis dials on first use. The caller owns the client and
+// closes it, after closing any Store that uses it.
+func NewClient(o ClientOptions) (redis.UniversalClient, error) {
+	if err := o.check(); err != nil {
+		return nil, err
 	}
 	var u *url.URL
 	if o.URL != "" {
@@ -143,10 +214,8 @@ func newClient(o *Options) (redis.UniversalClient, error) {
 		if u.Scheme != "redis" && u.Scheme != "rediss" {
 			return nil, optErr("URL %q: scheme must be redis:// or rediss://", redact(u))
 		}
-		if o.TLSConfig != nil && u.Scheme != "rediss" {
-			return nil, optErr("TLSConfig needs a rediss:// URL")
-		}
-	} else if o.TLSConfig != nil {
+	}
+	if o.TLSConfig != nil && (u == nil || u.Scheme != "rediss") {
 		return nil, optErr("TLSConfig needs a rediss:// URL")
 	}
 
@@ -170,9 +239,6 @@ func newClient(o *Options) (redis.UniversalClient, error) {
 		return redis.NewClusterClient(opt), nil
 
 	case o.SentinelMaster != "":
-		if len(o.SentinelAddrs) == 0 {
-			return nil, optErr("SentinelMaster needs SentinelAddrs")
-		}
 		base := &redis.Options{}
 		if u != nil {
 			if u.Host != "" {
@@ -193,7 +259,7 @@ func newClient(o *Options) (redis.UniversalClient, error) {
 			base.TLSConfig = o.TLSConfig
 		}
 		o.tune(&base.PoolSize, &base.MaxRetries, &base.DialerRetries, &base.DialTimeout, &base.ReadTimeout, &base.WriteTimeout)
-		opt := &redis.FailoverOptions{
+		return redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName:       o.SentinelMaster,
 			SentinelAddrs:    o.SentinelAddrs,
 			SentinelUsername: o.SentinelUsername,
@@ -210,8 +276,7 @@ func newClient(o *Options) (redis.UniversalClient, error) {
 			DialerRetries:    base.DialerRetries,
 
 			ContextTimeoutEnabled: true,
-		}
-		return redis.NewFailoverClient(opt), nil
+		}), nil
 
 	default:
 		opt, err := redis.ParseURL(o.URL)
@@ -227,7 +292,33 @@ func newClient(o *Options) (redis.UniversalClient, error) {
 	}
 }
 
-// pick returns the first of set (an Options field), fromURL and def that is
+// timeouts returns the dial, read and write timeouts of a client, for the
+// store's own deadlines (probe, refunds): the client's for the kinds
+// NewClient builds, where it sets them, else the defaults.
+func timeouts(c redis.UniversalClient) (dial, read, write time.Duration) {
+	switch c := c.(type) {
+	case *redis.Client:
+		o := c.Options()
+		dial, read, write = o.DialTimeout, o.ReadTimeout, o.WriteTimeout
+	case *redis.ClusterClient:
+		o := c.Options()
+		dial, read, write = o.DialTimeout, o.ReadTimeout, o.WriteTimeout
+	}
+	// go-redis marks "no timeout" with negative values: the store's own
+	// deadlines then use the defaults.
+	if dial <= 0 {
+		dial = DefaultDialTimeout
+	}
+	if read <= 0 {
+		read = DefaultReadTimeout
+	}
+	if write <= 0 {
+		write = DefaultWriteTimeout
+	}
+	return dial, read, write
+}
+
+// pick returns the first of set (an options field), fromURL and def that is
 // not zero.
 func pick[T comparable](set, fromURL, def T) T {
 	var zero T

@@ -12,12 +12,20 @@
 // descriptors share a slot when they share their first entry); the groups of
 // one request go out together in one pipeline, which go-redis sends to the
 // nodes in parallel. What all-or-nothing means across groups is described in
-// docs/algorithms.md ("Redis"): each group is atomic, and when a group
-// rejects, the groups that admitted are refunded.
+// docs/algorithms.md ("Redis"): each group is atomic, quota-mode hits are
+// judged over all groups together, and when the request is rejected the
+// groups that took are refunded.
 //
 // When Redis is down, a breaker makes Take and Ping fail at once with
 // ErrUnavailable instead of waiting for a timeout per request, while a
 // background probe finds out, within about a second, when Redis is back.
+//
+// The Store talks to Redis through a go-redis client it is given (New):
+// NewClient builds one from a URL and settings, or the caller brings its
+// own. The caller owns the client: Store.Close does not close it.
+//
+// Every error a Store returns starts with "redisstore: " once, and wraps
+// its cause (go-redis's, the context's, pkg/lua's) with %w.
 package redisstore
 
 import (
@@ -50,14 +58,16 @@ var ErrClosed = errors.New("redisstore: closed")
 // use.
 type Store struct {
 	client  redis.UniversalClient
-	cluster *redis.ClusterClient // nil unless Options.Cluster
+	cluster *redis.ClusterClient // the client, when it is one: calls go by slot
 	keys    keyBuilder
 	now     func() time.Time
-	opts    Options
+	onState func(up bool, err error)
 
 	breakerFailures int64
 	probeInterval   time.Duration
-	batch           *batcher // nil when batching is off
+	probeTimeout    time.Duration // a probe's PING
+	refundBudget    time.Duration // a refund's connect and command
+	batch           *batcher
 
 	failures atomic.Int64               // outage errors in a row
 	down     atomic.Pointer[unavailErr] // non-nil while Redis is down
@@ -91,9 +101,10 @@ type Stats struct {
 	// Trips counts the times Redis was marked down, Recoveries the times
 	// it was marked up again.
 	Trips, Recoveries uint64
-	// Calls counts script calls sent. Flushes counts the writes that sent
-	// them: a single call, or a pipeline of the calls of concurrent Takes
-	// (see Options.BatchMax); on a standalone Redis, round trips.
+	// Calls counts script calls sent (refunds included). Flushes counts
+	// the writes that sent them: a single call, or a pipeline of the calls
+	// of concurrent Takes (see Options.BatchMax); on a standalone Redis,
+	// round trips.
 	Calls, Flushes uint64
 	// Refunds counts refund calls (Redis Cluster only: a request whose
 	// slots disagreed); RefundErrors those that failed, leaving the hits
@@ -101,57 +112,44 @@ type Stats struct {
 	Refunds, RefundErrors uint64
 }
 
-// New connects to Redis as o describes. It does not wait for Redis to
-// answer: a Redis that is down at start makes Take fail until it is up (Ping
-// tells, for readiness).
-func New(o Options) (*Store, error) {
-	if o.KeyPrefix == "" {
-		o.KeyPrefix = DefaultKeyPrefix
+// New returns a Store that keeps its counters in the Redis that client
+// talks to: a *redis.Client (standalone, or a failover client through
+// Sentinel) or a *redis.ClusterClient, whose type New detects: on a
+// cluster, a request's hits are grouped by slot. NewClient builds either
+// from a URL.
+//
+// New does not wait for Redis to answer: a Redis that is down at start
+// makes Take fail until it is up (Ping tells, for readiness). The Store
+// does not own client: Close stops the store only, and the caller closes
+// client afterwards. The client's read and write timeouts bound the
+// pipelines the store sends for several callers at once (see
+// ClientOptions.ReadTimeout), so a client built elsewhere should set them.
+func New(client redis.UniversalClient, o Options) (*Store, error) {
+	if client == nil {
+		return nil, optErr("the client is nil")
 	}
-	if strings.ContainsAny(o.KeyPrefix, "{}") {
-		return nil, optErr("KeyPrefix %q may not contain '{' or '}': they would change the Redis Cluster hash tag", o.KeyPrefix)
-	}
-	switch {
-	case o.PoolSize < 0:
-		return nil, optErr("PoolSize %d is negative", o.PoolSize)
-	case o.DialTimeout < 0, o.ReadTimeout < 0, o.WriteTimeout < 0:
-		return nil, optErr("timeouts must not be negative")
-	case o.BreakerFailures < 0:
-		return nil, optErr("BreakerFailures %d is negative", o.BreakerFailures)
-	case o.ProbeInterval < 0:
-		return nil, optErr("ProbeInterval %v is negative", o.ProbeInterval)
-	case o.MaxRetries < -1:
-		return nil, optErr("MaxRetries %d: want -1 (none) or more", o.MaxRetries)
-	case o.BatchMax < 0:
-		return nil, optErr("BatchMax %d is negative", o.BatchMax)
-	case o.BatchWindow < 0:
-		return nil, optErr("BatchWindow %v is negative", o.BatchWindow)
-	}
-	c, err := newClient(&o)
-	if err != nil {
+	if err := o.check(); err != nil {
 		return nil, err
 	}
+	dial, read, write := timeouts(client)
 	s := &Store{
-		client:          c,
-		keys:            keyBuilder{prefix: o.KeyPrefix},
+		client:          client,
+		keys:            keyBuilder{prefix: pick(o.KeyPrefix, "", DefaultKeyPrefix)},
 		now:             o.Now,
-		opts:            o,
+		onState:         o.OnStateChange,
 		breakerFailures: int64(pick(o.BreakerFailures, 0, DefaultBreakerFailures)),
 		probeInterval:   pick(o.ProbeInterval, 0, DefaultProbeInterval),
+		probeTimeout:    max(dial, read),
+		refundBudget:    dial + write + read,
 		done:            make(chan struct{}),
 	}
-	s.cluster, _ = c.(*redis.ClusterClient)
-	if n := pick(o.BatchMax, 0, DefaultBatchMax); n > 1 {
-		s.batch = newBatcher(s, n, o.BatchWindow)
-	}
+	s.cluster, _ = client.(*redis.ClusterClient)
+	s.batch = newBatcher(s, pick(o.BatchMax, 0, DefaultBatchMax), pick(o.BatchWindow, 0, DefaultBatchWindow))
 	return s, nil
 }
 
-// Client returns the go-redis client the store uses, e.g. to share its
-// connections; closing it is Close's job.
-func (s *Store) Client() redis.UniversalClient { return s.client }
-
-// Close stops the probe and closes the connections.
+// Close stops the probe; Take and Ping then fail with ErrClosed. Calls in
+// flight finish. It does not close the client, which is the caller's.
 func (s *Store) Close() error {
 	s.probeMu.Lock()
 	already := s.closed.Swap(true)
@@ -161,9 +159,6 @@ func (s *Store) Close() error {
 	}
 	close(s.done)
 	s.probes.Wait()
-	if err := s.client.Close(); err != nil {
-		return fmt.Errorf("redisstore: close: %w", err)
-	}
 	return nil
 }
 
@@ -206,7 +201,8 @@ func (s *Store) ping(ctx context.Context) error {
 	return s.client.Ping(ctx).Err()
 }
 
-// gate fails fast while Redis is down or the store is closed.
+// gate fails fast while Redis is down or the store is closed. Its errors
+// carry the package prefix already.
 func (s *Store) gate() error {
 	if s.closed.Load() {
 		return ErrClosed
@@ -237,8 +233,8 @@ func (s *Store) record(err error) {
 		return
 	}
 	s.stats.trips.Add(1)
-	if f := s.opts.OnStateChange; f != nil {
-		f(false, err)
+	if s.onState != nil {
+		s.onState(false, err)
 	}
 	s.probeMu.Lock()
 	defer s.probeMu.Unlock()
@@ -254,22 +250,21 @@ func (s *Store) probe() {
 	defer s.probes.Done()
 	t := time.NewTicker(s.probeInterval)
 	defer t.Stop()
-	timeout := max(pick(s.opts.DialTimeout, 0, DefaultDialTimeout), pick(s.opts.ReadTimeout, 0, DefaultReadTimeout))
 	for {
 		select {
 		case <-s.done:
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		ctx, cancel := context.WithTimeout(context.Background(), s.probeTimeout)
 		err := s.ping(ctx)
 		cancel()
 		if err == nil {
 			s.failures.Store(0)
 			s.down.Store(nil)
 			s.stats.recoveries.Add(1)
-			if f := s.opts.OnStateChange; f != nil {
-				f(true, nil)
+			if s.onState != nil {
+				s.onState(true, nil)
 			}
 			return
 		}
@@ -297,32 +292,6 @@ func isOutage(err error) bool {
 	return true
 }
 
-// call is one script call: the hits of one slot (all of them on a
-// standalone Redis), by their index in the request.
-type call struct {
-	slot uint16
-	idx  []int
-	keys []string
-	args []any
-	out  []quota.Decision
-	now  int64 // the time the script decided at
-	err  error
-	cmd  *redis.Cmd
-}
-
-func (c *call) wrote(hits []quota.Hit) bool {
-	if c.err != nil {
-		return false
-	}
-	rejected := false
-	for j, i := range c.idx {
-		if !c.out[j].Fits && !hits[i].Shadow {
-			rejected = true
-		}
-	}
-	return !rejected
-}
-
 // Take decides hits as one all-or-nothing batch (see quota.Limiter
 // and, for Redis Cluster, docs/algorithms.md).
 func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision) error {
@@ -337,52 +306,30 @@ func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision
 		if errors.Is(err, ErrUnavailable) {
 			s.stats.fastFails.Add(1)
 		}
-		return fmt.Errorf("redisstore: take: %w", err)
+		return err
 	}
 	var now int64
 	pinned := s.now != nil
 	if pinned {
 		now = quota.Micros(s.now())
 	}
+	// The request's script calls, built in a pooled job without
+	// allocating slices in the common case.
+	p := s.batch.get()
+	defer s.batch.release(p)
 	var err error
-	if s.batch != nil && s.cluster == nil {
-		// The common case, without allocating: one call, built in place.
-		p := s.batch.get()
-		s.fill(p.c, hits, now, pinned)
-		err = s.batched(ctx, p, out)
-		s.batch.release(p)
-		return s.finish(err)
+	if s.cluster == nil {
+		c := p.single(lua.Take)
+		c.args = lua.AppendTime(c.args, now, pinned)
+		for i := range hits {
+			key, _ := s.keys.build(hits[i].Key, hits[i].TagLen)
+			c.keys = append(c.keys, key)
+			c.args = lua.AppendHit(c.args, &hits[i])
+		}
+		err = s.takeOne(ctx, p, out)
+	} else {
+		err = s.takeCluster(ctx, p, hits, now, pinned, out)
 	}
-	calls := s.split(hits, now, pinned)
-	switch {
-	case len(calls) == 1 && s.batch != nil:
-		p := s.batch.get()
-		p.c = &calls[0]
-		err = s.batched(ctx, p, out)
-		s.batch.release(p)
-	case len(calls) == 1:
-		err = s.takeOne(ctx, &calls[0], out)
-		s.record(err)
-	default:
-		err = s.takeMany(ctx, hits, calls, out)
-		s.record(err)
-	}
-	return s.finish(err)
-}
-
-// batched runs p's call through the batcher. The batch's flush feeds the
-// breaker.
-func (s *Store) batched(ctx context.Context, p *pending, out []quota.Decision) error {
-	// A batch may outlive this caller's context (see batcher): a call
-	// whose context is already done is not sent at all.
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return s.batch.do(ctx, p, out)
-}
-
-// finish counts the outcome of a Take and wraps its error.
-func (s *Store) finish(err error) error {
 	if err != nil {
 		s.stats.errors.Add(1)
 		return fmt.Errorf("redisstore: take: %w", err)
@@ -391,104 +338,101 @@ func (s *Store) finish(err error) error {
 	return nil
 }
 
-// split builds the script calls of a request: one on a standalone Redis,
-// one per slot on a cluster, in the order of each slot's first hit.
-func (s *Store) split(hits []quota.Hit, now int64, pinned bool) []call {
-	if s.cluster == nil {
-		c := call{
-			keys: make([]string, 0, len(hits)),
-			args: make([]any, 0, 1+lua.ArgsPerHit*len(hits)),
-		}
-		s.fill(&c, hits, now, pinned)
-		return []call{c}
+// takeOne runs a request that is one script call (p.own) and reads its
+// reply into out.
+func (s *Store) takeOne(ctx context.Context, p *pending, out []quota.Decision) error {
+	if err := s.batch.do(ctx, p); err != nil {
+		return err
 	}
-	var calls []call
+	c := &p.own
+	if c.err != nil {
+		return c.err
+	}
+	_, err := lua.ParseTake(c.cmd.Val(), out)
+	return err
+}
+
+// takeCluster runs a request on Redis Cluster: one script call if every
+// hit lives in one slot, else one per slot (takeSpread).
+func (s *Store) takeCluster(ctx context.Context, p *pending, hits []quota.Hit, now int64, pinned bool, out []quota.Decision) error {
+	c := p.single(lua.Take)
+	c.args = lua.AppendTime(c.args, now, pinned)
+	p.slots = p.slots[:0]
+	spread := false
 	for i := range hits {
 		key, slot := s.keys.build(hits[i].Key, hits[i].TagLen)
+		c.keys = append(c.keys, key)
+		p.slots = append(p.slots, slot)
+		spread = spread || slot != p.slots[0]
+	}
+	if spread {
+		return s.takeSpread(ctx, p, hits, now, pinned, out)
+	}
+	for i := range hits {
+		c.args = lua.AppendHit(c.args, &hits[i])
+	}
+	return s.takeOne(ctx, p, out)
+}
+
+// takeSpread runs the calls of a request whose hits span cluster slots,
+// one per slot, sent together, and refunds the calls that took when the
+// request as a whole is rejected (or a call failed). Quota hits are sent
+// as shadow, so that no slot rejects on its own by quota: whether the
+// request is rejected by quota depends on every slot's answers.
+func (s *Store) takeSpread(ctx context.Context, p *pending, hits []quota.Hit, now int64, pinned bool, out []quota.Decision) error {
+	var calls []*call // in the order of each slot's first hit
+	for i := range hits {
+		slot := p.slots[i]
 		j := 0
 		for j < len(calls) && calls[j].slot != slot {
 			j++
 		}
 		if j == len(calls) {
-			calls = append(calls, call{slot: slot, args: lua.AppendTime(nil, now, pinned)})
+			calls = append(calls, &call{script: lua.Take, slot: slot, args: lua.AppendTime(nil, now, pinned)})
 		}
-		c := &calls[j]
-		c.idx = append(c.idx, i)
-		c.keys = append(c.keys, key)
-		c.args = lua.AppendHit(c.args, &hits[i])
+		g := calls[j]
+		g.idx = append(g.idx, i)
+		g.keys = append(g.keys, p.own.keys[i])
+		h := hits[i]
+		if h.Quota {
+			h.Shadow = true
+		}
+		g.args = lua.AppendHit(g.args, &h)
 	}
-	return calls
-}
-
-// fill appends to c's (empty) keys and args the call of all of hits.
-func (s *Store) fill(c *call, hits []quota.Hit, now int64, pinned bool) {
-	c.args = lua.AppendTime(c.args, now, pinned)
-	for i := range hits {
-		key, _ := s.keys.build(hits[i].Key, hits[i].TagLen)
-		c.keys = append(c.keys, key)
-		c.args = lua.AppendHit(c.args, &hits[i])
-	}
-}
-
-// takeOne runs a request that is one script call: EVALSHA, or EVAL if the
-// node lacks the script.
-func (s *Store) takeOne(ctx context.Context, c *call, out []quota.Decision) error {
-	s.stats.calls.Add(1)
-	s.stats.flushes.Add(1)
-	reply, err := lua.Take.Run(ctx, s.client, c.keys, c.args...).Result()
-	if err != nil {
+	p.calls = calls
+	if err := s.batch.do(ctx, p); err != nil {
 		return err
 	}
-	if c.idx == nil {
-		_, err = lua.ParseTake(reply, out)
-		return err
-	}
-	c.out = make([]quota.Decision, len(c.idx))
-	if _, err = lua.ParseTake(reply, c.out); err != nil {
-		return err
-	}
-	for j, i := range c.idx {
-		out[i] = c.out[j]
-	}
-	return nil
-}
-
-// takeMany runs the calls of a request whose hits span cluster slots, in
-// one pipeline, and refunds the calls that took when another rejected.
-func (s *Store) takeMany(ctx context.Context, hits []quota.Hit, calls []call, out []quota.Decision) error {
-	s.runPipeline(ctx, lua.Take, calls)
 	var firstErr error
-	for k := range calls {
-		c := &calls[k]
-		if c.err == nil {
-			c.out = make([]quota.Decision, len(c.idx))
-			c.now, c.err = lua.ParseTake(c.cmd.Val(), c.out)
+	for _, g := range calls {
+		if g.err == nil {
+			g.out = make([]quota.Decision, len(g.idx))
+			g.now, g.err = lua.ParseTake(g.cmd.Val(), g.out)
 		}
-		if c.err != nil {
+		if g.err != nil {
 			if firstErr == nil {
-				firstErr = c.err
+				firstErr = g.err
 			}
 			continue
 		}
-		for j, i := range c.idx {
-			out[i] = c.out[j]
+		for j, i := range g.idx {
+			out[i] = g.out[j]
 		}
 	}
 	if firstErr == nil && !quota.Rejects(hits, out) {
 		return nil
 	}
-	// Some slot rejected the request (or failed): give back what the
-	// others took, so the request consumes nothing.
-	var refunds []call
-	for k := range calls {
-		c := &calls[k]
-		if !c.wrote(hits) {
+	// The request is rejected (or a slot failed): give back what the
+	// slots that admitted took, so the request consumes nothing.
+	var refunds []*call
+	for _, g := range calls {
+		if g.err != nil || g.rejected(hits) {
 			continue
 		}
-		r := call{args: lua.AppendTime(nil, c.now, true)}
-		for j, i := range c.idx {
-			if c.out[j].Fits && hits[i].N > 0 {
-				r.keys = append(r.keys, c.keys[j])
+		r := &call{script: lua.Refund, args: lua.AppendTime(nil, g.now, true)}
+		for j, i := range g.idx {
+			if g.out[j].Fits && hits[i].N > 0 {
+				r.keys = append(r.keys, g.keys[j])
 				r.args = lua.AppendHit(r.args, &hits[i])
 			}
 		}
@@ -502,6 +446,17 @@ func (s *Store) takeMany(ctx context.Context, hits []quota.Hit, calls []call, ou
 	return firstErr
 }
 
+// rejected reports whether the slot call c, as takeSpread sent it (quota
+// hits as shadow), rejected its hits and so took nothing.
+func (c *call) rejected(hits []quota.Hit) bool {
+	for j, i := range c.idx {
+		if h := &hits[i]; !c.out[j].Fits && !h.Shadow && !h.Quota {
+			return true
+		}
+	}
+	return false
+}
+
 // refund runs refund calls. It runs even if the caller's context is done
 // (the hits were taken for a request that was not admitted), with a budget
 // of its own: a connect and a command. A call that failed before anything
@@ -509,31 +464,41 @@ func (s *Store) takeMany(ctx context.Context, hits []quota.Hit, calls []call, ou
 // refund twice. One that failed otherwise is given up, and its hits stay
 // taken until their window ends or the bucket refills (a leak that errs
 // towards rejecting; counted in Stats.RefundErrors).
-func (s *Store) refund(ctx context.Context, refunds []call) {
-	budget := pick(s.opts.DialTimeout, 0, DefaultDialTimeout) +
-		pick(s.opts.WriteTimeout, 0, DefaultWriteTimeout) +
-		pick(s.opts.ReadTimeout, 0, DefaultReadTimeout)
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
-	defer cancel()
+func (s *Store) refund(ctx context.Context, refunds []*call) {
 	s.stats.refunds.Add(uint64(len(refunds)))
-	s.runPipeline(rctx, lua.Refund, refunds)
-	var again []call
+	s.runCalls(ctx, refunds)
+	var again []*call
 	for _, r := range refunds {
-		if r.err != nil && notSent(r.err) {
+		switch {
+		case r.err != nil && notSent(r.err):
+			r.cmd, r.err = nil, nil
 			again = append(again, r)
-		} else if r.err != nil {
+		case r.err != nil:
 			s.stats.refundErrors.Add(1)
 		}
 	}
 	if len(again) == 0 {
 		return
 	}
-	rctx2, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), budget)
-	defer cancel2()
-	s.runPipeline(rctx2, lua.Refund, again)
+	s.runCalls(ctx, again)
 	for _, r := range again {
 		if r.err != nil {
 			s.stats.refundErrors.Add(1)
+		}
+	}
+}
+
+// runCalls sends calls through the batcher as one job, bounded by the
+// refund budget and not by ctx's end.
+func (s *Store) runCalls(ctx context.Context, calls []*call) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.refundBudget)
+	defer cancel()
+	p := s.batch.get()
+	defer s.batch.release(p)
+	p.calls = calls
+	if err := s.batch.do(rctx, p); err != nil {
+		for _, c := range calls {
+			c.err = err
 		}
 	}
 }
@@ -546,37 +511,4 @@ func notSent(err error) bool {
 		return true
 	}
 	return errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrPoolExhausted)
-}
-
-// runPipeline sends one script call per element of calls in one pipeline
-// (go-redis sends each node's share in parallel), retrying with EVAL the
-// calls whose node lacked the script.
-func (s *Store) runPipeline(ctx context.Context, script *redis.Script, calls []call) {
-	s.stats.calls.Add(uint64(len(calls)))
-	s.stats.flushes.Add(1)
-	pipe := s.client.Pipeline()
-	for k := range calls {
-		calls[k].cmd = script.EvalSha(ctx, pipe, calls[k].keys, calls[k].args...)
-	}
-	// Exec's error is also each command's; they are read one by one.
-	_, _ = pipe.Exec(ctx)
-	var retry redis.Pipeliner
-	for k := range calls {
-		c := &calls[k]
-		c.err = c.cmd.Err()
-		if c.err != nil && isNoScript(c.err) {
-			if retry == nil {
-				retry = s.client.Pipeline()
-			}
-			c.cmd = script.Eval(ctx, retry, c.keys, c.args...)
-		}
-	}
-	if retry == nil {
-		return
-	}
-	s.stats.flushes.Add(1)
-	_, _ = retry.Exec(ctx)
-	for k := range calls {
-		calls[k].err = calls[k].cmd.Err()
-	}
 }

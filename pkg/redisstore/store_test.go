@@ -5,11 +5,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate/floodgate/internal/backendtest"
 	"github.com/floodgate/floodgate/internal/redistest"
@@ -25,13 +28,25 @@ func newPrefix() string {
 	return "t" + strconv.FormatInt(prefixes.Add(1), 10) + ":"
 }
 
-// newStore opens a store that is closed when the test ends.
-func newStore(t testing.TB, o redisstore.Options) *redisstore.Store {
+// newClient builds a client as co says, closed when the test ends.
+func newClient(t testing.TB, co redisstore.ClientOptions) redis.UniversalClient {
+	t.Helper()
+	c, err := redisstore.NewClient(co)
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// open opens a store on c (with a key prefix of its own unless o names
+// one), closed when the test ends, before c.
+func open(t testing.TB, c redis.UniversalClient, o redisstore.Options) *redisstore.Store {
 	t.Helper()
 	if o.KeyPrefix == "" {
 		o.KeyPrefix = newPrefix()
 	}
-	s, err := redisstore.New(o)
+	s, err := redisstore.New(c, o)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -39,10 +54,16 @@ func newStore(t testing.TB, o redisstore.Options) *redisstore.Store {
 	return s
 }
 
+// newStore opens a store on a client of its own.
+func newStore(t testing.TB, co redisstore.ClientOptions, o redisstore.Options) *redisstore.Store {
+	t.Helper()
+	return open(t, newClient(t, co), o)
+}
+
 // target is a Redis to run a test against.
 type target struct {
-	name string
-	opts func(t testing.TB) redisstore.Options
+	name   string
+	client func(t testing.TB) redisstore.ClientOptions
 }
 
 // testDialTimeout replaces the 1 s default in tests that open hundreds of
@@ -52,11 +73,11 @@ const testDialTimeout = 5 * time.Second
 
 func targets() []target {
 	return []target{
-		{"standalone", func(t testing.TB) redisstore.Options {
-			return redisstore.Options{URL: redistest.Shared(t).URL, DialTimeout: testDialTimeout}
+		{"standalone", func(t testing.TB) redisstore.ClientOptions {
+			return redisstore.ClientOptions{URL: redistest.Shared(t).URL, DialTimeout: testDialTimeout}
 		}},
-		{"cluster", func(t testing.TB) redisstore.Options {
-			return redisstore.Options{URL: redistest.SharedCluster(t).URL, Cluster: true, DialTimeout: testDialTimeout}
+		{"cluster", func(t testing.TB) redisstore.ClientOptions {
+			return redisstore.ClientOptions{URL: redistest.SharedCluster(t).URL, Cluster: true, DialTimeout: testDialTimeout}
 		}},
 	}
 }
@@ -67,9 +88,7 @@ func TestScenarios(t *testing.T) {
 		t.Run(tg.name, func(t *testing.T) {
 			t.Parallel()
 			backendtest.RunScenarios(t, func(t *testing.T, clock *backendtest.Clock) quota.Limiter {
-				o := tg.opts(t)
-				o.Now = clock.Now
-				return newStore(t, o)
+				return newStore(t, tg.client(t), redisstore.Options{Now: clock.Now})
 			})
 		})
 	}
@@ -83,73 +102,24 @@ func TestConcurrent(t *testing.T) {
 		t.Run(tg.name, func(t *testing.T) {
 			t.Parallel()
 			backendtest.RunConcurrent(t, func(t *testing.T, clock *backendtest.Clock) (a, b quota.Limiter) {
-				o := tg.opts(t)
-				o.Now = clock.Now
-				o.KeyPrefix = newPrefix()
-				return newStore(t, o), newStore(t, o)
+				o := redisstore.Options{Now: clock.Now, KeyPrefix: newPrefix()}
+				return newStore(t, tg.client(t), o), newStore(t, tg.client(t), o)
 			})
 		})
 	}
 }
 
 // TestConcurrentRedisClock is the race on Redis's own clock (no pinned
-// time), with hour-long windows: only the turn of an hour mid-race (which
-// the test detects, and then does not judge) could roll one over.
+// time): see backendtest.RunConcurrentOwnClock.
 func TestConcurrentRedisClock(t *testing.T) {
 	t.Parallel()
 	for _, tg := range targets() {
 		t.Run(tg.name, func(t *testing.T) {
 			t.Parallel()
-			o := tg.opts(t)
-			o.KeyPrefix = newPrefix()
-			a, b := newStore(t, o), newStore(t, o)
-			for _, l := range []quota.Limit{
-				{Algorithm: quota.FixedWindow, Requests: 500, Unit: time.Hour},
-				{Algorithm: quota.SlidingWindow, Requests: 500, Unit: time.Hour},
-				// A bucket refills a little during the race: 500 per day
-				// adds less than one token in a minute.
-				{Algorithm: quota.TokenBucket, Requests: 500, Unit: 24 * time.Hour},
-			} {
-				h := quota.Hit{Key: "race\x00" + l.Algorithm.String(), TagLen: 4, Limit: l, N: 1}
-				var admitted, errs atomic.Int64
-				start := make(chan struct{})
-				done := make(chan struct{})
-				for g := 0; g < 128; g++ {
-					lim := a
-					if g%2 == 1 {
-						lim = b
-					}
-					go func() {
-						defer func() { done <- struct{}{} }()
-						<-start
-						out := make([]quota.Decision, 1)
-						for i := 0; i < 6; i++ {
-							if err := lim.Take(context.Background(), []quota.Hit{h}, out); err != nil {
-								errs.Add(1)
-								continue
-							}
-							if out[0].Fits {
-								admitted.Add(1)
-							}
-						}
-					}()
-				}
-				hour := time.Now().Truncate(time.Hour)
-				close(start)
-				for g := 0; g < 128; g++ {
-					<-done
-				}
-				if !time.Now().Truncate(time.Hour).Equal(hour) {
-					t.Logf("%s: an hour turned during the race; not judged", l.Algorithm)
-					continue
-				}
-				if errs.Load() != 0 {
-					t.Fatalf("%s: %d Take errors", l.Algorithm, errs.Load())
-				}
-				if got := admitted.Load(); got != 500 {
-					t.Errorf("%s: admitted %d, want exactly 500", l.Algorithm, got)
-				}
-			}
+			backendtest.RunConcurrentOwnClock(t, func(t *testing.T) (a, b quota.Limiter) {
+				o := redisstore.Options{KeyPrefix: newPrefix()}
+				return newStore(t, tg.client(t), o), newStore(t, tg.client(t), o)
+			})
 		})
 	}
 }
@@ -162,7 +132,7 @@ func TestOverOneLimitLeavesOthers(t *testing.T) {
 	for _, tg := range targets() {
 		t.Run(tg.name, func(t *testing.T) {
 			t.Parallel()
-			s := newStore(t, tg.opts(t))
+			s := newStore(t, tg.client(t), redisstore.Options{})
 			ctx := context.Background()
 			fixed := quota.Limit{Algorithm: quota.FixedWindow, Requests: 5, Unit: time.Hour}
 			sliding := quota.Limit{Algorithm: quota.SlidingWindow, Requests: 5, Unit: time.Hour}
@@ -230,46 +200,31 @@ func TestClusterCrossSlotRace(t *testing.T) {
 		t.Run(alg.String(), func(t *testing.T) {
 			t.Parallel()
 			clock := backendtest.NewClock(backendtest.Base)
-			o := redisstore.Options{URL: c.URL, Cluster: true, KeyPrefix: newPrefix(), Now: clock.Now, DialTimeout: testDialTimeout}
-			a, b := newStore(t, o), newStore(t, o)
+			co := redisstore.ClientOptions{URL: c.URL, Cluster: true, DialTimeout: testDialTimeout}
+			o := redisstore.Options{KeyPrefix: newPrefix(), Now: clock.Now}
+			a, b := newStore(t, co, o), newStore(t, co, o)
 			ha := quota.Hit{Key: "tag0\x00a", TagLen: 4, Limit: quota.Limit{Algorithm: alg, Requests: 300, Unit: time.Hour}, N: 1}
 			hb := quota.Hit{Key: "tag1\x00b", TagLen: 4, Limit: quota.Limit{Algorithm: alg, Requests: 500, Unit: time.Hour}, N: 1}
 			var pairs, singles, errs atomic.Int64
-			done := make(chan struct{})
-			start := make(chan struct{})
-			for g := 0; g < 128; g++ {
-				lim := a
-				if g%2 == 1 {
-					lim = b
+			backendtest.Race(t, a, b, func(lim quota.Limiter, g, i int) {
+				out := make([]quota.Decision, 2)
+				batch := []quota.Hit{ha, hb}
+				if g%4 >= 2 {
+					batch = []quota.Hit{hb, ha}
 				}
-				go func() {
-					defer func() { done <- struct{}{} }()
-					<-start
-					out := make([]quota.Decision, 2)
-					for i := 0; i < 8; i++ {
-						batch := []quota.Hit{ha, hb}
-						if g%4 >= 2 {
-							batch = []quota.Hit{hb, ha}
-						}
-						if err := lim.Take(context.Background(), batch, out); err != nil {
-							errs.Add(1)
-						} else if !quota.Rejects(batch, out) {
-							pairs.Add(1)
-						}
-						if i%2 == 0 {
-							if err := lim.Take(context.Background(), []quota.Hit{hb}, out[:1]); err != nil {
-								errs.Add(1)
-							} else if out[0].Fits {
-								singles.Add(1)
-							}
-						}
+				if err := lim.Take(context.Background(), batch, out); err != nil {
+					errs.Add(1)
+				} else if !quota.Rejects(batch, out) {
+					pairs.Add(1)
+				}
+				if i%2 == 0 {
+					if err := lim.Take(context.Background(), []quota.Hit{hb}, out[:1]); err != nil {
+						errs.Add(1)
+					} else if out[0].Fits {
+						singles.Add(1)
 					}
-				}()
-			}
-			close(start)
-			for g := 0; g < 128; g++ {
-				<-done
-			}
+				}
+			})
 			if errs.Load() != 0 {
 				t.Fatalf("%d Take errors", errs.Load())
 			}
@@ -298,6 +253,52 @@ func TestClusterCrossSlotRace(t *testing.T) {
 	}
 }
 
+// TestClusterQuotaAcrossSlots: quota hits in different slots are judged
+// together. No slot may reject by quota alone: a slot whose only quota hit
+// is over still takes its normal hits, and only when every quota hit of the
+// request is over is the request rejected, and the slots that took
+// refunded.
+func TestClusterQuotaAcrossSlots(t *testing.T) {
+	t.Parallel()
+	c := redistest.SharedCluster(t)
+	s := newStore(t, redisstore.ClientOptions{URL: c.URL, Cluster: true}, redisstore.Options{})
+	ctx := context.Background()
+	one := quota.Limit{Algorithm: quota.FixedWindow, Requests: 1, Unit: time.Hour}
+	five := quota.Limit{Algorithm: quota.FixedWindow, Requests: 5, Unit: time.Hour}
+	// tag0..tag2 span the nodes (TestClusterSpreadsSlots). The normal hit
+	// shares tag0's slot with the first quota hit.
+	hits := []quota.Hit{
+		{Key: "tag0\x00qa", TagLen: 4, Limit: one, N: 1, Quota: true},
+		{Key: "tag1\x00qb", TagLen: 4, Limit: one, N: 1, Quota: true},
+		{Key: "tag0\x00n", TagLen: 4, Limit: five, N: 1},
+	}
+	out := make([]quota.Decision, len(hits))
+	take := func() {
+		t.Helper()
+		if err := s.Take(ctx, hits, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	take() // all fit: qa, qb full, n 4 left
+	// qb's slot alone: its quota hit over must not stop qa's slot from
+	// admitting; but qa is over too, so the request is rejected and the
+	// tag0 slot's n is refunded.
+	take()
+	if !quota.Rejects(hits, out) || out[0].Fits || out[1].Fits || !out[2].Fits {
+		t.Fatalf("second request: %+v, want rejected by quota (both quota hits over, n fits)", out)
+	}
+	before := s.Stats().Refunds
+	// Now one quota hit with room (a new key): admitted, n taken.
+	hits[1] = quota.Hit{Key: "tag1\x00qc", TagLen: 4, Limit: one, N: 1, Quota: true}
+	take()
+	if quota.Rejects(hits, out) || out[0].Fits || !out[1].Fits || out[2].Remaining != 3 {
+		t.Fatalf("third request: %+v, want admitted with n at 3 left", out)
+	}
+	if st := s.Stats(); st.Refunds < 1 || st.Refunds != before || st.RefundErrors != 0 {
+		t.Errorf("Stats %+v: want the one refund of the second request and none since", st)
+	}
+}
+
 // TestClusterSpreadsSlots checks the premise of the test above: the tags
 // used there fall on more than one node.
 func TestClusterSpreadsSlots(t *testing.T) {
@@ -305,8 +306,7 @@ func TestClusterSpreadsSlots(t *testing.T) {
 	c := redistest.SharedCluster(t)
 	nodes := map[string]bool{}
 	for _, tag := range []string{"tag0", "tag1", "tag2", "tag3"} {
-		o := redisstore.Options{URL: c.URL, Cluster: true, KeyPrefix: newPrefix()}
-		s := newStore(t, o)
+		s := newStore(t, redisstore.ClientOptions{URL: c.URL, Cluster: true}, redisstore.Options{})
 		h := []quota.Hit{{Key: tag + "\x00k", TagLen: len(tag), Limit: quota.Limit{Requests: 1, Unit: time.Hour}, N: 1}}
 		if err := s.Take(context.Background(), h, make([]quota.Decision, 1)); err != nil {
 			t.Fatal(err)
@@ -331,7 +331,7 @@ func TestClusterSpreadsSlots(t *testing.T) {
 func TestRoundTrips(t *testing.T) {
 	t.Parallel()
 	srv := redistest.StartServer(t)
-	s := newStore(t, redisstore.Options{URL: srv.URL})
+	s := newStore(t, redisstore.ClientOptions{URL: srv.URL}, redisstore.Options{})
 	ctx := context.Background()
 	hits := []quota.Hit{
 		{Key: "a\x00x", TagLen: 1, Limit: quota.Limit{Algorithm: quota.FixedWindow, Requests: 100, Unit: time.Minute}, N: 1},
@@ -393,8 +393,7 @@ func TestRedisRestart(t *testing.T) {
 	t.Parallel()
 	srv := redistest.StartServer(t)
 	var ups, downs atomic.Int64
-	s := newStore(t, redisstore.Options{
-		URL: srv.URL,
+	s := newStore(t, redisstore.ClientOptions{URL: srv.URL}, redisstore.Options{
 		OnStateChange: func(up bool, err error) {
 			if up {
 				ups.Add(1)
@@ -458,7 +457,8 @@ func poll(t *testing.T, timeout time.Duration, f func() bool) {
 
 func TestCloseAndBadCalls(t *testing.T) {
 	t.Parallel()
-	s := newStore(t, redisstore.Options{URL: redistest.Shared(t).URL})
+	c := newClient(t, redisstore.ClientOptions{URL: redistest.Shared(t).URL})
+	s := open(t, c, redisstore.Options{})
 	ctx := context.Background()
 	h := []quota.Hit{{Key: "k", Limit: quota.Limit{Requests: 1, Unit: time.Second}, N: 1}}
 	if err := s.Take(ctx, h, nil); err == nil {
@@ -472,8 +472,12 @@ func TestCloseAndBadCalls(t *testing.T) {
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := s.Take(cctx, h, make([]quota.Decision, 1)); !errors.Is(err, context.Canceled) {
+	err := s.Take(cctx, h, make([]quota.Decision, 1))
+	if !errors.Is(err, context.Canceled) {
 		t.Errorf("Take with a cancelled context = %v, want context.Canceled", err)
+	}
+	if want := "redisstore: take: context canceled"; err == nil || err.Error() != want {
+		t.Errorf("Take with a cancelled context = %v, want %q", err, want)
 	}
 	if st := s.Stats(); !st.Up {
 		t.Errorf("a cancelled request marked Redis down: %+v", st)
@@ -481,45 +485,142 @@ func TestCloseAndBadCalls(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Take(ctx, h, make([]quota.Decision, 1)); !errors.Is(err, redisstore.ErrClosed) {
+	if err := s.Take(ctx, h, make([]quota.Decision, 1)); !errors.Is(err, redisstore.ErrClosed) || err.Error() != "redisstore: closed" {
 		t.Errorf("Take after Close = %v, want ErrClosed", err)
+	}
+	if err := s.Ping(ctx); !errors.Is(err, redisstore.ErrClosed) {
+		t.Errorf("Ping after Close = %v, want ErrClosed", err)
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+	// The client is the caller's: the store's Close leaves it open.
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Errorf("client after the store's Close: %v", err)
+	}
+}
+
+// TestErrorsHaveOnePrefix: errors name the package once, whatever wraps
+// what (the breaker's error wraps the outage that tripped it).
+func TestErrorsHaveOnePrefix(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	s := newStore(t, redisstore.ClientOptions{URL: srv.URL}, redisstore.Options{})
+	ctx := context.Background()
+	h := []quota.Hit{{Key: "k", Limit: quota.Limit{Requests: 1, Unit: time.Second}, N: 1}}
+	out := make([]quota.Decision, 1)
+	srv.Stop()
+	var errs []error
+	poll(t, 10*time.Second, func() bool {
+		err := s.Take(ctx, h, out)
+		errs = append(errs, err)
+		return errors.Is(err, redisstore.ErrUnavailable)
+	})
+	errs = append(errs, s.Ping(ctx))
+	for _, err := range errs {
+		if err == nil {
+			t.Fatal("no error from a stopped Redis")
+		}
+		if msg := err.Error(); !strings.HasPrefix(msg, "redisstore: ") || strings.Count(msg, "redisstore") != 1 {
+			t.Errorf("error %q: want one \"redisstore: \" prefix and no other mention", msg)
+		}
+	}
+	t.Logf("errors: %v ... %v", errs[0], errs[len(errs)-1])
+}
+
+func TestClientOptions(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Shared(t)
+	tests := []struct {
+		name string
+		o    redisstore.ClientOptions
+		want string // a part of the error; "" for none
+	}{
+		{"plain", redisstore.ClientOptions{URL: srv.URL}, ""},
+		{"db", redisstore.ClientOptions{URL: srv.URL + "/3"}, ""},
+		{"url timeouts", redisstore.ClientOptions{URL: srv.URL + "?dial_timeout=2s&pool_size=4&max_retries=-1"}, ""},
+		{"no url", redisstore.ClientOptions{}, "URL is required"},
+		{"bad scheme", redisstore.ClientOptions{URL: "http://" + srv.Addr}, "scheme"},
+		{"unix", redisstore.ClientOptions{URL: "unix:///tmp/redis.sock"}, "scheme"},
+		{"unknown param", redisstore.ClientOptions{URL: srv.URL + "?colour=blue"}, "colour"},
+		{"cluster db", redisstore.ClientOptions{URL: srv.URL + "/2", Cluster: true}, "database"},
+		{"cluster and sentinel", redisstore.ClientOptions{URL: srv.URL, Cluster: true, SentinelMaster: "m", SentinelAddrs: []string{srv.Addr}}, "exclude"},
+		{"sentinel without addrs", redisstore.ClientOptions{SentinelMaster: "m"}, "SentinelAddrs"},
+		{"sentinel addrs alone", redisstore.ClientOptions{URL: srv.URL, SentinelAddrs: []string{srv.Addr}}, "SentinelMaster"},
+		{"sentinel url with host", redisstore.ClientOptions{URL: srv.URL, SentinelMaster: "m", SentinelAddrs: []string{srv.Addr}}, "host"},
+		{"sentinel url credentials", redisstore.ClientOptions{URL: "redis://:pw@/1", SentinelMaster: "m", SentinelAddrs: []string{srv.Addr}}, ""},
+		{"tls config without rediss", redisstore.ClientOptions{URL: srv.URL, TLSConfig: &tls.Config{}}, "TLSConfig"},
+		{"tls config without url", redisstore.ClientOptions{SentinelMaster: "m", SentinelAddrs: []string{srv.Addr}, TLSConfig: &tls.Config{}}, "TLSConfig"},
+		{"rediss", redisstore.ClientOptions{URL: "rediss://u:p@" + srv.Addr + "/1"}, ""},
+		{"cluster seeds", redisstore.ClientOptions{URL: "redis://u:p@" + srv.Addr + "?addr=127.0.0.1:1&addr=127.0.0.1:2", Cluster: true}, ""},
+		{"negative pool", redisstore.ClientOptions{URL: srv.URL, PoolSize: -1}, "PoolSize"},
+		{"negative dial timeout", redisstore.ClientOptions{URL: srv.URL, DialTimeout: -time.Second}, "DialTimeout"},
+		{"negative read timeout", redisstore.ClientOptions{URL: srv.URL, ReadTimeout: -time.Second}, "ReadTimeout"},
+		{"negative write timeout", redisstore.ClientOptions{URL: srv.URL, WriteTimeout: -time.Second}, "WriteTimeout"},
+		{"negative retries", redisstore.ClientOptions{URL: srv.URL, MaxRetries: -1}, "MaxRetries"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := redisstore.NewClient(tt.o)
+			if c != nil {
+				defer c.Close()
+			}
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("NewClient: %v", err)
+			case tt.want != "" && err == nil:
+				t.Fatalf("NewClient: no error, want one about %q", tt.want)
+			case tt.want != "" && (!errors.Is(err, redisstore.ErrOptions) || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("NewClient: %v, want ErrOptions about %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestClientDefaults: what NewClient sets when a field is zero, what the
+// URL says wins over the default, and a field over the URL.
+func TestClientDefaults(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Shared(t)
+	c := newClient(t, redisstore.ClientOptions{URL: srv.URL})
+	o := c.(*redis.Client).Options()
+	if o.DialTimeout != redisstore.DefaultDialTimeout || o.ReadTimeout != redisstore.DefaultReadTimeout ||
+		o.WriteTimeout != redisstore.DefaultWriteTimeout || o.MaxRetries != redisstore.DefaultMaxRetries ||
+		o.PoolSize != redisstore.DefaultPoolSizePerCPU*runtime.GOMAXPROCS(0) {
+		t.Errorf("defaults: dial %v read %v write %v retries %d pool %d", o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.MaxRetries, o.PoolSize)
+	}
+	c = newClient(t, redisstore.ClientOptions{URL: srv.URL + "?pool_size=3&max_retries=-1&read_timeout=2s", ReadTimeout: time.Second})
+	o = c.(*redis.Client).Options()
+	// go-redis normalizes max_retries=-1 (none) to 0 once it holds it.
+	if o.PoolSize != 3 || o.MaxRetries != 0 || o.ReadTimeout != time.Second {
+		t.Errorf("URL and fields: pool %d retries %d read %v; want 3, 0, 1s", o.PoolSize, o.MaxRetries, o.ReadTimeout)
+	}
+	cc := newClient(t, redisstore.ClientOptions{URL: redistest.SharedCluster(t).URL, Cluster: true, PoolSize: 7})
+	if co := cc.(*redis.ClusterClient).Options(); co.PoolSize != 7 || co.ReadTimeout != redisstore.DefaultReadTimeout {
+		t.Errorf("cluster: pool %d read %v", co.PoolSize, co.ReadTimeout)
 	}
 }
 
 func TestOptions(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Shared(t)
+	c := newClient(t, redisstore.ClientOptions{URL: redistest.Shared(t).URL})
 	tests := []struct {
 		name string
+		c    redis.UniversalClient
 		o    redisstore.Options
 		want string // a part of the error; "" for none
 	}{
-		{"plain", redisstore.Options{URL: srv.URL}, ""},
-		{"db", redisstore.Options{URL: srv.URL + "/3"}, ""},
-		{"url timeouts", redisstore.Options{URL: srv.URL + "?dial_timeout=2s&pool_size=4"}, ""},
-		{"no url", redisstore.Options{}, "URL is required"},
-		{"bad scheme", redisstore.Options{URL: "http://" + srv.Addr}, "scheme"},
-		{"unix", redisstore.Options{URL: "unix:///tmp/redis.sock"}, "scheme"},
-		{"unknown param", redisstore.Options{URL: srv.URL + "?colour=blue"}, "colour"},
-		{"cluster db", redisstore.Options{URL: srv.URL + "/2", Cluster: true}, "database"},
-		{"cluster and sentinel", redisstore.Options{URL: srv.URL, Cluster: true, SentinelMaster: "m", SentinelAddrs: []string{srv.Addr}}, "exclude"},
-		{"sentinel without addrs", redisstore.Options{SentinelMaster: "m"}, "SentinelAddrs"},
-		{"sentinel addrs alone", redisstore.Options{URL: srv.URL, SentinelAddrs: []string{srv.Addr}}, "SentinelMaster"},
-		{"sentinel url with host", redisstore.Options{URL: srv.URL, SentinelMaster: "m", SentinelAddrs: []string{srv.Addr}}, "host"},
-		{"sentinel url credentials", redisstore.Options{URL: "redis://:pw@/1", SentinelMaster: "m", SentinelAddrs: []string{srv.Addr}}, ""},
-		{"tls config without rediss", redisstore.Options{URL: srv.URL, TLSConfig: &tls.Config{}}, "TLSConfig"},
-		{"rediss", redisstore.Options{URL: "rediss://u:p@" + srv.Addr + "/1"}, ""},
-		{"cluster seeds", redisstore.Options{URL: "redis://u:p@" + srv.Addr + "?addr=127.0.0.1:1&addr=127.0.0.1:2", Cluster: true}, ""},
-		{"braces in prefix", redisstore.Options{URL: srv.URL, KeyPrefix: "a{b}:"}, "KeyPrefix"},
-		{"negative pool", redisstore.Options{URL: srv.URL, PoolSize: -1}, "PoolSize"},
-		{"negative timeout", redisstore.Options{URL: srv.URL, ReadTimeout: -time.Second}, "timeouts"},
+		{"zero", c, redisstore.Options{}, ""},
+		{"nil client", nil, redisstore.Options{}, "client"},
+		{"braces in prefix", c, redisstore.Options{KeyPrefix: "a{b}:"}, "KeyPrefix"},
+		{"negative breaker", c, redisstore.Options{BreakerFailures: -1}, "BreakerFailures"},
+		{"negative probe", c, redisstore.Options{ProbeInterval: -time.Second}, "ProbeInterval"},
+		{"negative batch max", c, redisstore.Options{BatchMax: -1}, "BatchMax"},
+		{"negative batch window", c, redisstore.Options{BatchWindow: -time.Microsecond}, "BatchWindow"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := redisstore.New(tt.o)
+			s, err := redisstore.New(tt.c, tt.o)
 			if s != nil {
 				defer s.Close()
 			}
@@ -535,6 +636,49 @@ func TestOptions(t *testing.T) {
 	}
 }
 
+// TestInjectedClients runs a store on clients built by go-redis itself,
+// not NewClient: the store finds out from the client's type whether it is
+// on a cluster (a request spanning slots must then be split, or Redis
+// answers CROSSSLOT).
+func TestInjectedClients(t *testing.T) {
+	t.Parallel()
+	cl := redistest.SharedCluster(t)
+	clients := map[string]redis.UniversalClient{
+		"client":         redis.NewClient(&redis.Options{Addr: redistest.Shared(t).Addr}),
+		"cluster client": redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()}),
+		"universal":      redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cl.Addrs(), IsClusterMode: true}),
+	}
+	for name, c := range clients {
+		t.Run(name, func(t *testing.T) {
+			t.Cleanup(func() { c.Close() })
+			s := open(t, c, redisstore.Options{})
+			l := quota.Limit{Algorithm: quota.FixedWindow, Requests: 5, Unit: time.Hour}
+			hits := []quota.Hit{
+				{Key: "tag0\x00a", TagLen: 4, Limit: l, N: 2},
+				{Key: "tag1\x00b", TagLen: 4, Limit: l, N: 3},
+				{Key: "tag2\x00c", TagLen: 4, Limit: l, N: 6},
+			}
+			out := make([]quota.Decision, len(hits))
+			if err := s.Take(context.Background(), hits, out); err != nil {
+				t.Fatalf("Take: %v", err)
+			}
+			if !out[0].Fits || out[0].Remaining != 3 || !out[1].Fits || out[1].Remaining != 2 || out[2].Fits {
+				t.Errorf("got %+v", out)
+			}
+			// Rejected (6 > 5): nothing taken.
+			for i := range hits {
+				hits[i].N = 0
+			}
+			if err := s.Take(context.Background(), hits, out); err != nil {
+				t.Fatalf("Take: %v", err)
+			}
+			if out[0].Remaining != 5 || out[1].Remaining != 5 || out[2].Remaining != 5 {
+				t.Errorf("after a rejected request: %+v, want 5 left each", out)
+			}
+		})
+	}
+}
+
 // TestACLAndDB connects as an ACL user to a database other than 0, given in
 // the URL, and checks that the counters land there.
 func TestACLAndDB(t *testing.T) {
@@ -544,7 +688,7 @@ func TestACLAndDB(t *testing.T) {
 	h := []quota.Hit{{Key: "k", Limit: quota.Limit{Requests: 5, Unit: time.Hour}, N: 1}}
 	out := make([]quota.Decision, 1)
 
-	bad := newStore(t, redisstore.Options{URL: "redis://sidecar:wrong@" + srv.Addr + "/2", KeyPrefix: "acl:"})
+	bad := newStore(t, redisstore.ClientOptions{URL: "redis://sidecar:wrong@" + srv.Addr + "/2"}, redisstore.Options{KeyPrefix: "acl:"})
 	for i := 0; i < 2*redisstore.DefaultBreakerFailures; i++ {
 		if err := bad.Take(ctx, h, out); err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
 			t.Fatalf("Take with a wrong password = %v, want WRONGPASS", err)
@@ -554,14 +698,15 @@ func TestACLAndDB(t *testing.T) {
 		t.Error("a wrong password marked Redis down; it is a configuration error")
 	}
 
-	s := newStore(t, redisstore.Options{URL: "redis://sidecar:s3cret@" + srv.Addr + "/2", KeyPrefix: "acl:"})
+	c := newClient(t, redisstore.ClientOptions{URL: "redis://sidecar:s3cret@" + srv.Addr + "/2"})
+	s := open(t, c, redisstore.Options{KeyPrefix: "acl:"})
 	if err := s.Take(ctx, h, out); err != nil {
 		t.Fatalf("Take: %v", err)
 	}
 	if !out[0].Fits || out[0].Remaining != 4 {
 		t.Errorf("got %+v, want a fit with 4 left", out[0])
 	}
-	keys, err := s.Client().Keys(ctx, "acl:*").Result()
+	keys, err := c.Keys(ctx, "acl:*").Result()
 	if err != nil || len(keys) != 1 {
 		t.Errorf("keys in db 2 = %q, %v; want one counter", keys, err)
 	}
@@ -572,7 +717,7 @@ func TestACLAndDB(t *testing.T) {
 func TestSentinel(t *testing.T) {
 	t.Parallel()
 	g := redistest.StartSentinel(t)
-	s := newStore(t, redisstore.Options{SentinelMaster: g.MasterName, SentinelAddrs: g.Addrs()})
+	s := newStore(t, redisstore.ClientOptions{SentinelMaster: g.MasterName, SentinelAddrs: g.Addrs()}, redisstore.Options{})
 	ctx := context.Background()
 	h := []quota.Hit{{Key: "k", Limit: quota.Limit{Algorithm: quota.TokenBucket, Requests: 100, Unit: time.Hour}, N: 1}}
 	out := make([]quota.Decision, 1)
@@ -622,7 +767,7 @@ func BenchmarkTake(b *testing.B) {
 		for _, par := range []int{1, 16} {
 			for _, mode := range modes {
 				b.Run(fmt.Sprintf("hits=%d/goroutines=%dxGOMAXPROCS/%s", n, par, mode.name), func(b *testing.B) {
-					s := newStore(b, redisstore.Options{URL: srv.URL, BatchMax: mode.max, BatchWindow: mode.win})
+					s := newStore(b, redisstore.ClientOptions{URL: srv.URL}, redisstore.Options{BatchMax: mode.max, BatchWindow: mode.win})
 					hits := make([]quota.Hit, n)
 					for i := range hits {
 						hits[i] = quota.Hit{
@@ -666,20 +811,21 @@ func TestMemoryPerCounter(t *testing.T) {
 		// The default prefix, and a key of one length per algorithm whose
 		// last byte keeps it apart from any other test's.
 		key := "\x03api\x0eremote_address\x0810.0.0." + strconv.Itoa(i)
-		s := newStore(t, redisstore.Options{URL: srv.URL, KeyPrefix: redisstore.DefaultKeyPrefix})
+		c := newClient(t, redisstore.ClientOptions{URL: srv.URL})
+		s := open(t, c, redisstore.Options{KeyPrefix: redisstore.DefaultKeyPrefix})
 		h := []quota.Hit{{Key: key, TagLen: len(key), Limit: quota.Limit{Algorithm: alg, Requests: 1000, Unit: time.Minute}, N: 7}}
 		if err := s.Take(ctx, h, make([]quota.Decision, 1)); err != nil {
 			t.Fatal(err)
 		}
-		keys, err := s.Client().Keys(ctx, "floodgate:*"+key).Result()
+		keys, err := c.Keys(ctx, "floodgate:*"+key).Result()
 		if err != nil || len(keys) != 1 {
 			t.Fatalf("keys = %q, %v", keys, err)
 		}
-		n, err := s.Client().MemoryUsage(ctx, keys[0]).Result()
+		n, err := c.MemoryUsage(ctx, keys[0]).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, _ := s.Client().Get(ctx, keys[0]).Result()
+		v, _ := c.Get(ctx, keys[0]).Result()
 		t.Logf("%s: %d bytes per counter (key %d bytes, value %q)", alg, n, len(keys[0]), v)
 		if n > 150 {
 			t.Errorf("%s: %d bytes per counter, want at most 150", alg, n)
@@ -696,12 +842,12 @@ func TestTLS(t *testing.T) {
 	out := make([]quota.Decision, 1)
 
 	// Without the CA the certificate is not trusted: TLS is really in use.
-	untrusted := newStore(t, redisstore.Options{URL: srv.URL})
+	untrusted := newStore(t, redisstore.ClientOptions{URL: srv.URL}, redisstore.Options{})
 	if err := untrusted.Take(ctx, h, out); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("Take without the CA = %v, want a certificate error", err)
 	}
 
-	s := newStore(t, redisstore.Options{URL: srv.URL, TLSConfig: srv.TLSConfig()})
+	s := newStore(t, redisstore.ClientOptions{URL: srv.URL, TLSConfig: srv.TLSConfig()}, redisstore.Options{})
 	if err := s.Take(ctx, h, out); err != nil {
 		t.Fatalf("Take over TLS: %v", err)
 	}

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -58,18 +59,23 @@ func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (q
 	if r.SentinelAddrs != "" {
 		sentinels = strings.Split(r.SentinelAddrs, ",")
 	}
-	st, err := redisstore.New(redisstore.Options{
+	client, err := redisstore.NewClient(redisstore.ClientOptions{
 		URL:            r.URL,
 		Cluster:        r.Cluster,
 		SentinelMaster: r.SentinelMaster,
 		SentinelAddrs:  sentinels,
-		KeyPrefix:      r.KeyPrefix,
 		PoolSize:       r.PoolSize,
 		DialTimeout:    r.DialTimeout,
 		ReadTimeout:    r.ReadTimeout,
 		WriteTimeout:   r.WriteTimeout,
-		BatchMax:       r.BatchMax,
-		BatchWindow:    r.BatchWindow,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := redisstore.New(client, redisstore.Options{
+		KeyPrefix:   r.KeyPrefix,
+		BatchMax:    r.BatchMax,
+		BatchWindow: r.BatchWindow,
 		OnStateChange: func(up bool, err error) {
 			if up {
 				log.Info("redis is back: deciding again")
@@ -79,8 +85,12 @@ func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (q
 		},
 	})
 	if err != nil {
+		client.Close()
 		return nil, nil, err
 	}
+	// The store does not own the client: stop the store, then close the
+	// connections.
+	closeAll := func() error { return errors.Join(st.Close(), client.Close()) }
 	stat := func(name, help string, value func(redisstore.Stats) uint64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "floodgate", Subsystem: "redis", Name: name, Help: help,
@@ -101,24 +111,32 @@ func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (q
 		}
 		return 0
 	}))
-	return withNearCache(st, s, reg), st.Close, nil
+	lim, err := withNearCache(st, s, reg)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	return lim, closeAll, nil
 }
 
 // withNearCache puts the over-limit near-cache in front of a remote backend,
 // unless --near-cache-size is 0.
-func withNearCache(inner quota.Limiter, s Settings, reg prometheus.Registerer) quota.Limiter {
+func withNearCache(inner quota.Limiter, s Settings, reg prometheus.Registerer) (quota.Limiter, error) {
 	if s.NearCacheSize == 0 {
-		return inner
+		return inner, nil
 	}
 	hits := prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "floodgate", Subsystem: "nearcache", Name: "hits_total",
 		Help: "Hits answered over-limit from the near-cache, without a backend call.",
 	})
-	c := nearcache.New(inner, nearcache.Options{
+	c, err := nearcache.New(inner, nearcache.Options{
 		MaxEntries: s.NearCacheSize,
 		MaxBytes:   s.NearCacheMaxBytes,
 		OnHit:      func(n int) { hits.Add(float64(n)) },
-	}).(*nearcache.Cache)
+	})
+	if err != nil {
+		return nil, err
+	}
 	reg.MustRegister(hits, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "floodgate", Subsystem: "nearcache", Name: "entries",
 		Help: "Over-limit counters held by the near-cache.",
@@ -126,5 +144,5 @@ func withNearCache(inner quota.Limiter, s Settings, reg prometheus.Registerer) q
 		Namespace: "floodgate", Subsystem: "nearcache", Name: "bytes",
 		Help: "Bytes of the counter keys held by the near-cache (bounded by --near-cache-max-bytes).",
 	}, func() float64 { return float64(c.Bytes()) }))
-	return c
+	return c, nil
 }
