@@ -73,6 +73,7 @@ type RedisSettings struct {
 // Defaults of the settings the sidecar itself consumes (the others are
 // the constants of the packages they tune).
 const (
+	DefaultConfig          = "./config"
 	DefaultReloadInterval  = 500 * time.Millisecond
 	DefaultShutdownTimeout = 15 * time.Second
 )
@@ -84,7 +85,7 @@ const EnvPrefix = "SIDECAR_"
 func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("sidecar serve", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.StringVar(&s.Config, "config", "./config", "descriptor config: a YAML file, or a directory whose *.yaml/*.yml files are each one domain")
+	fs.StringVar(&s.Config, "config", DefaultConfig, "descriptor config: a YAML file, or a directory whose *.yaml/*.yml files are each one domain")
 	fs.StringVar(&s.GRPCAddr, "grpc-addr", ":8081", "gRPC listener (RateLimitService, grpc.health.v1, reflection)")
 	fs.StringVar(&s.HTTPAddr, "http-addr", ":8080", "HTTP listener (/healthz, /readyz, /healthcheck, /metrics, /debug/config)")
 	fs.StringVar(&s.Backend, "backend", "", "where counters live: memory or redis (default: redis when --redis-url or --redis-sentinel-master is set, else memory)")
