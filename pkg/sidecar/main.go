@@ -51,6 +51,7 @@ type Main struct {
 	closeFn func() error
 	svc     *ratelimitsvc.Service
 	limits  *configsource.Source[*descriptors.Config]
+	open    []door // what doors returned, once the services are built
 	health  *health.Server
 	grpcSrv *grpc.Server
 	httpSrv *http.Server
@@ -87,10 +88,11 @@ func New(s Settings, log *slog.Logger) *Main {
 }
 
 // doors are the services on the gRPC listener, each with its health
-// names. Serving another is one more line here.
+// names, its config sources and its readiness. Serving another is one more
+// line here.
 func (m *Main) doors() []door {
 	return []door{
-		rateLimitDoor(m.svc),
+		rateLimitDoor(m.svc, m.limits),
 	}
 }
 
@@ -193,7 +195,8 @@ func (m *Main) build() error {
 	healthpb.RegisterHealthServer(m.grpcSrv, m.health)
 	reflection.Register(m.grpcSrv)
 	m.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	for _, d := range m.doors() {
+	m.open = m.doors()
+	for _, d := range m.open {
 		d.register(m.grpcSrv)
 		for _, name := range d.health {
 			m.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
@@ -219,8 +222,12 @@ func (m *Main) actors() *group {
 		m.health.Shutdown()
 		m.stopOnce.Do(func() { close(m.stop) })
 	})
-	// Config sources: no reload while calls drain.
-	g.add(cancelable(m.limits.Run))
+	// The doors' config sources: no reload while calls drain.
+	for _, d := range m.open {
+		for _, run := range d.run {
+			g.add(cancelable(run))
+		}
+	}
 	// gRPC: in-flight calls finish, until the hard stop cuts them.
 	g.add(func() error { return m.grpcSrv.Serve(m.grpcLn) }, m.stopGRPC)
 	// HTTP last, so probes see the shutdown until the end.
@@ -379,13 +386,19 @@ func (m *Main) serving() bool {
 }
 
 // readiness is nil when the sidecar should receive traffic: serving (not
-// shutting down), a config loaded and the backend reachable.
+// shutting down), every door ready (its config loaded) and the backend
+// reachable.
 func (m *Main) readiness(ctx context.Context) error {
 	if !m.serving() {
 		return errors.New("shutting down")
 	}
-	if !m.limits.Snapshot().Loaded {
-		return errors.New("no config loaded")
+	for _, d := range m.open {
+		if d.ready == nil {
+			continue
+		}
+		if err := d.ready(); err != nil {
+			return err
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
