@@ -138,10 +138,7 @@ func (s *Source[T]) Run(ctx context.Context) error {
 
 // Snapshot is the published state. It never waits, not even for a load in
 // progress.
-func (s *Source[T]) Snapshot() *Snapshot[T] { return s.snap.Load() }
-
-// Origin is where the configs come from.
-func (s *Source[T]) Origin() string { return s.w.Origin() }
+func (s *Source[T]) Snapshot() Snapshot[T] { return *s.snap.Load() }
 
 // publish takes a watcher's result: a new config goes to the subscribers
 // and then into the snapshot; an error is logged and kept beside the config
