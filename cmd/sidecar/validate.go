@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/floodgate/floodgate/pkg/descriptors"
+	"github.com/floodgate/floodgate/pkg/sidecar"
 )
 
 // validate loads a config as serve would and reports each domain, or each
@@ -14,7 +15,7 @@ import (
 func validate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sidecar validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "./config", "a YAML file, or a directory of them")
+	path := fs.String("config", sidecar.DefaultConfig, "a YAML file, or a directory of them")
 	merge := fs.Bool("merge-domains", false, "files that share a domain merge instead of failing")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

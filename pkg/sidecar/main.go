@@ -2,19 +2,17 @@ package sidecar
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -25,6 +23,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/floodgate/floodgate/pkg/configsource"
 	"github.com/floodgate/floodgate/pkg/descriptors"
 	"github.com/floodgate/floodgate/pkg/engine"
 	"github.com/floodgate/floodgate/pkg/quota"
@@ -39,89 +38,141 @@ const (
 )
 
 // Main is one running sidecar: start it with Start, stop it with Shutdown
-// (or both with Run).
+// (or both with Run). It serves a list of doors (gRPC services, see doors)
+// on one gRPC listener, plus HTTP for health, metrics and debug, as one
+// group of actors with one lifecycle.
 type Main struct {
 	settings Settings
 	log      *slog.Logger
 	registry *prometheus.Registry
+	// loadLimits reads the limits config; tests may replace it.
+	loadLimits configsource.Loader[*descriptors.Config]
 
 	limiter quota.Limiter
 	closeFn func() error
 	eng     *engine.Engine
 	svc     *ratelimitsvc.Service
+	limits  *configsource.Source[*descriptors.Config]
+	open    []door // what doors returned, once the services are built
 	health  *health.Server
 	grpcSrv *grpc.Server
 	httpSrv *http.Server
 	grpcLn  net.Listener
 	httpLn  net.Listener
-	reload  *reloader
 
-	ready    atomic.Bool
-	stopOnce sync.Once
-	done     chan struct{} // closed when the reload loop has ended
-	cancel   context.CancelFunc
-	serveErr chan error
+	mu      sync.Mutex // held by Start throughout
+	started bool       // Start was called
+	stopped bool       // Shutdown was called
+	running bool       // Start succeeded: the actors run
+
+	stop     chan struct{} // closed to begin the shutdown
+	stopOnce sync.Once     // closes stop
+	done     chan struct{} // closed once every actor has returned
+	runErr   error         // the error that ended the actors (nil after a Shutdown); valid after done
+	hardStop time.Time     // when in-flight calls are cut; set as the shutdown begins
+
+	shutOnce sync.Once
+	shutErr  error
 }
 
 // New returns a Main for s, logging to log. Nothing starts until Start.
 func New(s Settings, log *slog.Logger) *Main {
-	return &Main{settings: s, log: log, registry: prometheus.NewRegistry()}
+	return &Main{
+		settings: s,
+		log:      log,
+		registry: prometheus.NewRegistry(),
+		loadLimits: func(path string) (*descriptors.Config, error) {
+			return descriptors.Load(path, descriptors.Options{MergeDomains: s.MergeDomains})
+		},
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
 }
 
-// Registry is the Prometheus registry served on /metrics.
-func (m *Main) Registry() *prometheus.Registry { return m.registry }
+// doors are the services on the gRPC listener, each with its health
+// names, its config sources and its readiness. Serving another is one more
+// line here.
+func (m *Main) doors() []door {
+	return []door{
+		rateLimitDoor(m.svc, m.limits),
+	}
+}
 
-// GRPCAddr is the bound gRPC address (valid after Start).
-func (m *Main) GRPCAddr() string { return m.grpcLn.Addr().String() }
+// GRPCAddr is the bound gRPC address ("" before Start).
+func (m *Main) GRPCAddr() string { return addr(m.grpcLn) }
 
-// HTTPAddr is the bound HTTP address (valid after Start).
-func (m *Main) HTTPAddr() string { return m.httpLn.Addr().String() }
+// HTTPAddr is the bound HTTP address ("" before Start).
+func (m *Main) HTTPAddr() string { return addr(m.httpLn) }
 
-// Service is the rate-limit service (valid after Start).
-func (m *Main) Service() *ratelimitsvc.Service { return m.svc }
+func addr(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
 
 // Start loads the config, connects the backend and starts both listeners.
 // It returns once both accept connections; a config that does not load,
-// a backend that cannot be built or an address that cannot be bound fails it.
+// a backend that cannot be built or an address that cannot be bound fails
+// it. Start runs once: called again, or after Shutdown, it fails and
+// changes nothing.
 func (m *Main) Start(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.stopped:
+		return errors.New("sidecar: Start after Shutdown")
+	case m.started:
+		return errors.New("sidecar: Start called twice")
+	}
+	m.started = true
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := m.build(); err != nil {
+		return err
+	}
+	g := m.actors()
+	go func() {
+		m.runErr = g.run()
+		close(m.done)
+	}()
+	m.running = true
+	m.log.Info("listening", "grpc", m.GRPCAddr(), "http", m.HTTPAddr(), "backend", m.settings.Backend, "config", m.settings.Config)
+	return nil
+}
+
+// build makes everything Start starts: the config source and its first
+// config, the backend, the services, the health server and the listeners.
+// On an error it leaves nothing open.
+func (m *Main) build() error {
 	s := m.settings
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := engine.NewMetrics(m.registry)
 
-	cfg, err := descriptors.Load(s.Config, descriptors.Options{MergeDomains: s.MergeDomains})
-	if err != nil {
+	m.limits = configsource.New(configsource.NewFile(s.Config, s.ReloadEvery, m.loadLimits), configsource.Options[*descriptors.Config]{
+		Describe: func(c *descriptors.Config) any { return c.Describe() },
+		Summary:  func(c *descriptors.Config) []any { return []any{"domains", domainNames(c)} },
+		Metrics:  configsource.NewMetrics(m.registry),
+		Log:      m.log,
+	})
+	if err := m.limits.Load(); err != nil {
 		return fmt.Errorf("config %s: %w", s.Config, err)
 	}
+	for _, d := range m.limits.Snapshot().Config.Domains() {
+		m.log.Info("domain loaded", "domain", d.Name, "rules", len(d.Rules()), "files", d.Files)
+	}
+
 	limiter, closeFn, err := newLimiter(s, m.registry, m.log)
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", s.Backend, err)
 	}
 	m.limiter, m.closeFn = limiter, closeFn
-	m.eng, err = engine.New(engine.Options{
-		Limiter:    limiter,
-		FailOpen:   s.FailOpen,
-		ShadowMode: s.ShadowMode,
-		QuotaMode:  s.QuotaMode,
-		Metrics:    metrics,
-		Log:        m.log,
-	})
-	if err == nil {
-		m.svc, err = ratelimitsvc.New(m.eng, ratelimitsvc.Options{
-			NoHeaders:       !s.Headers,
-			MaxDescriptors:  s.MaxDescriptors,
-			MaxEntries:      s.MaxEntries,
-			MaxValueBytes:   s.MaxValueBytes,
-			DynamicMetadata: s.DynamicMetadata,
-		})
-	}
+	m.eng, m.svc, err = newRateLimitService(s, limiter, engine.NewMetrics(m.registry), m.log)
 	if err != nil {
 		m.closeBackend()
 		return err
 	}
-	m.eng.SetConfig(cfg)
-	for _, d := range cfg.Domains() {
-		m.log.Info("domain loaded", "domain", d.Name, "rules", len(d.Rules()), "files", d.Files)
-	}
+	m.limits.Subscribe(m.eng.SetConfig)
 
 	if m.grpcLn, err = net.Listen("tcp", s.GRPCAddr); err != nil {
 		m.closeBackend()
@@ -146,86 +197,136 @@ func (m *Main) Start(ctx context.Context) error {
 		grpc.InitialConnWindowSize(flowWindow),
 		grpc.ChainUnaryInterceptor(m.recoverUnary),
 	)
-	rlsv3.RegisterRateLimitServiceServer(m.grpcSrv, m.svc)
 	m.health = health.NewServer()
 	healthpb.RegisterHealthServer(m.grpcSrv, m.health)
 	reflection.Register(m.grpcSrv)
 	m.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	m.health.SetServingStatus(rlsv3.RateLimitService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	m.open = m.doors()
+	for _, d := range m.open {
+		d.register(m.grpcSrv)
+		for _, name := range d.health {
+			m.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+		}
+	}
 
 	m.httpSrv = &http.Server{Handler: m.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
-
-	m.reload = newReloader(s.Config, descriptors.Options{MergeDomains: s.MergeDomains}, m.eng, m.log, m.registry)
-	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	m.cancel = cancel
-	m.done = make(chan struct{})
-	go func() {
-		defer close(m.done)
-		m.reload.run(loopCtx, s.ReloadEvery)
-	}()
-
-	m.serveErr = make(chan error, 2)
-	go func() { m.serveErr <- m.grpcSrv.Serve(m.grpcLn) }()
-	go func() {
-		if err := m.httpSrv.Serve(m.httpLn); !errors.Is(err, http.ErrServerClosed) {
-			m.serveErr <- err
-			return
-		}
-		m.serveErr <- nil
-	}()
-	m.ready.Store(true)
-	m.log.Info("listening", "grpc", m.GRPCAddr(), "http", m.HTTPAddr(), "backend", s.Backend, "config", s.Config)
 	return nil
 }
 
-// Run starts the sidecar and serves until ctx ends, then shuts down.
+// actors is the sidecar's group. Shutdown interrupts them in this order,
+// each after the one before has returned (see group).
+func (m *Main) actors() *group {
+	var g group
+	// Health first: every grpc.health.v1 name NOT_SERVING, /readyz 503 and
+	// /healthcheck 500, while the listeners still answer.
+	g.add(func() error {
+		<-m.stop
+		return nil
+	}, func() {
+		m.log.Info("shutting down", "timeout", m.settings.ShutdownWait.String())
+		m.hardStop = time.Now().Add(m.settings.ShutdownWait)
+		m.health.Shutdown()
+		m.stopOnce.Do(func() { close(m.stop) })
+	})
+	// The doors' config sources: no reload while calls drain.
+	for _, d := range m.open {
+		for _, run := range d.run {
+			g.add(cancelable(run))
+		}
+	}
+	// gRPC: in-flight calls finish, until the hard stop cuts them.
+	g.add(func() error { return m.grpcSrv.Serve(m.grpcLn) }, m.stopGRPC)
+	// HTTP last, so probes see the shutdown until the end.
+	g.add(func() error {
+		if err := m.httpSrv.Serve(m.httpLn); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}, m.stopHTTP)
+	return &g
+}
+
+// cancelable makes an actor of run: interrupting it cancels run's context
+// and waits for run to return.
+func cancelable(run func(context.Context) error) (execute func() error, interrupt func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	return func() error {
+			defer close(done)
+			return run(ctx)
+		}, func() {
+			cancel()
+			<-done
+		}
+}
+
+// stopGRPC lets in-flight calls finish, up to the hard stop, then cuts
+// the rest.
+func (m *Main) stopGRPC() {
+	stopped := make(chan struct{})
+	go func() {
+		m.grpcSrv.GracefulStop()
+		close(stopped)
+	}()
+	t := time.NewTimer(time.Until(m.hardStop))
+	defer t.Stop()
+	select {
+	case <-stopped:
+	case <-t.C:
+		m.log.Warn("shutdown timeout: cutting in-flight calls")
+		m.grpcSrv.Stop()
+		<-stopped
+	}
+}
+
+// stopHTTP closes the HTTP listener, cutting what is left at the hard stop.
+func (m *Main) stopHTTP() {
+	ctx, cancel := context.WithDeadline(context.Background(), m.hardStop)
+	defer cancel()
+	if err := m.httpSrv.Shutdown(ctx); err != nil {
+		m.httpSrv.Close()
+	}
+}
+
+// Run starts the sidecar and serves until ctx ends or a listener fails,
+// then shuts down.
 func (m *Main) Run(ctx context.Context) error {
 	if err := m.Start(ctx); err != nil {
 		return err
 	}
 	select {
 	case <-ctx.Done():
-	case err := <-m.serveErr:
-		if err != nil {
-			m.log.Error("listener failed", "err", err)
-		}
+	case <-m.done:
 	}
-	return m.Shutdown()
+	err := m.Shutdown()
+	if m.runErr != nil {
+		m.log.Error("listener failed", "err", m.runErr.Error())
+		return errors.Join(fmt.Errorf("listener: %w", m.runErr), err)
+	}
+	return err
 }
 
 // Shutdown stops the sidecar gracefully: health turns NOT_SERVING and
-// /readyz fails first, then in-flight calls finish (up to --shutdown-timeout,
-// after which they are cut), then the backend closes.
+// /readyz and /healthcheck fail first, then in-flight calls finish (up to
+// --shutdown-timeout, after which they are cut), then the listeners close,
+// then the backend. It returns once all that is done; called again (or
+// concurrently) it waits for the same end. Before Start it only makes a
+// later Start fail.
 func (m *Main) Shutdown() error {
-	var err error
-	m.stopOnce.Do(func() {
-		m.log.Info("shutting down", "timeout", m.settings.ShutdownWait.String())
-		m.ready.Store(false)
-		m.health.Shutdown()
-		m.cancel()
+	m.mu.Lock()
+	m.stopped = true
+	running := m.running
+	m.mu.Unlock()
+	if !running {
+		return nil
+	}
+	m.shutOnce.Do(func() {
+		m.stopOnce.Do(func() { close(m.stop) })
 		<-m.done
-
-		ctx, cancel := context.WithTimeout(context.Background(), m.settings.ShutdownWait)
-		defer cancel()
-		stopped := make(chan struct{})
-		go func() {
-			m.grpcSrv.GracefulStop()
-			close(stopped)
-		}()
-		select {
-		case <-stopped:
-		case <-ctx.Done():
-			m.log.Warn("shutdown timeout: cutting in-flight calls")
-			m.grpcSrv.Stop()
-			<-stopped
-		}
-		if herr := m.httpSrv.Shutdown(ctx); herr != nil {
-			m.httpSrv.Close()
-		}
-		err = m.closeBackend()
+		m.shutErr = m.closeBackend()
 		m.log.Info("stopped")
 	})
-	return err
+	return m.shutErr
 }
 
 func (m *Main) closeBackend() error {
@@ -259,13 +360,17 @@ func (m *Main) httpHandler() http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry}))
-	mux.HandleFunc("GET /debug/config", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(m.reload.describe())
+	// envoyproxy/ratelimit's probe: 200 "OK" while serving, 500 with no
+	// body once not.
+	mux.HandleFunc("GET /healthcheck", func(w http.ResponseWriter, r *http.Request) {
+		if !m.serving() {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "OK")
 	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry}))
+	mux.Handle("GET /debug/config", configsource.Handler(m.limits.Status))
 	if m.settings.PProf {
 		// Served only when asked for: the package's own registration on
 		// http.DefaultServeMux is never served.
@@ -278,14 +383,28 @@ func (m *Main) httpHandler() http.Handler {
 	return mux
 }
 
-// readiness is nil when the sidecar should receive traffic: started, not
-// shutting down, a config loaded and the backend reachable.
+// serving is whether grpc.health.v1 says SERVING for the whole server:
+// from Start until Shutdown begins. /healthcheck and /readyz follow it, so
+// the HTTP and gRPC probes never disagree.
+func (m *Main) serving() bool {
+	resp, err := m.health.Check(context.Background(), &healthpb.HealthCheckRequest{})
+	return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
+}
+
+// readiness is nil when the sidecar should receive traffic: serving (not
+// shutting down), every door ready (its config loaded) and the backend
+// reachable.
 func (m *Main) readiness(ctx context.Context) error {
-	if !m.ready.Load() {
+	if !m.serving() {
 		return errors.New("shutting down")
 	}
-	if m.eng.Config() == nil {
-		return errors.New("no config loaded")
+	for _, d := range m.open {
+		if d.ready == nil {
+			continue
+		}
+		if err := d.ready(); err != nil {
+			return err
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
@@ -299,4 +418,13 @@ func (m *Main) readiness(ctx context.Context) error {
 		return fmt.Errorf("backend: %w", err)
 	}
 	return nil
+}
+
+// domainNames lists a limits config's domains, for logs.
+func domainNames(c *descriptors.Config) []string {
+	names := make([]string, 0)
+	for _, d := range c.Domains() {
+		names = append(names, d.Name)
+	}
+	return names
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/floodgate/floodgate/pkg/memstore"
+	"github.com/floodgate/floodgate/pkg/nearcache"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 	"github.com/floodgate/floodgate/pkg/redisstore"
 )
@@ -20,28 +22,34 @@ import (
 // Settings are serve's settings. Every field is a flag; the flag's default is
 // the field's default. Each flag also reads SIDECAR_<FLAG> from the
 // environment (upper case, '-' → '_'); a flag given on the command line wins.
+//
+// Numbers and durations follow one convention: zero means the default (of
+// the package the setting tunes), a negative value is an error that names
+// the setting. --near-cache-size is the one exception: 0 turns the
+// near-cache off, as it always has.
 type Settings struct {
-	Config          string        // --config: a YAML file, or a directory of them
-	GRPCAddr        string        // --grpc-addr
-	HTTPAddr        string        // --http-addr
-	Backend         string        // --backend: memory or redis ("" = redis when a Redis address is set, else memory)
-	FailOpen        bool          // --fail-open
-	MergeDomains    bool          // --merge-domains
-	LogLevel        string        // --log-level
-	Headers         bool          // --ratelimit-headers
-	ReloadEvery     time.Duration // --reload-interval
-	ShutdownWait    time.Duration // --shutdown-timeout
-	PProf           bool          // --pprof
-	ShadowMode      bool          // --shadow-mode
-	QuotaMode       bool          // --quota-mode
-	DynamicMetadata bool          // --response-dynamic-metadata
+	Config       string        // --config: a YAML file, or a directory of them
+	GRPCAddr     string        // --grpc-addr
+	HTTPAddr     string        // --http-addr
+	Backend      string        // --backend: memory or redis ("" = redis when a Redis address is set, else memory)
+	FailOpen     bool          // --fail-open
+	MergeDomains bool          // --merge-domains
+	LogLevel     string        // --log-level
+	Headers      bool          // --ratelimit-headers
+	ReloadEvery  time.Duration // --reload-interval
+	ShutdownWait time.Duration // --shutdown-timeout
+	PProf        bool          // --pprof
+
+	ShadowMode      bool // --shadow-mode: overall_code always OK (the reference's SHADOW_MODE)
+	QuotaMode       bool // --quota-mode: every rule in quota_mode (QUOTA_MODE)
+	DynamicMetadata bool // --response-dynamic-metadata (RESPONSE_DYNAMIC_METADATA)
 
 	MaxDescriptors int // --max-descriptors
 	MaxEntries     int // --max-entries
 	MaxValueBytes  int // --max-value-bytes
 
 	MemoryMaxKeys     int // --memory-max-keys
-	NearCacheSize     int // --near-cache-size
+	NearCacheSize     int // --near-cache-size (0 = off)
 	NearCacheMaxBytes int // --near-cache-max-bytes
 
 	Redis RedisSettings
@@ -62,6 +70,14 @@ type RedisSettings struct {
 	BatchWindow    time.Duration // --redis-batch-window (0 = no bound)
 }
 
+// Defaults of the settings the sidecar itself consumes (the others are
+// the constants of the packages they tune).
+const (
+	DefaultConfig          = "./config"
+	DefaultReloadInterval  = 500 * time.Millisecond
+	DefaultShutdownTimeout = 15 * time.Second
+)
+
 // EnvPrefix starts the environment variable of every flag.
 const EnvPrefix = "SIDECAR_"
 
@@ -69,35 +85,35 @@ const EnvPrefix = "SIDECAR_"
 func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("sidecar serve", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.StringVar(&s.Config, "config", "./config", "descriptor config: a YAML file, or a directory whose *.yaml/*.yml files are each one domain")
+	fs.StringVar(&s.Config, "config", DefaultConfig, "descriptor config: a YAML file, or a directory whose *.yaml/*.yml files are each one domain")
 	fs.StringVar(&s.GRPCAddr, "grpc-addr", ":8081", "gRPC listener (RateLimitService, grpc.health.v1, reflection)")
-	fs.StringVar(&s.HTTPAddr, "http-addr", ":8080", "HTTP listener (/healthz, /readyz, /metrics, /debug/config)")
+	fs.StringVar(&s.HTTPAddr, "http-addr", ":8080", "HTTP listener (/healthz, /readyz, /healthcheck, /metrics, /debug/config)")
 	fs.StringVar(&s.Backend, "backend", "", "where counters live: memory or redis (default: redis when --redis-url or --redis-sentinel-master is set, else memory)")
 	fs.BoolVar(&s.FailOpen, "fail-open", false, "on a backend error answer OK (and count it) instead of gRPC UNAVAILABLE")
 	fs.BoolVar(&s.MergeDomains, "merge-domains", false, "files that share a domain merge instead of failing")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error; logs are JSON lines on stderr")
 	fs.BoolVar(&s.Headers, "ratelimit-headers", true, "add RateLimit, RateLimit-Policy and Retry-After headers to answers")
-	fs.DurationVar(&s.ReloadEvery, "reload-interval", 500*time.Millisecond, "how often the config path is checked for changes")
-	fs.DurationVar(&s.ShutdownWait, "shutdown-timeout", 15*time.Second, "how long in-flight calls may take to finish on SIGTERM")
-	fs.BoolVar(&s.ShadowMode, "shadow-mode", false, "never reject: overall_code is always OK while statuses still say OVER_LIMIT (the reference's SHADOW_MODE)")
-	fs.BoolVar(&s.QuotaMode, "quota-mode", false, "treat every rule as quota_mode (the reference's QUOTA_MODE)")
-	fs.BoolVar(&s.DynamicMetadata, "response-dynamic-metadata", false, "answers carry the domain, descriptors, hits and matched rules' metadata as dynamic_metadata (the reference's RESPONSE_DYNAMIC_METADATA)")
+	fs.DurationVar(&s.ReloadEvery, "reload-interval", DefaultReloadInterval, "how often the config path is checked for changes")
+	fs.DurationVar(&s.ShutdownWait, "shutdown-timeout", DefaultShutdownTimeout, "how long in-flight calls may take to finish on SIGTERM")
 	fs.BoolVar(&s.PProf, "pprof", false, "serve Go's profiler (net/http/pprof) under /debug/pprof/ on the HTTP listener")
+	fs.BoolVar(&s.ShadowMode, "shadow-mode", false, "answer overall_code OK whatever the limits say; statuses still say OVER_LIMIT (envoyproxy/ratelimit's SHADOW_MODE)")
+	fs.BoolVar(&s.QuotaMode, "quota-mode", false, "treat every rule as quota_mode (envoyproxy/ratelimit's QUOTA_MODE)")
+	fs.BoolVar(&s.DynamicMetadata, "response-dynamic-metadata", false, "answers carry dynamic_metadata: domain, descriptors, hitsAddend and the matched rules' metadata (envoyproxy/ratelimit's RESPONSE_DYNAMIC_METADATA)")
 	fs.IntVar(&s.MaxDescriptors, "max-descriptors", ratelimitsvc.DefaultMaxDescriptors, "most descriptors per request")
 	fs.IntVar(&s.MaxEntries, "max-entries", ratelimitsvc.DefaultMaxEntries, "most entries per descriptor")
 	fs.IntVar(&s.MaxValueBytes, "max-value-bytes", ratelimitsvc.DefaultMaxValueBytes, "most bytes per entry key or value")
-	fs.IntVar(&s.MemoryMaxKeys, "memory-max-keys", 1_000_000, "memory backend: most counters kept; beyond it the soonest-expiring are evicted")
-	fs.IntVar(&s.NearCacheSize, "near-cache-size", 100_000, "Redis backend: most over-limit counters remembered locally, so hits on them need no Redis call; 0 disables")
-	fs.IntVar(&s.NearCacheMaxBytes, "near-cache-max-bytes", 64<<20, "Redis backend: most bytes of counter keys the near-cache holds")
+	fs.IntVar(&s.MemoryMaxKeys, "memory-max-keys", memstore.DefaultMaxKeys, "memory backend: most counters kept; beyond it the soonest-expiring are evicted")
+	fs.IntVar(&s.NearCacheSize, "near-cache-size", nearcache.DefaultMaxEntries, "Redis backend: most over-limit counters remembered locally, so hits on them need no Redis call; 0 disables")
+	fs.IntVar(&s.NearCacheMaxBytes, "near-cache-max-bytes", nearcache.DefaultMaxBytes, "Redis backend: most bytes of counter keys the near-cache holds")
 	fs.StringVar(&s.Redis.URL, "redis-url", "", "redis://[user:pass@]host:port[/db], rediss:// for TLS; with --redis-cluster, seed nodes as ?addr=h2:p2&addr=h3:p3")
 	fs.BoolVar(&s.Redis.Cluster, "redis-cluster", false, "treat --redis-url as a Redis Cluster")
 	fs.StringVar(&s.Redis.SentinelMaster, "redis-sentinel-master", "", "Sentinel: the master's name (needs --redis-sentinel-addrs)")
 	fs.StringVar(&s.Redis.SentinelAddrs, "redis-sentinel-addrs", "", "Sentinel: comma-separated sentinel host:port list")
-	fs.StringVar(&s.Redis.KeyPrefix, "redis-key-prefix", "floodgate:", "prefix of every Redis key")
+	fs.StringVar(&s.Redis.KeyPrefix, "redis-key-prefix", redisstore.DefaultKeyPrefix, "prefix of every Redis key")
 	fs.IntVar(&s.Redis.PoolSize, "redis-pool-size", 0, "connections per Redis node (0 = 10 per CPU)")
-	fs.DurationVar(&s.Redis.DialTimeout, "redis-dial-timeout", 2*time.Second, "Redis connect timeout")
-	fs.DurationVar(&s.Redis.ReadTimeout, "redis-read-timeout", 500*time.Millisecond, "Redis read timeout")
-	fs.DurationVar(&s.Redis.WriteTimeout, "redis-write-timeout", 500*time.Millisecond, "Redis write timeout")
+	fs.DurationVar(&s.Redis.DialTimeout, "redis-dial-timeout", redisstore.DefaultDialTimeout, "Redis connect timeout")
+	fs.DurationVar(&s.Redis.ReadTimeout, "redis-read-timeout", redisstore.DefaultReadTimeout, "Redis read timeout")
+	fs.DurationVar(&s.Redis.WriteTimeout, "redis-write-timeout", redisstore.DefaultWriteTimeout, "Redis write timeout")
 	fs.IntVar(&s.Redis.BatchMax, "redis-batch-max", redisstore.DefaultBatchMax, "most concurrent decisions sent to one Redis node as one pipeline; 1 sends each on its own")
 	fs.DurationVar(&s.Redis.BatchWindow, "redis-batch-window", 0, "longest a queued decision waits for a pipeline in flight before its queue goes on its own; 0 sets no bound (a decision that finds at most one other in flight never waits)")
 	return fs
@@ -174,35 +190,40 @@ func (s *Settings) check() error {
 	if s.Config == "" {
 		bad("--config: must not be empty")
 	}
-	positive := map[string]int{
-		"--max-descriptors": s.MaxDescriptors, "--max-entries": s.MaxEntries,
-		"--max-value-bytes": s.MaxValueBytes, "--memory-max-keys": s.MemoryMaxKeys,
-	}
-	for name, v := range positive {
-		if v <= 0 {
-			bad("%s=%d: must be positive", name, v)
+	// Zero means the default; negative is an error (see Settings).
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{
+		{"--max-descriptors", s.MaxDescriptors}, {"--max-entries", s.MaxEntries},
+		{"--max-value-bytes", s.MaxValueBytes}, {"--memory-max-keys", s.MemoryMaxKeys},
+		{"--near-cache-max-bytes", s.NearCacheMaxBytes},
+		{"--redis-pool-size", s.Redis.PoolSize}, {"--redis-batch-max", s.Redis.BatchMax},
+	} {
+		if n.v < 0 {
+			bad("%s=%d: must not be negative (0 means the default)", n.flag, n.v)
 		}
 	}
 	if s.NearCacheSize < 0 {
-		bad("--near-cache-size=%d: must be 0 (off) or more", s.NearCacheSize)
+		bad("--near-cache-size=%d: must not be negative (0 turns the near-cache off)", s.NearCacheSize)
 	}
-	if s.NearCacheMaxBytes <= 0 {
-		bad("--near-cache-max-bytes=%d: must be positive (turn the near-cache off with --near-cache-size=0)", s.NearCacheMaxBytes)
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"--reload-interval", s.ReloadEvery}, {"--shutdown-timeout", s.ShutdownWait},
+		{"--redis-dial-timeout", s.Redis.DialTimeout}, {"--redis-read-timeout", s.Redis.ReadTimeout},
+		{"--redis-write-timeout", s.Redis.WriteTimeout}, {"--redis-batch-window", s.Redis.BatchWindow},
+	} {
+		if d.v < 0 {
+			bad("%s=%s: must not be negative (0 means the default)", d.flag, d.v)
+		}
 	}
-	if s.Redis.BatchMax < 1 {
-		bad("--redis-batch-max=%d: must be 1 (no batching) or more", s.Redis.BatchMax)
+	if s.ReloadEvery == 0 {
+		s.ReloadEvery = DefaultReloadInterval
 	}
-	if s.Redis.BatchWindow < 0 {
-		bad("--redis-batch-window=%s: must not be negative", s.Redis.BatchWindow)
-	}
-	if s.Redis.PoolSize < 0 {
-		bad("--redis-pool-size=%d: must not be negative", s.Redis.PoolSize)
-	}
-	if s.ReloadEvery <= 0 {
-		bad("--reload-interval=%s: must be positive", s.ReloadEvery)
-	}
-	if s.ShutdownWait <= 0 {
-		bad("--shutdown-timeout=%s: must be positive", s.ShutdownWait)
+	if s.ShutdownWait == 0 {
+		s.ShutdownWait = DefaultShutdownTimeout
 	}
 	return errors.Join(errs...)
 }
