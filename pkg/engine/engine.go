@@ -46,6 +46,12 @@ type Descriptor struct {
 	// Override, when HasOverride, replaces the configured limit.
 	Override    Override
 	HasOverride bool
+	// Limit, when set, is the door's own limit for this descriptor (made
+	// once with Engine.NewLimit), decided in the same batch as the
+	// config's: the descriptor is not matched against the config, and its
+	// counter is named by the limit's namespace instead of the request's
+	// domain. Override does not apply to it.
+	Limit *Limit
 }
 
 // Request asks for a decision on every descriptor of one request.
@@ -221,9 +227,12 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 	}
 	if dom == nil {
 		e.metrics.unknownDomain.Inc()
-		return nil
+		if !hasOwnLimits(ds) {
+			return nil
+		}
+	} else {
+		out.KnownDomain = true
 	}
-	out.KnownDomain = true
 
 	sc := e.scratch.Get().(*scratch)
 	defer e.scratch.Put(sc)
@@ -233,6 +242,13 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 	for i := range ds {
 		d := &ds[i]
 		sc.slot[i] = -1
+		if d.Limit != nil {
+			sc.limits[i] = d.Limit
+			continue
+		}
+		if dom == nil {
+			continue
+		}
 		r := dom.Match(d.Entries)
 		if r != nil {
 			sc.rules[i] = r
@@ -266,8 +282,12 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 		if lim.rule != nil && !lim.Override {
 			shared = lim.rule.SharedValue
 		}
+		namespace := req.Domain
+		if lim.namespace != "" {
+			namespace = lim.namespace
+		}
 		var tagLen int
-		sc.key, tagLen = appendKey(sc.key[:0], req.Domain, d.Entries, shared, lim.Quota)
+		sc.key, tagLen = appendKey(sc.key[:0], namespace, d.Entries, shared, lim.Quota)
 		sc.slot[i] = len(sc.hits)
 		sc.hits = append(sc.hits, quota.Hit{
 			Key:    string(sc.key),
@@ -329,6 +349,15 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 	return nil
 }
 
+func hasOwnLimits(ds []Descriptor) bool {
+	for i := range ds {
+		if ds[i].Limit != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // wholeSeconds rounds d up to whole seconds, and to at least one second
 // over the limit: Envoy truncates duration_until_reset to seconds for its
 // x-ratelimit-reset header, so 0.2 s would tell a blocked client 0.
@@ -356,12 +385,12 @@ func untake(hit *quota.Hit, dec *quota.Decision) {
 // replace nothing.
 func applyReplaces(limits []*Limit, rules []*descriptors.Rule) {
 	for _, l := range limits {
-		if l == nil || l.Override || len(l.rule.Replaces) == 0 {
+		if l == nil || l.Override || l.rule == nil || len(l.rule.Replaces) == 0 {
 			continue
 		}
 		for _, name := range l.rule.Replaces {
 			for j, other := range limits {
-				if other != nil && other != l && !other.Override && other.Name == name {
+				if other != nil && other != l && !other.Override && other.rule != nil && other.Name == name {
 					limits[j] = nil
 					rules[j] = nil
 				}

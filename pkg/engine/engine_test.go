@@ -496,3 +496,44 @@ func TestConcurrentExactCount(t *testing.T) {
 		})
 	}
 }
+
+// TestDoorLimits: a door's own limit is decided in the same batch as the
+// config's, in its own namespace, whatever the request's domain.
+func TestDoorLimits(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, engine.Options{})
+	// Two failures a minute: counted against 2, read (without counting)
+	// against 1, since a check fits while the count has not passed its
+	// limit and the door must refuse once the count reaches 2.
+	count := f.eng.NewLimit("failed-auth", "failed-auth", quota.Limit{Requests: 2, Unit: time.Minute, Algorithm: quota.FixedWindow})
+	read := f.eng.NewLimit("failed-auth", "failed-auth", quota.Limit{Requests: 1, Unit: time.Minute, Algorithm: quota.FixedWindow})
+	own := func(ip string, hits uint64) engine.Descriptor {
+		desc := d("client_ip", ip)
+		desc.Limit, desc.Hits, desc.HasHits = count, hits, true
+		if hits == 0 {
+			desc.Limit = read
+		}
+		return desc
+	}
+	// Counted on a request with no known domain...
+	var out engine.Outcome
+	for i := 0; i < 2; i++ {
+		if err := f.eng.Decide(context.Background(), &engine.Request{Descriptors: []engine.Descriptor{own("192.0.2.1", 1)}}, &out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// ...and read, without counting, beside a policy's limits: over, so
+	// the whole request is rejected and plan keeps its hits.
+	out = f.decide(t, d("plan", "door"), own("192.0.2.1", 0))
+	if out.Code != engine.OverLimit || out.Statuses[1].Code != engine.OverLimit || out.Statuses[1].Limit.Name != "failed-auth" {
+		t.Fatalf("outcome %+v, want rejected by failed-auth", out)
+	}
+	if st := out.Statuses[0]; st.Remaining != 5 {
+		t.Errorf("plan in the rejected request: %d left, want 5", st.Remaining)
+	}
+	// Another address has its own counter; a config rule on the same
+	// entries is a different counter (the namespace differs).
+	if out = f.decide(t, d("plan", "door"), own("192.0.2.2", 0)); out.Code != engine.OK {
+		t.Errorf("another address: %+v", out)
+	}
+}

@@ -33,10 +33,22 @@ type Limit struct {
 	// of the request is over.
 	QuotaMode bool
 
-	rule     *descriptors.Rule // nil for an override on an unmatched descriptor
+	rule      *descriptors.Rule // nil for an override on an unmatched descriptor, and for a door's own limit
+	namespace string            // a door's own limit: names its counters instead of the request's domain
 	header   string            // ID as a structured-field string
 	policy   string            // the RateLimit-Policy member; "" until needed for overrides
 	counters ruleCounters
+}
+
+// NewLimit makes a door's own limit (see Descriptor.Limit), counted in
+// its own namespace and in the metrics as domain namespace, rule name.
+// Make it once, when the door's config loads, not per request.
+func (e *Engine) NewLimit(namespace, name string, q quota.Limit) *Limit {
+	l := &Limit{Name: name, ID: name, Quota: q, namespace: namespace}
+	l.header = quoteSF(name)
+	l.policy = policyMember(l.header, q)
+	l.counters = e.metrics.forRule(namespace, name)
+	return l
 }
 
 // Rule is the rule the limit belongs to (for an override, the rule the
