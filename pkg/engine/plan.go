@@ -35,9 +35,9 @@ type Limit struct {
 
 	rule      *descriptors.Rule // nil for an override on an unmatched descriptor, and for a door's own limit
 	namespace string            // a door's own limit: names its counters instead of the request's domain
-	header   string            // ID as a structured-field string
-	policy   string            // the RateLimit-Policy member; "" until needed for overrides
-	counters ruleCounters
+	header    string            // ID as a structured-field string
+	policy    string            // the RateLimit-Policy member; "" until needed for overrides
+	counters  ruleCounters
 }
 
 // NewLimit makes a door's own limit (see Descriptor.Limit), counted in
