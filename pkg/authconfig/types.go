@@ -110,6 +110,12 @@ type Policy struct {
 	// File and Line say where the policy is configured.
 	File string
 	Line int
+
+	// Hosts precompiled for Match: exact names, and the suffixes of
+	// wildcards ("*.example.com" gives ".example.com").
+	exactHosts, hostSuffixes []string
+	// index is the policy's place in its file's list, for field paths.
+	index int
 }
 
 // RateLimit is a policy's rate_limit: a domain of the limits config and
@@ -117,12 +123,14 @@ type Policy struct {
 type RateLimit struct {
 	Domain      string
 	Descriptors [][]Template
+	line        int // of domain, for CheckDomains
 }
 
 // Template is one descriptor entry: a key and a compiled value template.
 type Template struct {
 	Key   string
 	parts []part
+	src   string // the configured value, for String
 }
 
 // Field is what a template part (or an identity field) names.
