@@ -34,7 +34,7 @@ func Load(path string) (*Config, error) {
 	if !info.IsDir() {
 		data, err := readFile(path)
 		if err != nil {
-			return nil, descriptors.Problems{{File: path, Msg: err.Error(), Err: err}}
+			return nil, descriptors.Problems{{File: path, Msg: "cannot read auth config: " + err.Error(), Err: err}}
 		}
 		return build([]source{{name: path, data: data}}, readFile, false)
 	}
@@ -58,6 +58,9 @@ func Load(path string) (*Config, error) {
 			continue
 		}
 		data, err := readFile(full)
+		if err != nil {
+			err = fmt.Errorf("cannot read auth config: %w", err)
+		}
 		sources = append(sources, source{name: full, data: data, err: err})
 	}
 	return build(sources, readFile, true)
@@ -79,12 +82,12 @@ func isYAMLName(name string) bool {
 func readFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("cannot read: %w", err)
+		return nil, err
 	}
 	if len(data) > maxFileSize {
 		return nil, fmt.Errorf("file is larger than %d bytes", maxFileSize)
@@ -252,7 +255,7 @@ func (c *compiler) readKeys() {
 		read[filepath.Clean(ref.path)] = fmt.Sprintf("%s:%d", c.apiKeysFile, ref.line)
 		data, err := c.read(ref.path)
 		if err != nil {
-			c.add(c.apiKeysFile, ref.line, ref.field, "keys file %s: %v", ref.path, err)
+			c.add(c.apiKeysFile, ref.line, ref.field, "cannot read keys file: %v", err)
 			continue
 		}
 		c.note(ref.path)
@@ -285,7 +288,7 @@ func (c *compiler) readJWKS() {
 		}
 		data, err := c.read(ref.path)
 		if err != nil {
-			c.add(iss.File, ref.line, ref.field, "jwks_file %s: %v", ref.path, err)
+			c.add(iss.File, ref.line, ref.field, "cannot read JWKS file: %v", err)
 			continue
 		}
 		if msg := checkJWKS(data); msg != "" {

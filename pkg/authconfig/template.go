@@ -55,6 +55,9 @@ func compileTemplate(key, src string) (Template, error) {
 			return Template{}, fmt.Errorf("'%%' at offset %d opens a field that is never closed; write %%%% for a literal '%%'", i)
 		}
 		name := src[i+1 : i+1+end]
+		if strings.ContainsAny(name, " \t\r\n") {
+			return Template{}, fmt.Errorf("'%%' at offset %d starts no field (fields are written %%name%%); write %%%% for a literal '%%'", i)
+		}
 		i += end + 2
 		pt, err := templateField(name)
 		if err != nil {

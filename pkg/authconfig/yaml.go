@@ -158,8 +158,44 @@ func (p *parser) syntaxError(data []byte, err error) {
 	if len(data) > 0 && data[len(data)-1] != '\n' {
 		lines++
 	}
+	if r := refineLine(data, line, msg); r <= lines {
+		line = r
+	}
 	line = max(1, min(line, lines))
 	p.problems.add(descriptors.Problem{File: p.file, Line: line, Msg: "invalid YAML: " + msg, Err: err})
+}
+
+// maxRefineLines bounds how far past yaml.v3's line refineLine looks; each
+// step parses the file's beginning again.
+const maxRefineLines = 200
+
+// refineLine returns the first line at or after from such that the file
+// cut after it fails with the same message, which is where the error
+// shows (yaml.v3 often names the line where the enclosing block starts);
+// failing that, a line past the end (no refinement).
+func refineLine(data []byte, from int, msg string) int {
+	end := 0
+	for l := 1; l < from; l++ {
+		i := bytes.IndexByte(data[end:], '\n')
+		if i < 0 {
+			return math.MaxInt
+		}
+		end += i + 1
+	}
+	for l := from; l < from+maxRefineLines && end < len(data); l++ {
+		i := bytes.IndexByte(data[end:], '\n')
+		if i < 0 {
+			end = len(data)
+		} else {
+			end += i + 1
+		}
+		if _, err := decodeYAML(data[:end]); err != nil {
+			if m := strings.TrimPrefix(yamlLine.ReplaceAllString(err.Error(), ""), "yaml: "); m == msg {
+				return l
+			}
+		}
+	}
+	return math.MaxInt
 }
 
 // add records a problem; once the node budget is spent the parser only
