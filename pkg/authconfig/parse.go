@@ -55,6 +55,8 @@ const (
 	maxClockSkew   = 10 * time.Minute
 	maxTrustedHops = 64
 	maxRequests    = math.MaxUint32
+	// maxTimeLen is the longest RFC 3339 time (nanoseconds and an offset).
+	maxTimeLen = len("2006-01-02T15:04:05.999999999-07:00")
 )
 
 // authSpec is one parsed auth file, before files are merged.
@@ -817,7 +819,13 @@ func (p *parser) key(n *yaml.Node, path string) (keySpec, bool) {
 			}
 			t, err := time.Parse(time.RFC3339, f.val.Value)
 			if err != nil {
-				p.add(f.val.Line, fpath, "must be an RFC 3339 time such as 2027-06-30T00:00:00Z, found %s", describe(f.val))
+				found := describe(f.val)
+				if len(f.val.Value) > maxTimeLen {
+					// Longer than any RFC 3339 time: perhaps a key
+					// pasted in the wrong place; never show it.
+					found = fmt.Sprintf("%d characters", len(f.val.Value))
+				}
+				p.add(f.val.Line, fpath, "must be an RFC 3339 time such as 2027-06-30T00:00:00Z, found %s", found)
 				good = false
 				break
 			}
