@@ -2,6 +2,8 @@
 //
 //	sidecar [serve] [flags]       serve the rate-limit API (the default)
 //	sidecar validate --config P   check a config file or directory
+//	sidecar validate --auth-config P [--config P]   check an auth config
+//	sidecar keys new --id ID ...  make a new API key and its keys-file entry
 //	sidecar check --addr A ...    ask a running server once
 //	sidecar inject -f IN.yaml     add the sidecar to annotated workloads
 //	sidecar webhook [flags]       the same as a mutating admission webhook
@@ -17,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/floodgate/floodgate/pkg/sidecar"
 )
@@ -48,6 +51,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return validate(args, stdout, stderr)
 	case "check":
 		return check(ctx, args, stdout, stderr)
+	case "keys":
+		return keys(args, time.Now, stdout, stderr)
 	case "inject":
 		return inject(ctx, args, os.Stdin, stdout, stderr)
 	case "webhook":
@@ -63,7 +68,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 const usage = `usage:
   sidecar [serve] [flags]                 serve Envoy's rate-limit API (sidecar serve -h lists the flags)
   sidecar validate --config PATH          check a config file or directory
+  sidecar validate --auth-config PATH [--config PATH]
+                                          check an auth config (and, given both, that its rate_limit domains exist)
   sidecar check --addr HOST:PORT --domain D --descriptor k=v[,k=v...] [--descriptor ...] [--hits N] [--json]
+  sidecar keys new --id ID --tenant T --tier TIER [--user U] [--expires RFC3339]
+                                          print a new API key, then its entry to append under keys: in a keys file
   sidecar inject [-f IN.yaml]             add the sidecar to workloads annotated floodgate.io/inject: "true"
   sidecar webhook [flags]                 serve the same mutation as a Kubernetes admission webhook
 `
