@@ -19,7 +19,10 @@ func (s *KeySet) Lookup(key string, now time.Time) (*Key, bool) {
 	if s == nil || len(s.byDigest) == 0 {
 		return nil, false
 	}
-	d := sha256.Sum256([]byte(key))
+	// A stack buffer for keys of usual length, so that a lookup does not
+	// allocate (a longer one is copied to the heap).
+	var buf [128]byte
+	d := sha256.Sum256(append(buf[:0], key...))
 	k, ok := s.byDigest[d]
 	if !ok || subtle.ConstantTimeCompare(k.digest[:], d[:]) != 1 {
 		return nil, false

@@ -114,3 +114,16 @@ func TestSecretsNeverInErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestLookupDoesNotAllocate(t *testing.T) {
+	key := "fg_" + strings.Repeat("k", 43)
+	ks := keySet(t, "keys:\n  - {id: a, sha256: "+Digest(key)+", tenant: t, tier: x}\n")
+	now := time.Now()
+	allocs := testing.AllocsPerRun(1000, func() {
+		ks.Lookup(key, now)
+		ks.Lookup("fg_other", now)
+	})
+	if allocs != 0 {
+		t.Errorf("Lookup allocates %v times per run", allocs)
+	}
+}

@@ -258,3 +258,12 @@ policies:
 		t.Errorf("CheckDomains = %v", err)
 	}
 }
+
+// Null sections are absent (or empty), not errors.
+func TestNullSections(t *testing.T) {
+	t.Parallel()
+	cfg := mustParse(t, "api_keys:\njwt:\nclient_address:\nfailed_auth_limit:\npolicies:\n  - {name: a, auth: api_key, match: null, rate_limit: null}\n", nil)
+	if cfg.FailedAuthLimit != nil || len(cfg.Policies) != 1 || cfg.Policies[0].RateLimit != nil || cfg.APIKeys.Header != DefaultHeader {
+		t.Errorf("%+v", cfg)
+	}
+}

@@ -143,6 +143,9 @@ func parseAuth(name string, data []byte, problems *problemList) *authSpec {
 				}
 			}
 		case "failed_auth_limit":
+			if isNull(f.val) {
+				break // no limit, as a null rate_limit is none
+			}
 			spec.failedAuthLimit = &sectionAt{f.key.Line}
 			spec.limit = p.failedAuthLimit(f)
 		case "policies":
