@@ -5,8 +5,8 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
@@ -83,25 +83,31 @@ type keySet struct {
 	byKID map[string][]*key
 }
 
-// parseKeySet parses a JWKS document and keeps the keys that can verify a
-// signature. Skipped keys (symmetric, encryption-only, weak RSA, unknown
-// types) are logged at debug by their kid; a set left with no usable key
-// is an error, so a refresh never replaces working keys with none.
+// parseKeySet parses a JWKS document ({"keys": [...]}) and keeps the keys
+// that can verify a signature. Each key is parsed on its own, so a key the
+// library refuses (a weak RSA key, an unknown type) or one that cannot
+// verify (symmetric, encryption-only) is skipped and logged rather than
+// failing the set: an issuer that adds a key of a new kind must not lock
+// out the tokens of its other keys. A set left with no usable key is an
+// error, so a refresh never replaces working keys with none.
 func parseKeySet(body []byte, log *slog.Logger, issuer string) (*keySet, error) {
-	set, err := jwk.Parse(body)
-	if err != nil {
-		return nil, fmt.Errorf("parse JWKS: %w", err)
+	var doc struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, errors.New("not a JWKS document (a JSON object with keys)")
 	}
 	ks := &keySet{byKID: make(map[string][]*key)}
-	for i := range set.Len() {
-		jk, ok := set.Key(i)
-		if !ok {
+	for i, raw := range doc.Keys {
+		jk, err := jwk.ParseKey(raw)
+		if err != nil {
+			log.Warn("jwks key skipped", "issuer", issuer, "index", i, "why", err.Error())
 			continue
 		}
 		k, why := usableKey(jk)
 		if k == nil {
 			kid, _ := jk.KeyID()
-			log.Debug("jwks key skipped", "issuer", issuer, "kid", kid, "why", why)
+			log.Warn("jwks key skipped", "issuer", issuer, "index", i, "kid", kid, "why", why)
 			continue
 		}
 		ks.keys = append(ks.keys, k)

@@ -386,7 +386,7 @@ func isLoopback(host string) bool {
 
 // loadFile loads a jwks_file, bounded by MaxJWKSBytes.
 func (v *Verifier) loadFile(src *keySource) error {
-	ks, err := v.readFile(src.file)
+	ks, err := v.readFile(src.file, src.issuer)
 	if err != nil {
 		src.loadsErr.Inc()
 		return err
@@ -397,7 +397,7 @@ func (v *Verifier) loadFile(src *keySource) error {
 	return nil
 }
 
-func (v *Verifier) readFile(path string) (*keySet, error) {
+func (v *Verifier) readFile(path, issuer string) (*keySet, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -410,7 +410,7 @@ func (v *Verifier) readFile(path string) (*keySet, error) {
 	if int64(len(body)) > v.maxJWKS {
 		return nil, fmt.Errorf("larger than %d bytes", v.maxJWKS)
 	}
-	return parseKeySet(body, v.log, "")
+	return parseKeySet(body, v.log, issuer)
 }
 
 // Close stops the background refreshes and waits for them (and any fetch
