@@ -281,7 +281,6 @@ func (v *Verifier) refreshNow(iss string) {
 	}
 }
 
-
 func redirectHandler(to string) http.Handler {
 	return http.RedirectHandler(to, http.StatusFound)
 }
