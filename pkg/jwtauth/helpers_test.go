@@ -200,7 +200,7 @@ func newJWKSServer(tb testing.TB, body []byte) *jwksServer {
 	tb.Helper()
 	s := &jwksServer{}
 	s.set(body)
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.fetches.Add(1)
 		switch s.mode.Load() {
 		case serve500:
@@ -217,6 +217,11 @@ func newJWKSServer(tb testing.TB, body []byte) *jwksServer {
 			_, _ = w.Write(*s.body.Load())
 		}
 	}))
+	// No keep-alive: net/http retries a GET once on a reused connection
+	// that the server closed, which would make fetch counts depend on the
+	// transport.
+	s.Config.SetKeepAlivesEnabled(false)
+	s.Start()
 	if host, _, _ := net.SplitHostPort(s.Listener.Addr().String()); !net.ParseIP(host).IsLoopback() {
 		tb.Fatalf("test server not on loopback: %s", host)
 	}
