@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -659,5 +660,53 @@ func TestRedirectToPlainHTTPRefused(t *testing.T) {
 	v := newVerifierT(t, []IssuerConfig{issuerFor(redirect.URL, "")}, Options{Now: clock.Now})
 	if v.srcOf(testIssuer).keys.Load() != nil {
 		t.Fatal("keys loaded through a redirect to plain http off loopback")
+	}
+}
+
+func TestRefreshLoopFetchesOnItsInterval(t *testing.T) {
+	t.Parallel()
+	keys(t)
+	srv := newJWKSServer(t, jwksOf(t, rsaA))
+	fetched := make(chan struct{}, 16)
+	inner := srv.Config.Handler
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inner.ServeHTTP(w, r)
+		fetched <- struct{}{}
+	})
+	clock := newClock()
+	cfg := issuerFor(srv.URL, "")
+	cfg.Refresh = time.Millisecond
+	m := NewMetrics(nil)
+	v := newVerifierT(t, []IssuerConfig{cfg}, Options{Now: clock.Now, Metrics: m})
+	<-fetched // New's
+	srv.set(jwksOf(t, rsaB))
+	// The loop's timer fires every millisecond, but by the injected clock
+	// no 10 s have passed: no fetch until the clock moves.
+	clock.Advance(MinFetchInterval)
+	select {
+	case <-fetched:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the refresh loop did not fetch")
+	}
+	// The server has answered; wait for the fetch to take the body in
+	// (its in-flight channel was set before the request went out).
+	src := v.srcOf(testIssuer)
+	src.mu.Lock()
+	done := src.inflight
+	src.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.fetches.Load(); got != 2 {
+		t.Errorf("fetches = %d, want 2", got)
+	}
+	if got := testutil.ToFloat64(m.refreshes.WithLabelValues(testIssuer, reasonInterval)); got != 1 {
+		t.Errorf("interval refreshes = %v, want 1", got)
+	}
+	if _, err := v.Verify(context.Background(), sign(t, rsaB, true, claims(clock.Now()))); err != nil {
+		t.Fatalf("key of the refreshed set: %v", err)
 	}
 }
