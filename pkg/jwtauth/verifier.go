@@ -481,12 +481,14 @@ func (v *Verifier) fetch(src *keySource) {
 			ks, err = parseKeySet(body, v.log, src.issuer)
 		}
 	}
+	changed := false
 	src.mu.Lock()
 	if err != nil {
 		src.failures++
 	} else {
 		src.failures = 0
 		if ks != src.keys.Load() {
+			changed = true
 			src.body = body
 			src.keys.Store(ks)
 		}
@@ -499,7 +501,11 @@ func (v *Verifier) fetch(src *keySource) {
 		return
 	}
 	src.loadsOK.Inc()
-	v.log.Debug("jwks fetched", "issuer", src.issuer, "url", src.logURL, "keys", len(ks.keys))
+	if changed {
+		v.log.Info("jwks loaded", "issuer", src.issuer, "url", src.logURL, "keys", len(ks.keys))
+	} else {
+		v.log.Debug("jwks unchanged", "issuer", src.issuer, "url", src.logURL)
+	}
 }
 
 // get fetches one JWKS body, bounded in time and size.
