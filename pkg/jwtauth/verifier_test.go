@@ -710,3 +710,26 @@ func TestRefreshLoopFetchesOnItsInterval(t *testing.T) {
 		t.Fatalf("key of the refreshed set: %v", err)
 	}
 }
+
+func TestUnknownKIDWaitEndsWithTheRequest(t *testing.T) {
+	t.Parallel()
+	keys(t)
+	srv := newJWKSServer(t, jwksOf(t, rsaA))
+	clock := newClock()
+	v := newVerifierT(t, []IssuerConfig{issuerFor(srv.URL, "")}, Options{Now: clock.Now})
+	srv.mode.Store(serveSlow) // the issuer hangs from now on
+	clock.Advance(MinFetchInterval)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := v.Verify(ctx, sign(t, rsaB, true, claims(clock.Now())))
+	if !errors.Is(err, ErrInvalid) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Verify = %v, want ErrInvalid wrapping context.Canceled", err)
+	}
+	// The old key still works while the fetch hangs; Close ends the fetch.
+	if _, err := v.Verify(context.Background(), sign(t, rsaA, true, claims(clock.Now()))); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
