@@ -1,5 +1,26 @@
 // Package jwtauth verifies JSON Web Tokens against issuers' key sets (JWKS
-// from a file or a URL) and turns a verified token into identity fields.
+// from a file or a URL) and turns a verified token into identity fields
+// (../shared/CONTRACT.md, "Authorization").
+//
+// The cryptography is github.com/lestrrat-go/jwx/v3 rather than
+// golang-jwt/jwt/v5: jwx parses JWKS itself (RSA, EC and OKP keys, so
+// EdDSA with Ed25519 comes without extra code), verifies a compact JWS
+// against one key under one algorithm that the caller names
+// (jws.WithKey), refuses a key whose type does not fit that algorithm,
+// and checks that the protected header's alg is the one verified
+// (WithAlgorithmMatch) and its crit list (WithCritValidation). golang-jwt
+// would need a separate JWKS parser and a key-lookup callback that must
+// do its own algorithm checks.
+//
+// The package does not rely on the library alone for the security rules:
+// it picks the issuer by the exact, still unverified `iss`, allows only
+// the issuer's configured algorithms (never `none` nor HS*, refused in
+// New), matches the algorithm to the key's type and curve itself
+// (RS and PS to RSA keys of 2048 bits or more, ES256/ES384/ES512 to
+// P-256/P-384/P-521, EdDSA to Ed25519), ignores symmetric (`oct`) keys in
+// a JWKS, and validates exp, nbf, aud and the claim mapping with its own
+// clock. A token without `exp` is rejected: a bearer token that never
+// expires is too dangerous to accept from a misconfigured issuer.
 package jwtauth
 
 import "time"
