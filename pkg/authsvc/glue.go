@@ -18,10 +18,10 @@ import (
 
 // TokenResult is what a verified token yields (jwtauth.Result).
 type TokenResult struct {
-	Issuer, Subject      string
-	Tenant, Tier, User   string
-	Expiry               time.Time
-	Claims               map[string]any
+	Issuer, Subject    string
+	Tenant, Tier, User string
+	Expiry             time.Time
+	Claims             map[string]any
 }
 
 // TokenVerifier verifies a bearer token: *jwtauth.Verifier. An error that

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/floodgate/floodgate/pkg/authconfig"
 	"github.com/floodgate/floodgate/pkg/engine"
 )
 
@@ -62,23 +63,77 @@ const (
 
 const metaFields = 9
 
-// okBlock holds every message of an allowed answer, so that building one
-// costs one allocation (and the metadata's map). The messages are handed
-// to gRPC and never reused.
-type okBlock struct {
-	resp    authv3.CheckResponse
-	status  rpcstatus.Status
-	oneof   authv3.CheckResponse_OkResponse
-	ok      authv3.OkHttpResponse
+// identityParts are the parts of an allowed answer that follow from the
+// identity and the policy alone: the identity headers and the metadata
+// values but the client's address. An API key's are built once per
+// config and shared by its answers (gRPC only reads them), so an answer
+// allocates only what differs per request.
+type identityParts struct {
+	set     int // a bit per identityHeaders entry set
+	headers []*corev3.HeaderValueOption
+	meta    [metaFields - 1]metaField
+	nmeta   int
+}
+
+type metaField struct {
+	key string
+	val *structpb.Value
+}
+
+// partsBlock is an identityParts with its messages, in one allocation.
+type partsBlock struct {
+	identityParts
 	opts    [len(identityHeaders)]corev3.HeaderValueOption
 	hvs     [len(identityHeaders)]corev3.HeaderValue
 	optPtrs [len(identityHeaders)]*corev3.HeaderValueOption
-	rOpts   [2]corev3.HeaderValueOption
-	rHvs    [2]corev3.HeaderValue
-	rPtrs   [2]*corev3.HeaderValueOption
-	meta    structpb.Struct
-	vals    [metaFields]structpb.Value
-	strs    [metaFields]structpb.Value_StringValue
+	vals    [metaFields - 1]structpb.Value
+	strs    [metaFields - 1]structpb.Value_StringValue
+}
+
+func newIdentityParts(id *authconfig.Identity, policy string) *identityParts {
+	b := &partsBlock{}
+	values := [len(identityHeaders)]string{id.Tenant, id.Tier, id.User, id.KeyID, id.Subject, id.Auth, policy}
+	for i, v := range values {
+		if v == "" {
+			continue
+		}
+		b.set |= 1 << i
+		n := len(b.headers)
+		b.hvs[n] = corev3.HeaderValue{Key: identityHeaders[i], Value: v}
+		b.opts[n] = corev3.HeaderValueOption{Header: &b.hvs[n], AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}
+		b.optPtrs[n] = &b.opts[n]
+		b.headers = b.optPtrs[:n+1]
+	}
+	for _, f := range [...]struct{ k, v string }{
+		{MetaTenant, id.Tenant}, {MetaTier, id.Tier}, {MetaUser, id.User}, {MetaKeyID, id.KeyID},
+		{MetaSubject, id.Subject}, {MetaIssuer, id.Issuer}, {MetaAuth, id.Auth}, {MetaPolicy, policy},
+	} {
+		if f.v == "" {
+			continue
+		}
+		n := b.nmeta
+		b.strs[n].StringValue = f.v
+		b.vals[n].Kind = &b.strs[n]
+		b.meta[n] = metaField{f.k, &b.vals[n]}
+		b.nmeta++
+	}
+	return &b.identityParts
+}
+
+// okBlock holds the messages of an allowed answer that differ per
+// request, so that building one costs one allocation (and the metadata's
+// map). The messages are handed to gRPC and never reused.
+type okBlock struct {
+	resp   authv3.CheckResponse
+	status rpcstatus.Status
+	oneof  authv3.CheckResponse_OkResponse
+	ok     authv3.OkHttpResponse
+	rOpts  [2]corev3.HeaderValueOption
+	rHvs   [2]corev3.HeaderValue
+	rPtrs  [2]*corev3.HeaderValueOption
+	meta   structpb.Struct
+	ip     structpb.Value
+	ipStr  structpb.Value_StringValue
 }
 
 // allow answers OK: the identity headers set (overwriting), the others
@@ -86,48 +141,31 @@ type okBlock struct {
 func (a *answer) allow(h engine.Headers) *authv3.CheckResponse {
 	b := &okBlock{}
 	id := &a.sc.id
-	values := [len(identityHeaders)]string{id.Tenant, id.Tier, id.User, id.KeyID, id.Subject, id.Auth, a.ps.name}
-	set := 0
-	for i, v := range values {
-		if v == "" {
+	parts := a.parts()
+	b.ok.Headers = parts.headers
+	// Shared by every answer of this config: gRPC only reads it.
+	b.ok.HeadersToRemove = a.st.removal[parts.set][a.strip]
+	n := 0
+	for _, hv := range [2]struct{ k, v string }{{engine.HeaderPolicy, h.Policy}, {engine.HeaderRateLimit, h.RateLimit}} {
+		if hv.v == "" {
 			continue
 		}
-		set |= 1 << i
-		n := len(b.ok.Headers)
-		b.hvs[n] = corev3.HeaderValue{Key: identityHeaders[i], Value: v}
-		b.opts[n] = corev3.HeaderValueOption{Header: &b.hvs[n], AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}
-		b.optPtrs[n] = &b.opts[n]
-		b.ok.Headers = b.optPtrs[:n+1]
-	}
-	// Shared by every answer of this config: gRPC only reads it.
-	b.ok.HeadersToRemove = a.st.removal[set][a.strip]
-	addResponse := func(k, v string) {
-		if v == "" {
-			return
-		}
-		n := len(b.ok.ResponseHeadersToAdd)
-		b.rHvs[n] = corev3.HeaderValue{Key: k, Value: v}
+		b.rHvs[n] = corev3.HeaderValue{Key: hv.k, Value: hv.v}
 		b.rOpts[n] = corev3.HeaderValueOption{Header: &b.rHvs[n], AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}
 		b.rPtrs[n] = &b.rOpts[n]
-		b.ok.ResponseHeadersToAdd = b.rPtrs[:n+1]
-	}
-	addResponse(engine.HeaderPolicy, h.Policy)
-	addResponse(engine.HeaderRateLimit, h.RateLimit)
-
-	b.meta.Fields = make(map[string]*structpb.Value, metaFields)
-	n := 0
-	for _, f := range [metaFields]struct{ k, v string }{
-		{MetaTenant, id.Tenant}, {MetaTier, id.Tier}, {MetaUser, id.User}, {MetaKeyID, id.KeyID},
-		{MetaSubject, id.Subject}, {MetaIssuer, id.Issuer}, {MetaClientIP, id.ClientIP},
-		{MetaAuth, id.Auth}, {MetaPolicy, a.ps.name},
-	} {
-		if f.v == "" {
-			continue
-		}
-		b.strs[n].StringValue = f.v
-		b.vals[n].Kind = &b.strs[n]
-		b.meta.Fields[f.k] = &b.vals[n]
 		n++
+	}
+	if n > 0 {
+		b.ok.ResponseHeadersToAdd = b.rPtrs[:n]
+	}
+	b.meta.Fields = make(map[string]*structpb.Value, parts.nmeta+1)
+	for _, f := range parts.meta[:parts.nmeta] {
+		b.meta.Fields[f.key] = f.val
+	}
+	if id.ClientIP != "" {
+		b.ipStr.StringValue = id.ClientIP
+		b.ip.Kind = &b.ipStr
+		b.meta.Fields[MetaClientIP] = &b.ip
 	}
 	b.oneof.OkResponse = &b.ok
 	b.resp.Status = &b.status // code 0: OK
@@ -135,6 +173,22 @@ func (a *answer) allow(h engine.Headers) *authv3.CheckResponse {
 	b.resp.DynamicMetadata = &b.meta
 	a.done(resultOK)
 	return &b.resp
+}
+
+// parts returns the identity's parts: an API key's and auth: none's from
+// the policy's cache, a token's built for this answer.
+func (a *answer) parts() *identityParts {
+	switch {
+	case a.sc.id.Auth == "none":
+		return a.ps.noneParts
+	case a.key != nil:
+		if p, ok := a.ps.keyParts.Load(a.key); ok {
+			return p.(*identityParts)
+		}
+		p, _ := a.ps.keyParts.LoadOrStore(a.key, newIdentityParts(&a.sc.id, a.ps.name))
+		return p.(*identityParts)
+	}
+	return newIdentityParts(&a.sc.id, a.ps.name)
 }
 
 // problem is an RFC 9457 body.

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -152,6 +153,11 @@ type policyState struct {
 	// challenge is the 401's WWW-Authenticate; challengeToken the one after
 	// a rejected token.
 	challenge, challengeToken string
+	// noneParts are auth: none's answer parts; keyParts an API key's, by
+	// *authconfig.Key, built at its first answer (keys are few and fixed
+	// per config, unlike a token's subjects).
+	noneParts *identityParts
+	keyParts  sync.Map
 }
 
 // Identity header names, in the order of their bits in a set mask.
@@ -240,6 +246,7 @@ func (s *Service) policyState(p *authconfig.Policy) *policyState {
 	ps := &policyState{p: p}
 	if p != nil {
 		ps.name = p.Name
+		ps.noneParts = newIdentityParts(&authconfig.Identity{Auth: "none"}, p.Name)
 		var challenges []string
 		if p.Auth == authconfig.AuthJWT || p.Auth == authconfig.AuthAny {
 			challenges = append(challenges, `Bearer realm="floodgate"`)
@@ -386,6 +393,7 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 		if k == nil {
 			return a.invalid(ctx, "the API key is unknown or expired", false)
 		}
+		a.key = k
 		sc.id.Tenant, sc.id.Tier, sc.id.User, sc.id.KeyID = k.Tenant, k.Tier, k.User, k.ID
 		sc.id.Auth = "api_key"
 	case credToken:
@@ -450,6 +458,7 @@ type answer struct {
 	ps    *policyState
 	sc    *scratch
 	strip strip
+	key   *authconfig.Key // the API key the identity came from
 }
 
 // credential finds the credential the policy takes: an API key (its
@@ -610,7 +619,10 @@ func (a *answer) render(rl *authconfig.RateLimit) {
 	if len(sc.entries) == 0 {
 		return
 	}
-	values := string(sc.buf)
+	// The values share one string over sc.buf, without a copy: the engine
+	// copies what it keeps (counter keys), and sc.buf is not written again
+	// before this call's Decide returns.
+	values := unsafe.String(unsafe.SliceData(sc.buf), len(sc.buf))
 	start := 0
 	for i := range sc.entries {
 		sc.entries[i].Value = values[start:sc.ends[i]]
