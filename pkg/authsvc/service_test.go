@@ -226,7 +226,7 @@ func (f *fixture) check(t testing.TB, r request) *authv3.CheckResponse {
 	return resp
 }
 
-func key(k string) map[string]string    { return map[string]string{"x-api-key": k} }
+func key(k string) map[string]string     { return map[string]string{"x-api-key": k} }
 func bearer(tk string) map[string]string { return map[string]string{"authorization": "Bearer " + tk} }
 
 // problemOf decodes a denied answer's body.
