@@ -63,6 +63,9 @@ const (
 
 const metaFields = 9
 
+// okStatus is every allowed answer's status, shared: gRPC only reads it.
+var okStatus = &rpcstatus.Status{Code: int32(codes.OK)}
+
 // identityParts are the parts of an allowed answer that follow from the
 // identity and the policy alone: the identity headers and the metadata
 // values but the client's address. An API key's are built once per
@@ -124,16 +127,15 @@ func newIdentityParts(id *authconfig.Identity, policy string) *identityParts {
 // request, so that building one costs one allocation (and the metadata's
 // map). The messages are handed to gRPC and never reused.
 type okBlock struct {
-	resp   authv3.CheckResponse
-	status rpcstatus.Status
-	oneof  authv3.CheckResponse_OkResponse
-	ok     authv3.OkHttpResponse
-	rOpts  [2]corev3.HeaderValueOption
-	rHvs   [2]corev3.HeaderValue
-	rPtrs  [2]*corev3.HeaderValueOption
-	meta   structpb.Struct
-	ip     structpb.Value
-	ipStr  structpb.Value_StringValue
+	resp  authv3.CheckResponse
+	oneof authv3.CheckResponse_OkResponse
+	ok    authv3.OkHttpResponse
+	rOpts [2]corev3.HeaderValueOption
+	rHvs  [2]corev3.HeaderValue
+	rPtrs [2]*corev3.HeaderValueOption
+	meta  structpb.Struct
+	ip    structpb.Value
+	ipStr structpb.Value_StringValue
 }
 
 // allow answers OK: the identity headers set (overwriting), the others
@@ -168,7 +170,7 @@ func (a *answer) allow(h engine.Headers) *authv3.CheckResponse {
 		b.meta.Fields[MetaClientIP] = &b.ip
 	}
 	b.oneof.OkResponse = &b.ok
-	b.resp.Status = &b.status // code 0: OK
+	b.resp.Status = okStatus
 	b.resp.HttpResponse = &b.oneof
 	b.resp.DynamicMetadata = &b.meta
 	a.done(resultOK)

@@ -23,7 +23,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -619,10 +618,9 @@ func (a *answer) render(rl *authconfig.RateLimit) {
 	if len(sc.entries) == 0 {
 		return
 	}
-	// The values share one string over sc.buf, without a copy: the engine
-	// copies what it keeps (counter keys), and sc.buf is not written again
-	// before this call's Decide returns.
-	values := unsafe.String(unsafe.SliceData(sc.buf), len(sc.buf))
+	// One string for every value: one allocation, and nothing the engine
+	// might keep aliases the reused buffer.
+	values := string(sc.buf)
 	start := 0
 	for i := range sc.entries {
 		sc.entries[i].Value = values[start:sc.ends[i]]
