@@ -49,6 +49,10 @@ descriptors:
     rate_limit: {unit: minute, requests_per_unit: 4, name: per-ip}
   - key: race
     rate_limit: {unit: hour, requests_per_unit: 500, name: race}
+  - key: region
+    descriptors:
+      - key: client
+        rate_limit: {unit: minute, requests_per_unit: 9, name: per-region-client}
 `
 
 // start is on a minute and an hour boundary.
@@ -111,6 +115,8 @@ func testConfig(failed *quota.Limit, hops int) *authconfig.Config {
 					{{Key: "tenant"}, {Key: "tier"}},
 					{{Key: "user"}},
 				}}},
+			{Name: "claims", PathPrefix: "/claims/", Auth: authconfig.AuthAny, StripCredentials: true,
+				RateLimit: &authconfig.RateLimit{Domain: "api", Descriptors: [][]authconfig.Template{{{Key: "region"}, {Key: "client"}}}}},
 			{Name: "race", PathPrefix: "/race", Auth: authconfig.AuthAPIKey,
 				RateLimit: &authconfig.RateLimit{Domain: "api", Descriptors: [][]authconfig.Template{{{Key: "race"}}}}},
 		},
@@ -123,6 +129,8 @@ var testTemplates = map[string]string{
 	"tier":      "%tier%",
 	"user":      "%user%",
 	"race":      "%tenant%",
+	"region":    "%claim:region%",
+	"client":    "%header:x-client%-%method%",
 }
 
 type fixture struct {
@@ -399,6 +407,29 @@ func TestAnyJudgedByKey(t *testing.T) {
 	hdrs = map[string]string{"x-api-key": "unknown", "authorization": "Bearer " + tokenGood}
 	if code := f.check(t, request{path: "/v1/x", headers: hdrs}).GetStatus().GetCode(); codes.Code(code) != codes.Unauthenticated {
 		t.Errorf("a bad key beside a good token: %v, want UNAUTHENTICATED", codes.Code(code))
+	}
+}
+
+// TestClaimAndHeaderTemplates: %claim:NAME% and %header:NAME% render
+// from the token and the request; a key has no claims, so its descriptor
+// is left out. strip_credentials removes the Authorization it took.
+func TestClaimAndHeaderTemplates(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, testConfig(nil, 0), engine.Options{})
+	hdrs := bearer(tokenGood)
+	hdrs["x-client"] = "mobile"
+	resp := f.check(t, request{path: "/claims/x", headers: hdrs})
+	ok := resp.GetOkResponse()
+	state, _ := headerOf(ok.GetResponseHeadersToAdd(), "RateLimit")
+	if state != `"per-region-client";r=8;t=60` {
+		t.Errorf("token: RateLimit %q, want per-region-client counted", state)
+	}
+	if !slices.Contains(ok.GetHeadersToRemove(), "authorization") || slices.Contains(ok.GetHeadersToRemove(), "x-api-key") {
+		t.Errorf("headers_to_remove %v, want authorization only", ok.GetHeadersToRemove())
+	}
+	resp = f.check(t, request{path: "/claims/x", headers: key(keyPro)})
+	if h := resp.GetOkResponse().GetResponseHeadersToAdd(); resp.GetOkResponse() == nil || len(h) != 0 {
+		t.Errorf("key: %v, want allowed without limits", resp)
 	}
 }
 
@@ -736,12 +767,26 @@ func TestNoCredentialInLogs(t *testing.T) {
 }
 
 // TestConcurrentTierLimit: 64 goroutines racing on one limit admit
-// exactly the limit.
+// exactly the limit, while the config is swapped under them.
 func TestConcurrentTierLimit(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, testConfig(nil, 0), engine.Options{})
 	var ok, over atomic.Int64
 	var wg sync.WaitGroup
+	// Reloads while the calls race change nothing in the count.
+	stop := make(chan struct{})
+	reloaded := make(chan struct{})
+	go func() {
+		defer close(reloaded)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				f.svc.SetConfig(testConfig(nil, 0), fakeVerifier{})
+			}
+		}
+	}()
 	for g := 0; g < 64; g++ {
 		wg.Add(1)
 		go func() {
@@ -766,6 +811,8 @@ func TestConcurrentTierLimit(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	close(stop)
+	<-reloaded
 	if ok.Load() != 500 || over.Load() != 64*20-500 {
 		t.Fatalf("admitted %d, rejected %d; want 500 and %d", ok.Load(), over.Load(), 64*20-500)
 	}
