@@ -31,6 +31,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/authconfig"
 	"github.com/floodgate/floodgate/pkg/engine"
 	"github.com/floodgate/floodgate/pkg/grpcstatus"
+	"github.com/floodgate/floodgate/pkg/quota"
 )
 
 // DefaultAPIKeyHeader carries API keys when the config names no header.
@@ -202,14 +203,15 @@ func (s *Service) SetConfig(cfg *authconfig.Config, verifier TokenVerifier) {
 		names[p.Name] = true
 	}
 	if l := cfg.FailedAuthLimit; l != nil {
-		read := *l
+		// A fixed window, whatever the config's default algorithm: the
+		// contract counts failures "in the window" and refuses "in that
+		// window", which a sliding estimate would outlast.
+		count := quota.Limit{Algorithm: quota.FixedWindow, Requests: l.Requests, Unit: l.Unit}
+		read := count
 		if read.Requests > 0 {
 			read.Requests--
 		}
-		if read.Burst > 0 {
-			read.Burst--
-		}
-		st.failedCount = s.engine.NewLimit(FailedAuthName, FailedAuthName, *l)
+		st.failedCount = s.engine.NewLimit(FailedAuthName, FailedAuthName, count)
 		st.failedRead = s.engine.NewLimit(FailedAuthName, FailedAuthName, read)
 		st.failedPolicy = fmt.Sprintf("%q;q=%d;w=%d", FailedAuthName, l.Requests, int64(l.Unit/time.Second))
 	}
