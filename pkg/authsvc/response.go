@@ -130,8 +130,8 @@ type okBlock struct {
 	resp  authv3.CheckResponse
 	oneof authv3.CheckResponse_OkResponse
 	ok    authv3.OkHttpResponse
-	rOpts [2]corev3.HeaderValueOption
-	rHvs  [2]corev3.HeaderValue
+	rOpt  corev3.HeaderValueOption // RateLimit
+	rHv   corev3.HeaderValue
 	rPtrs [2]*corev3.HeaderValueOption
 	meta  structpb.Struct
 	ip    structpb.Value
@@ -148,13 +148,14 @@ func (a *answer) allow(h engine.Headers) *authv3.CheckResponse {
 	// Shared by every answer of this config: gRPC only reads it.
 	b.ok.HeadersToRemove = a.st.removal[parts.set][a.strip]
 	n := 0
-	for _, hv := range [2]struct{ k, v string }{{engine.HeaderPolicy, h.Policy}, {engine.HeaderRateLimit, h.RateLimit}} {
-		if hv.v == "" {
-			continue
-		}
-		b.rHvs[n] = corev3.HeaderValue{Key: hv.k, Value: hv.v}
-		b.rOpts[n] = corev3.HeaderValueOption{Header: &b.rHvs[n], AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}
-		b.rPtrs[n] = &b.rOpts[n]
+	if h.Policy != "" {
+		b.rPtrs[n] = a.ps.policyHeader(h.Policy)
+		n++
+	}
+	if h.RateLimit != "" {
+		b.rHv = corev3.HeaderValue{Key: engine.HeaderRateLimit, Value: h.RateLimit}
+		b.rOpt = corev3.HeaderValueOption{Header: &b.rHv, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}
+		b.rPtrs[n] = &b.rOpt
 		n++
 	}
 	if n > 0 {
@@ -175,6 +176,18 @@ func (a *answer) allow(h engine.Headers) *authv3.CheckResponse {
 	b.resp.DynamicMetadata = &b.meta
 	a.done(resultOK)
 	return &b.resp
+}
+
+// policyHeader returns the RateLimit-Policy header option for value,
+// shared while the policy's answers keep the same value (the same limits
+// applied, as they mostly are): gRPC only reads it.
+func (ps *policyState) policyHeader(value string) *corev3.HeaderValueOption {
+	if o := ps.policyHdr.Load(); o != nil && o.Header.Value == value {
+		return o
+	}
+	o := header(engine.HeaderPolicy, value)
+	ps.policyHdr.Store(o)
+	return o
 }
 
 // parts returns the identity's parts: an API key's and auth: none's from

@@ -158,6 +158,8 @@ type policyState struct {
 	// per config, unlike a token's subjects).
 	noneParts *identityParts
 	keyParts  sync.Map
+	// policyHdr is the last RateLimit-Policy header the policy answered.
+	policyHdr atomic.Pointer[corev3.HeaderValueOption]
 }
 
 // Identity header names, in the order of their bits in a set mask.

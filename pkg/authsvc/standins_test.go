@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/floodgate/floodgate/pkg/authconfig"
 	"github.com/floodgate/floodgate/pkg/authsvc"
@@ -67,7 +68,9 @@ func hostMatches(hosts []string, host string) bool {
 }
 
 func (s *standIns) lookup(_ *authconfig.KeySet, key string, now time.Time) *authconfig.Key {
-	k := s.keys[sha256.Sum256([]byte(key))]
+	// Hashed in place: a key is longer than the 32 bytes a []byte
+	// conversion may take on the stack, and Lookup need not allocate.
+	k := s.keys[sha256.Sum256(unsafe.Slice(unsafe.StringData(key), len(key)))]
 	if k == nil || (!k.Expires.IsZero() && !now.Before(k.Expires)) {
 		return nil
 	}
