@@ -333,7 +333,12 @@ func (sc *scratch) claim(name string) string {
 	return claimString(sc.token.Claims[name])
 }
 
-// Check decides one request: see the contract's "Authorization".
+// Check decides one request: see the contract's "Authorization". The
+// RPC fails only on a request without attributes.request.http
+// (INVALID_ARGUMENT), before the first SetConfig or when the backend fails
+// (UNAVAILABLE); denials are answers. An allowed answer shares immutable
+// parts (identity headers, headers_to_remove, status) with others of the
+// same config: it must not be modified.
 func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	h := req.GetAttributes().GetRequest().GetHttp()
 	if h == nil {
