@@ -43,6 +43,12 @@ func FromError(err error) error {
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
 	case errors.Is(err, engine.ErrUnavailable):
 		return status.Error(codes.Unavailable, engine.ErrUnavailable.Error())
+	case errors.Is(err, ErrNoConfig):
+		return status.Error(codes.Unavailable, ErrNoConfig.Error())
 	}
 	return status.Error(codes.Internal, "internal error")
 }
+
+// ErrNoConfig is returned by a door asked before its first config loaded:
+// UNAVAILABLE, so Envoy retries elsewhere or applies its failure mode.
+var ErrNoConfig = errors.New("no config loaded yet")

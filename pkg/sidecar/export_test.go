@@ -1,9 +1,30 @@
 package sidecar
 
-import "github.com/floodgate/floodgate/pkg/descriptors"
+import (
+	"github.com/floodgate/floodgate/pkg/authconfig"
+	"github.com/floodgate/floodgate/pkg/descriptors"
+)
 
 // SetLimitsLoader replaces how m reads its limits config (before Start), so
 // that a test can hold a reload in its loader.
 func SetLimitsLoader(m *Main, load func(path string) (*descriptors.Config, error)) {
 	m.loadLimits = load
+}
+
+// SetAuthLoader replaces how m reads its auth config (before Start).
+func SetAuthLoader(m *Main, load func(path string) (*authconfig.Config, error)) {
+	m.loadAuth = load
+}
+
+// AuthConfig is the auth config in force, nil before one loaded or
+// without --auth-config.
+func AuthConfig(m *Main) *authconfig.Config {
+	if m.authSrc == nil {
+		return nil
+	}
+	snap := m.authSrc.Snapshot()
+	if !snap.Loaded {
+		return nil
+	}
+	return snap.Config.cfg
 }

@@ -23,6 +23,8 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/floodgate/floodgate/pkg/authconfig"
+	"github.com/floodgate/floodgate/pkg/authsvc"
 	"github.com/floodgate/floodgate/pkg/configsource"
 	"github.com/floodgate/floodgate/pkg/descriptors"
 	"github.com/floodgate/floodgate/pkg/engine"
@@ -47,13 +49,19 @@ type Main struct {
 	registry *prometheus.Registry
 	// loadLimits reads the limits config; tests may replace it.
 	loadLimits configsource.Loader[*descriptors.Config]
+	// loadAuth reads the auth config and newVerifier builds its JWT
+	// verifier; tests may replace them.
+	loadAuth    func(path string) (*authconfig.Config, error)
+	newVerifier func(cfg *authconfig.Config) (authsvc.TokenVerifier, error)
 
 	limiter quota.Limiter
 	closeFn func() error
 	eng     *engine.Engine
 	svc     *ratelimitsvc.Service
 	limits  *configsource.Source[*descriptors.Config]
-	open    []door // what doors returned, once the services are built
+	auth    *authsvc.Service                  // nil without --auth-config
+	authSrc *configsource.Source[*authBundle] // nil without --auth-config
+	open    []door                            // what doors returned, once the services are built
 	health  *health.Server
 	grpcSrv *grpc.Server
 	httpSrv *http.Server
@@ -84,8 +92,10 @@ func New(s Settings, log *slog.Logger) *Main {
 		loadLimits: func(path string) (*descriptors.Config, error) {
 			return descriptors.Load(path, descriptors.Options{MergeDomains: s.MergeDomains})
 		},
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		loadAuth:    loadAuth,
+		newVerifier: newVerifier,
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
 	}
 }
 
@@ -95,6 +105,7 @@ func New(s Settings, log *slog.Logger) *Main {
 func (m *Main) doors() []door {
 	return []door{
 		rateLimitDoor(m.svc, m.limits),
+		authDoor(m.auth, m.authSrc),
 	}
 }
 
@@ -149,14 +160,21 @@ func (m *Main) build() error {
 	s := m.settings
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	sourceMetrics := configsource.NewMetrics(m.registry)
 	m.limits = configsource.New(configsource.NewFile(s.Config, s.ReloadEvery, m.loadLimits), configsource.Options[*descriptors.Config]{
 		Describe: func(c *descriptors.Config) any { return c.Describe() },
 		Summary:  func(c *descriptors.Config) []any { return []any{"domains", domainNames(c)} },
-		Metrics:  configsource.NewMetrics(m.registry),
+		Metrics:  sourceMetrics,
 		Log:      m.log,
 	})
 	if err := m.limits.Load(); err != nil {
 		return fmt.Errorf("config %s: %w", s.Config, err)
+	}
+	if s.AuthConfig != "" {
+		m.authSrc = m.newAuthSource(sourceMetrics)
+		if err := m.authSrc.Load(); err != nil {
+			return fmt.Errorf("auth config %s: %w", s.AuthConfig, err)
+		}
 	}
 	for _, d := range m.limits.Snapshot().Config.Domains() {
 		m.log.Info("domain loaded", "domain", d.Name, "rules", len(d.Rules()), "files", d.Files)
@@ -173,6 +191,13 @@ func (m *Main) build() error {
 		return err
 	}
 	m.limits.Subscribe(m.eng.SetConfig)
+	if m.authSrc != nil {
+		if m.auth, err = authsvc.New(m.eng, authsvc.Options{Registerer: m.registry, Log: m.log}); err != nil {
+			m.closeBackend()
+			return err
+		}
+		m.authSrc.Subscribe(func(b *authBundle) { m.auth.SetConfig(b.cfg, b.verifier) })
+	}
 
 	if m.grpcLn, err = net.Listen("tcp", s.GRPCAddr); err != nil {
 		m.closeBackend()
@@ -203,6 +228,9 @@ func (m *Main) build() error {
 	m.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	m.open = m.doors()
 	for _, d := range m.open {
+		if d.register == nil { // a door not configured
+			continue
+		}
 		d.register(m.grpcSrv)
 		for _, name := range d.health {
 			m.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -29,6 +31,7 @@ import (
 // near-cache off, as it always has.
 type Settings struct {
 	Config       string        // --config: a YAML file, or a directory of them
+	AuthConfig   string        // --auth-config: the ext_authz door's config ("" = no Check)
 	GRPCAddr     string        // --grpc-addr
 	HTTPAddr     string        // --http-addr
 	Backend      string        // --backend: memory or redis ("" = redis when a Redis address is set, else memory)
@@ -39,6 +42,9 @@ type Settings struct {
 	ReloadEvery  time.Duration // --reload-interval
 	ShutdownWait time.Duration // --shutdown-timeout
 	PProf        bool          // --pprof
+	// GRPCAllowRemote lets --auth-config serve on a gRPC listener that is
+	// not loopback (--grpc-allow-remote): the network is fenced otherwise.
+	GRPCAllowRemote bool
 
 	ShadowMode      bool // --shadow-mode: overall_code always OK (the reference's SHADOW_MODE)
 	QuotaMode       bool // --quota-mode: every rule in quota_mode (QUOTA_MODE)
@@ -86,6 +92,8 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("sidecar serve", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&s.Config, "config", DefaultConfig, "descriptor config: a YAML file, or a directory whose *.yaml/*.yml files are each one domain")
+	fs.StringVar(&s.AuthConfig, "auth-config", "", "ext_authz config: a YAML file or a directory of them; when set, envoy.service.auth.v3.Authorization is served (hot-reloaded with its keys and JWKS files)")
+	fs.BoolVar(&s.GRPCAllowRemote, "grpc-allow-remote", false, "with --auth-config, allow a gRPC listener that is not loopback (the network is fenced some other way, say a NetworkPolicy)")
 	fs.StringVar(&s.GRPCAddr, "grpc-addr", ":8081", "gRPC listener (RateLimitService, grpc.health.v1, reflection)")
 	fs.StringVar(&s.HTTPAddr, "http-addr", ":8080", "HTTP listener (/healthz, /readyz, /healthcheck, /metrics, /debug/config)")
 	fs.StringVar(&s.Backend, "backend", "", "where counters live: memory or redis (default: redis when --redis-url or --redis-sentinel-master is set, else memory)")
@@ -190,6 +198,11 @@ func (s *Settings) check() error {
 	if s.Config == "" {
 		bad("--config: must not be empty")
 	}
+	if s.AuthConfig != "" && !s.GRPCAllowRemote && !loopback(s.GRPCAddr) {
+		// Whoever reaches the listener can ask Check about any client
+		// address, so an open one would let anyone probe keys and tokens.
+		bad("--auth-config needs a loopback --grpc-addr (got %q), since whoever reaches the gRPC listener can ask Check about any address; set --grpc-allow-remote when the network is fenced some other way (a NetworkPolicy)", s.GRPCAddr)
+	}
 	// Zero means the default; negative is an error (see Settings).
 	for _, n := range []struct {
 		flag string
@@ -226,6 +239,20 @@ func (s *Settings) check() error {
 		s.ShutdownWait = DefaultShutdownTimeout
 	}
 	return errors.Join(errs...)
+}
+
+// loopback says whether a listener address binds only loopback: an IP
+// loopback address or localhost (an empty host binds every interface).
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // ParseLogLevel maps debug, info, warn or error to a slog level.

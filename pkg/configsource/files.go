@@ -1,0 +1,118 @@
+package configsource
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Files watches a file or directory, as File does, and also every file
+// the config last loaded from it says it was read from (an auth config's
+// keys files and JWKS files): a change to any of them reloads the config.
+// Like File it polls fingerprints and reads nothing until one changes.
+type Files[T any] struct {
+	path  string
+	every time.Duration
+	load  Loader[T]
+	files func(T) []string
+
+	watched []string          // path, then the last good config's files
+	prints  map[string]uint64 // each watched path's fingerprint when last loaded
+	loaded  bool              // Load has run
+}
+
+var _ Initial[int] = (*Files[int])(nil)
+
+// NewFiles returns a watcher of path and of the files that files names
+// for the config last loaded, checking them every interval and reading
+// path with load. files may name path itself, and duplicates.
+func NewFiles[T any](path string, every time.Duration, load Loader[T], files func(T) []string) *Files[T] {
+	return &Files[T]{path: path, every: every, load: load, files: files, watched: []string{path}}
+}
+
+// Origin is the watched path (the files it names are not listed).
+func (f *Files[T]) Origin() string { return f.path }
+
+// Watched returns the paths watched now: the path, then the files of the
+// last config that loaded.
+func (f *Files[T]) Watched() []string { return append([]string(nil), f.watched...) }
+
+// Load reads the path now. The fingerprints are taken first, so that a
+// change made while it reads is seen at the next check; a file that the
+// new config names for the first time is fingerprinted after the load.
+func (f *Files[T]) Load() (T, error) {
+	before := make(map[string]uint64, len(f.watched))
+	for _, p := range f.watched {
+		before[p], _ = fingerprint(p)
+	}
+	cfg, err := f.load(f.path)
+	f.loaded = true
+	if err == nil {
+		f.watched = f.watchList(cfg)
+	}
+	f.prints = make(map[string]uint64, len(f.watched))
+	for _, p := range f.watched {
+		fp, ok := before[p]
+		if !ok {
+			fp, _ = fingerprint(p)
+		}
+		f.prints[p] = fp
+	}
+	return cfg, err
+}
+
+func (f *Files[T]) watchList(cfg T) []string {
+	list := []string{f.path}
+	seen := map[string]bool{f.path: true}
+	for _, p := range f.files(cfg) {
+		if p != "" && !seen[p] {
+			seen[p] = true
+			list = append(list, p)
+		}
+	}
+	return list
+}
+
+// Watch checks the paths every interval until ctx ends, and publishes a
+// load each time a fingerprint changed. Without a Load before it, it
+// first publishes what the path holds.
+func (f *Files[T]) Watch(ctx context.Context, publish func(T, error)) error {
+	if !f.loaded {
+		publish(f.Load())
+	}
+	t := time.NewTicker(f.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			f.check(publish)
+		}
+	}
+}
+
+// check reloads when any watched path's fingerprint changed. As with
+// File, a fingerprint that fails (a file vanished) always reloads and is
+// reported even if the load itself succeeds.
+func (f *Files[T]) check(publish func(T, error)) {
+	changed := false
+	var errs []error
+	for _, p := range f.watched {
+		fp, err := fingerprint(p)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if err != nil || fp != f.prints[p] {
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	cfg, err := f.Load()
+	if err == nil {
+		err = errors.Join(errs...)
+	}
+	publish(cfg, err)
+}

@@ -1,0 +1,88 @@
+package configsource_test
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/floodgate/floodgate/pkg/configsource"
+)
+
+// listConfig is a config read from a main file that names other files
+// (as an auth config names its keys files): the sum of every number in
+// them, and the files read.
+type listConfig struct {
+	sum   int
+	files []string
+}
+
+// loadList reads a main file whose lines are paths (relative to it) of
+// files holding one number each.
+func loadList(path string) (listConfig, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return listConfig{}, err
+	}
+	c := listConfig{files: []string{path}}
+	for _, line := range strings.Fields(string(b)) {
+		p := filepath.Join(filepath.Dir(path), line)
+		n, err := loadInt(p)
+		if err != nil {
+			return listConfig{}, err
+		}
+		c.sum += n
+		c.files = append(c.files, p)
+	}
+	return c, nil
+}
+
+// TestFilesWatchesTheFilesTheConfigNames: an edit to a file the config
+// was read from reloads it; a file named by a reload is watched from
+// then on, one no longer named is not; a vanished one keeps the config.
+func TestFilesWatchesTheFilesTheConfigNames(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	main, a, b := filepath.Join(dir, "main"), filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	writeFile(t, a, "1")
+	writeFile(t, b, "10")
+	writeFile(t, main, "a")
+	w := configsource.NewFiles(main, 5*time.Millisecond, loadList, func(c listConfig) []string { return c.files })
+	src := configsource.New[listConfig](w, configsource.Options[listConfig]{})
+	sum := func() int { return src.Snapshot().Config.sum }
+	if err := src.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Watched(); strings.Join(got, ",") != main+","+a {
+		t.Errorf("watched %v", got)
+	}
+	run(t, src)
+
+	writeFile(t, a, "2")
+	eventually(t, "the edit of a named file", func() bool { return sum() == 2 })
+	writeFile(t, main, "a\nb")
+	eventually(t, "the main file's edit", func() bool { return sum() == 12 })
+	writeFile(t, b, "20")
+	eventually(t, "the edit of a newly named file", func() bool { return sum() == 22 })
+
+	writeFile(t, main, "b")
+	eventually(t, "a dropped from the list", func() bool { return sum() == 20 })
+	reloadedAt := src.Snapshot().LoadedAt
+	writeFile(t, a, "5")
+	time.Sleep(50 * time.Millisecond)
+	if snap := src.Snapshot(); snap.Config.sum != 20 || !snap.LoadedAt.Equal(reloadedAt) {
+		t.Errorf("an edit of a file no longer named reloaded: %+v", snap)
+	}
+
+	if err := os.Remove(b); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the error of a vanished file", func() bool { return src.Snapshot().Err != nil })
+	if sum() != 20 {
+		t.Errorf("after a named file vanished: sum %d, want the old config's 20", sum())
+	}
+	writeFile(t, b, strconv.Itoa(7))
+	eventually(t, "the file's return", func() bool { return sum() == 7 && src.Snapshot().Err == nil })
+}
