@@ -20,9 +20,12 @@ run: build
 ## deps: install what the tests need (redis-server) when it is missing.
 deps:
 	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || { \
-		echo "installing redis-server (tests run real Redis on loopback)"; \
+		echo "installing redis-server with apt-get (the tests run real Redis on loopback)"; \
 		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+		if [ -n "$$SUDO" ] && ! command -v sudo >/dev/null 2>&1; then \
+			echo "redis-server is missing: run this as root, or install sudo" >&2; exit 1; fi; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@redis-server --version
 
 ## test: install test dependencies, vet, and run every test with -race.
