@@ -5,7 +5,7 @@ CONFIG  ?= examples/config.yaml
 # Tests run with the race detector and in shuffled order.
 TESTFLAGS ?= -race -shuffle=on -timeout 15m
 
-.PHONY: all build run test test-unit e2e bench lint deps tidy clean
+.PHONY: all build run test test-unit e2e bench lint deps tidy clean fresh-check
 
 all: build
 
@@ -44,6 +44,13 @@ lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 	$(GO) mod tidy -diff
+
+## fresh-check: `make test` from a clone of HEAD in a fresh Debian root where
+##      nothing is installed (needs root; the root is built once with
+##      debootstrap and cached). FRESHFLAGS: --with-shared (../shared beside
+##      the clone, CI=true), --as-user (a non-root user with sudo), --target T.
+fresh-check:
+	hack/freshroot/run.sh $(FRESHFLAGS)
 
 clean:
 	rm -rf bin
