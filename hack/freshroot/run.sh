@@ -199,6 +199,10 @@ if compgen -G '/usr/local/share/ca-certificates/*' >/dev/null; then
 	chroot "$root" update-ca-certificates >/dev/null 2>&1
 fi
 rm -f "$root/etc/resolv.conf" && cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+# debootstrap writes no /etc/hosts; Debian's installer writes this one (sudo
+# wants to resolve the host's name).
+[ -e "$root/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' \
+	"$(hostname)" >"$root/etc/hosts"
 goroot=$(go env GOROOT 2>/dev/null || echo /usr/local/go)
 [ -x "$goroot/bin/go" ] || die "no Go toolchain found (go env GOROOT: $goroot)"
 mkdir -p "$root/usr/local/go" && cp -a "$goroot/." "$root/usr/local/go/"
@@ -241,7 +245,10 @@ start=$(date +%s)
 set +e
 chroot "${userspec[@]}" "$root" env -i HOME="$home" USER="$(basename "$home")" LANG=C.UTF-8 TERM=dumb \
 	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "${goenv[@]}" "${ci[@]}" \
-	bash -lc "cd ~/src/floodgate && make $target" </dev/null >"$log" 2>&1
+	bash -lc "cd ~/src/floodgate && make $target" </dev/null >"$log" 2>&1 &
+# In the background so that a signal to this script runs cleanup at once
+# (bash defers traps until a foreground child ends; wait returns early).
+wait $!
 status=$?
 set -e
 elapsed=$(($(date +%s) - start))
