@@ -137,9 +137,7 @@ build_base() {
 		apt-get update -qq
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
 	fi
-	local url tmp=$cache/$suite.tmp
-	url=$(mirror | head -1)
-	[ -n "$url" ] || die "no '$suite' source in /etc/apt/sources.list or /etc/apt/sources.list.d/"
+	local tmp=$cache/$suite.tmp
 	safe_delete "$tmp" || die "cannot clear $tmp"
 	safe_delete "$base" || die "cannot clear $base"
 	say "building a minimal $suite root in $base (once; about a minute)"
@@ -158,6 +156,8 @@ build_base() {
 	flock -u 9
 }
 
+url=$(mirror | head -1)
+[ -n "$url" ] || die "no '$suite' source in /etc/apt/sources.list or /etc/apt/sources.list.d/"
 build_base
 
 run=$(realpath "$(mktemp -d "$cache/runs/run.XXXXXX")")
@@ -188,9 +188,12 @@ mount --bind /dev/pts "$root/dev/pts" && mount --make-slave "$root/dev/pts"
 # What a machine here has that a Debian install does not: the mirror, the
 # extra CA certificates, apt's tolerance of old Release files, DNS, Go and its
 # proxy settings.
+# The host's sources on the mirror's server (Debian's suites and its security
+# updates), not third-party ones whose keys the root lacks.
 rm -f "$root/etc/apt/sources.list"
+server=$(printf '%s\n' "$url" | sed -E 's#^([a-z+]+://[^/]+).*#\1#')
 for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-	[ -f "$f" ] && cp "$f" "$root$f"
+	if [ -f "$f" ] && grep -qF "$server" "$f"; then cp "$f" "$root$f"; fi
 done
 grep -lis 'Check-Valid-Until' /etc/apt/apt.conf.d/* 2>/dev/null | xargs -r grep -li 'false' |
 	xargs -r cp -t "$root/etc/apt/apt.conf.d/"
