@@ -5,7 +5,7 @@ CONFIG  ?= examples/config.yaml
 # Tests run with the race detector and in shuffled order.
 TESTFLAGS ?= -race -shuffle=on -timeout 15m
 
-.PHONY: all build run test test-unit e2e bench lint deps tidy clean
+.PHONY: all build run test test-unit e2e bench lint deps tidy clean fresh-check
 
 all: build
 
@@ -20,9 +20,12 @@ run: build
 ## deps: install what the tests need (redis-server) when it is missing.
 deps:
 	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || { \
-		echo "installing redis-server (tests run real Redis on loopback)"; \
+		echo "installing redis-server with apt-get (the tests run real Redis on loopback)"; \
 		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+		if [ -n "$$SUDO" ] && ! command -v sudo >/dev/null 2>&1; then \
+			echo "redis-server is missing: run this as root, or install sudo" >&2; exit 1; fi; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@redis-server --version
 
 ## test: install test dependencies, vet, and run every test with -race.
@@ -41,6 +44,13 @@ lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 	$(GO) mod tidy -diff
+
+## fresh-check: `make test` from a clone of HEAD in a fresh Debian root where
+##      nothing is installed (needs root; the root is built once with
+##      debootstrap and cached). FRESHFLAGS: --with-shared (../shared beside
+##      the clone, CI=true), --as-user (a non-root user with sudo), --target T.
+fresh-check:
+	hack/freshroot/run.sh $(FRESHFLAGS)
 
 clean:
 	rm -rf bin

@@ -17,9 +17,12 @@ K8S_TESTFLAGS        ?= -race -count=1 -timeout 30m
 ## k8s-deps: install etcd (for the API-server test) when it is missing.
 k8s-deps:
 	@command -v etcd >/dev/null 2>&1 || { \
-		echo "installing etcd-server (the API-server test runs etcd on loopback)"; \
+		echo "installing etcd-server with apt-get (the API-server test runs etcd on loopback)"; \
 		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
+		if [ -n "$$SUDO" ] && ! command -v sudo >/dev/null 2>&1; then \
+			echo "etcd-server is missing: run this as root, or install sudo" >&2; exit 1; fi; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
 	@etcd --version | head -1
 
 ## kube-apiserver: build (or find in the cache) kube-apiserver $(KUBE_VERSION).

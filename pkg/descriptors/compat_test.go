@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/floodgate/floodgate/internal/shareddata"
 )
 
 // The compatibility suite: envoyproxy/ratelimit's own config files, kept in
@@ -14,40 +16,12 @@ import (
 // and which must fail; these tests read that table, so a file added to it
 // is tested (or fails for want of an expectation here).
 
-// sharedSuite returns the directory of the envoyproxy/ratelimit data files:
-// $FLOODGATE_SHARED_DATA/envoy-ratelimit (or $FLOODGATE_SHARED_DATA itself
-// if it holds INDEX.md), else <repo root>/../shared/data/envoy-ratelimit.
-// A missing suite fails the test: CI keeps it beside the clone.
+// sharedSuite returns the directory of the envoyproxy/ratelimit data files,
+// ../shared/data/envoy-ratelimit beside the clone (or under
+// $FLOODGATE_SHARED_DATA). Without it the test skips, or fails under CI=true.
 func sharedSuite(t *testing.T) string {
 	t.Helper()
-	if env := os.Getenv("FLOODGATE_SHARED_DATA"); env != "" {
-		for _, dir := range []string{filepath.Join(env, "envoy-ratelimit"), env} {
-			if _, err := os.Stat(filepath.Join(dir, "INDEX.md")); err == nil {
-				return dir
-			}
-		}
-		t.Fatalf("FLOODGATE_SHARED_DATA=%s holds neither envoy-ratelimit/INDEX.md nor INDEX.md", env)
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's directory: cannot find the repository root")
-		}
-		dir = parent
-	}
-	suite := filepath.Join(filepath.Dir(dir), "shared", "data", "envoy-ratelimit")
-	if _, err := os.Stat(filepath.Join(suite, "INDEX.md")); err != nil {
-		t.Fatalf("compatibility suite missing: %s/INDEX.md not found (%v); check out the shared data "+
-			"beside the repository or set FLOODGATE_SHARED_DATA to its data directory", suite, err)
-	}
-	return suite
+	return shareddata.Dir(t, "envoy-ratelimit")
 }
 
 // indexRow is a row of INDEX.md's table of config-loader fixtures.
