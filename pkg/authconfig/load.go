@@ -2,12 +2,11 @@ package authconfig
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
-	"github.com/floodgate/floodgate/pkg/descriptors"
+	"github.com/floodgate/floodgate/internal/yamlconf"
 )
 
 // Load reads an auth config: a YAML file, or every *.yaml and *.yml file
@@ -24,46 +23,33 @@ import (
 // before those in 20-web.yaml). Policy names and issuers are unique across
 // the files.
 //
-// The error, when not nil, is descriptors.Problems, listing every problem
-// as FILE:LINE: field: message.
+// The error, when not nil, is descriptors.Problems (the same type as
+// yamlconf.Problems), listing every problem as FILE:LINE: field: message.
 func Load(path string) (*Config, error) {
 	info, err := os.Stat(path)
 	if err != nil {
-		return nil, descriptors.Problems{{File: path, Msg: fmt.Sprintf("cannot read auth config: %v", err), Err: err}}
+		return nil, yamlconf.Problems{{File: path, Msg: fmt.Sprintf("cannot read auth config: %v", err), Err: err}}
 	}
 	if !info.IsDir() {
-		data, err := readFile(path)
+		data, err := yamlconf.ReadFile(path)
 		if err != nil {
-			return nil, descriptors.Problems{{File: path, Msg: "cannot read auth config: " + err.Error(), Err: err}}
+			return nil, yamlconf.Problems{{File: path, Msg: "cannot read auth config: " + err.Error(), Err: err}}
 		}
-		return build([]source{{name: path, data: data}}, readFile, false)
+		return build([]source{{name: path, data: data}}, yamlconf.ReadFile, false)
 	}
-	entries, err := os.ReadDir(path)
+	files, err := yamlconf.ReadDir(path)
 	if err != nil {
-		return nil, descriptors.Problems{{File: path, Msg: fmt.Sprintf("cannot read auth config directory: %v", err), Err: err}}
+		return nil, yamlconf.Problems{{File: path, Msg: fmt.Sprintf("cannot read auth config directory: %v", err), Err: err}}
 	}
-	var sources []source
-	for _, e := range entries { // sorted by name
-		name := e.Name()
-		if strings.HasPrefix(name, ".") || !isYAMLName(name) {
-			continue
+	sources := make([]source, 0, len(files))
+	for _, f := range files { // sorted by name
+		src := source{name: f.Path, data: f.Data}
+		if f.Err != nil {
+			src.err = fmt.Errorf("cannot read auth config: %w", f.Err)
 		}
-		full := filepath.Join(path, name)
-		fi, err := os.Stat(full) // follows links: a ConfigMap's entries are links
-		if err != nil {
-			sources = append(sources, source{name: full, err: fmt.Errorf("cannot read auth config: %w", err)})
-			continue
-		}
-		if fi.IsDir() {
-			continue
-		}
-		data, err := readFile(full)
-		if err != nil {
-			err = fmt.Errorf("cannot read auth config: %w", err)
-		}
-		sources = append(sources, source{name: full, data: data, err: err})
+		sources = append(sources, src)
 	}
-	return build(sources, readFile, true)
+	return build(sources, yamlconf.ReadFile, true)
 }
 
 // Parse compiles one auth file's contents; name is used in problems and
@@ -71,28 +57,6 @@ func Load(path string) (*Config, error) {
 // reads those files (nil: the file system, at most 8 MiB a file).
 func Parse(name string, data []byte, readFile func(string) ([]byte, error)) (*Config, error) {
 	return build([]source{{name: name, data: data}}, readFile, false)
-}
-
-func isYAMLName(name string) bool {
-	ext := strings.ToLower(filepath.Ext(name))
-	return ext == ".yaml" || ext == ".yml"
-}
-
-// readFile reads at most maxFileSize bytes of a file.
-func readFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxFileSize {
-		return nil, fmt.Errorf("file is larger than %d bytes", maxFileSize)
-	}
-	return data, nil
 }
 
 // source is one auth file: its contents, or why they could not be read.
@@ -107,12 +71,12 @@ type source struct {
 // compiles the Config.
 func build(sources []source, read func(string) ([]byte, error), inDir bool) (*Config, error) {
 	if read == nil {
-		read = readFile
+		read = yamlconf.ReadFile
 	}
 	type parsed struct {
 		src      source
 		spec     *authSpec
-		problems problemList
+		problems yamlconf.ProblemList
 	}
 	all := make([]*parsed, len(sources))
 	keysNamed := map[string]bool{}
@@ -128,7 +92,7 @@ func build(sources []source, read func(string) ([]byte, error), inDir bool) (*Co
 		}
 		all[i] = pd
 	}
-	var problems problemList
+	var problems yamlconf.ProblemList
 	order := map[string]int{}
 	note := func(name string) {
 		if _, ok := order[name]; !ok {
@@ -144,11 +108,11 @@ func build(sources []source, read func(string) ([]byte, error), inDir bool) (*Co
 		note(pd.src.name)
 		cfg.Files = append(cfg.Files, pd.src.name)
 		if pd.src.err != nil {
-			problems.add(descriptors.Problem{File: pd.src.name, Msg: pd.src.err.Error(), Err: pd.src.err})
+			problems.Add(yamlconf.Problem{File: pd.src.name, Msg: pd.src.err.Error(), Err: pd.src.err})
 			continue
 		}
-		for _, p := range pd.problems.list {
-			problems.add(p)
+		for _, p := range pd.problems.Found() {
+			problems.Add(p)
 		}
 		specs = append(specs, pd.spec)
 	}
@@ -157,7 +121,7 @@ func build(sources []source, read func(string) ([]byte, error), inDir bool) (*Co
 	c.readKeys()
 	c.readJWKS()
 	c.checkPolicies()
-	if err := problems.result(order); err != nil {
+	if err := problems.Result(order); err != nil {
 		return nil, err
 	}
 	return cfg, nil
@@ -166,7 +130,7 @@ func build(sources []source, read func(string) ([]byte, error), inDir bool) (*Co
 // compiler joins parsed auth files into a Config.
 type compiler struct {
 	cfg      *Config
-	problems *problemList
+	problems *yamlconf.ProblemList
 	read     func(string) ([]byte, error)
 	note     func(file string)
 
@@ -178,7 +142,7 @@ type compiler struct {
 }
 
 func (c *compiler) add(file string, line int, field, format string, args ...any) {
-	c.problems.add(descriptors.Problem{File: file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)})
+	c.problems.Add(yamlconf.Problem{File: file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)})
 }
 
 // merge joins the files' sections: the single ones from one file only,

@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/floodgate/floodgate/internal/yamlconf"
 	"github.com/floodgate/floodgate/pkg/jwtauth"
 	"github.com/floodgate/floodgate/pkg/quota"
 )
@@ -109,24 +110,24 @@ func resolvePath(file, rel string) string {
 }
 
 // parseAuth parses one auth file; nil when it holds nothing usable.
-func parseAuth(name string, data []byte, problems *problemList) *authSpec {
+func parseAuth(name string, data []byte, problems *yamlconf.ProblemList) *authSpec {
 	p := newParser(name, data, problems)
 	spec := &authSpec{name: name}
-	root := p.root(data)
+	root, _ := p.Root(data)
 	if root == nil {
 		return spec // empty: no policies, as allowed
 	}
 	if root.Kind != yaml.MappingNode {
-		p.add(root.Line, "", "an auth config must be a mapping (%s), found %s", strings.Join(rootFields, ", "), describe(root))
+		p.Add(root.Line, "", "an auth config must be a mapping (%s), found %s", strings.Join(rootFields, ", "), yamlconf.Describe(root))
 		return spec
 	}
-	fields, _ := p.mapping(root, "", "the top level of an auth config", rootFields)
+	fields, _ := p.Mapping(root, "", "the top level of an auth config", rootFields)
 	for _, f := range fields {
-		switch f.name {
+		switch f.Name {
 		case "api_keys":
 			spec.apiKeys = p.apiKeys(f)
 		case "jwt":
-			items, _ := p.list(f.val, "jwt", "issuers")
+			items, _ := p.List(f.Val, "jwt", "issuers")
 			for i, item := range items {
 				if iss, jwks, ok := p.issuer(item, fmt.Sprintf("jwt[%d]", i)); ok {
 					spec.jwt = append(spec.jwt, iss)
@@ -134,22 +135,22 @@ func parseAuth(name string, data []byte, problems *problemList) *authSpec {
 				}
 			}
 		case "client_address":
-			spec.clientAddress = &sectionAt{f.key.Line}
-			cf, _ := p.mapping(f.val, "client_address", "client_address", clientAddrFields)
+			spec.clientAddress = &sectionAt{f.Key.Line}
+			cf, _ := p.Mapping(f.Val, "client_address", "client_address", clientAddrFields)
 			for _, c := range cf {
-				if c.name == "trusted_hops" {
-					v, _ := p.whole(c.val, "client_address.trusted_hops", maxTrustedHops)
+				if c.Name == "trusted_hops" {
+					v, _ := p.Whole(c.Val, "client_address.trusted_hops", maxTrustedHops, "")
 					spec.trustedHops = int(v)
 				}
 			}
 		case "failed_auth_limit":
-			if isNull(f.val) {
+			if yamlconf.IsNull(f.Val) {
 				break // no limit, as a null rate_limit is none
 			}
-			spec.failedAuthLimit = &sectionAt{f.key.Line}
+			spec.failedAuthLimit = &sectionAt{f.Key.Line}
 			spec.limit = p.failedAuthLimit(f)
 		case "policies":
-			items, _ := p.list(f.val, "policies", "policies")
+			items, _ := p.List(f.Val, "policies", "policies")
 			for i, item := range items {
 				if ps := p.policy(item, i); ps != nil {
 					spec.policies = append(spec.policies, ps)
@@ -160,31 +161,31 @@ func parseAuth(name string, data []byte, problems *problemList) *authSpec {
 	return spec
 }
 
-func (p *parser) apiKeys(f field) *apiKeysSpec {
-	s := &apiKeysSpec{sectionAt: sectionAt{f.key.Line}, header: DefaultHeader}
-	fields, _ := p.mapping(f.val, "api_keys", "api_keys", apiKeysFields)
+func (p *parser) apiKeys(f yamlconf.Field) *apiKeysSpec {
+	s := &apiKeysSpec{sectionAt: sectionAt{f.Key.Line}, header: DefaultHeader}
+	fields, _ := p.Mapping(f.Val, "api_keys", "api_keys", apiKeysFields)
 	for _, af := range fields {
-		path := "api_keys." + af.name
-		switch af.name {
+		path := "api_keys." + af.Name
+		switch af.Name {
 		case "header":
-			h, ok := p.nonEmpty(af.val, path)
+			h, ok := p.NonEmpty(af.Val, path)
 			if !ok {
 				break
 			}
 			switch {
 			case !isToken(h):
-				p.add(af.val.Line, path, "%q is not a header name (letters, digits and !#$&'*+-.^_`|~)", h)
+				p.Add(af.Val.Line, path, "%q is not a header name (letters, digits and !#$&'*+-.^_`|~)", h)
 			case strings.EqualFold(h, "authorization"):
-				p.add(af.val.Line, path, "must not be authorization: that header already takes `ApiKey <key>` and `Bearer <token>`; name another header or leave out header for x-api-key")
+				p.Add(af.Val.Line, path, "must not be authorization: that header already takes `ApiKey <key>` and `Bearer <token>`; name another header or leave out header for x-api-key")
 			default:
 				s.header = strings.ToLower(h)
 			}
 		case "files":
-			items, _ := p.list(af.val, path, "keys file paths")
+			items, _ := p.List(af.Val, path, "keys file paths")
 			for i, item := range items {
 				ipath := fmt.Sprintf("%s[%d]", path, i)
-				if rel, ok := p.nonEmpty(item, ipath); ok {
-					s.files = append(s.files, fileRef{path: resolvePath(p.file, rel), line: item.Line, field: ipath})
+				if rel, ok := p.NonEmpty(item, ipath); ok {
+					s.files = append(s.files, fileRef{path: resolvePath(p.File, rel), line: item.Line, field: ipath})
 				}
 			}
 		}
@@ -195,80 +196,80 @@ func (p *parser) apiKeys(f field) *apiKeysSpec {
 // issuer parses one jwt entry and applies the defaults; jwks is its
 // jwks_file (path "" when it has none).
 func (p *parser) issuer(n *yaml.Node, path string) (iss jwtauth.IssuerConfig, jwks fileRef, ok bool) {
-	jwks = fileRef{field: joinField(path, "jwks_file")}
+	jwks = fileRef{field: yamlconf.JoinField(path, "jwks_file")}
 	iss = jwtauth.IssuerConfig{Refresh: DefaultJWKSRefresh, ClockSkew: DefaultClockSkew,
-		Algorithms: slices.Clone(DefaultAlgorithms), File: p.file, Line: n.Line}
-	fields, ok := p.mapping(n, path, "a jwt entry", jwtFields)
+		Algorithms: slices.Clone(DefaultAlgorithms), File: p.File, Line: n.Line}
+	fields, ok := p.Mapping(n, path, "a jwt entry", jwtFields)
 	if !ok {
 		return iss, jwks, false
 	}
 	has := map[string]*yaml.Node{}
 	for _, f := range fields {
-		fpath := joinField(path, f.name)
-		has[f.name] = f.key
+		fpath := yamlconf.JoinField(path, f.Name)
+		has[f.Name] = f.Key
 		good := true
-		switch f.name {
+		switch f.Name {
 		case "issuer":
-			iss.Issuer, good = p.nonEmpty(f.val, fpath)
+			iss.Issuer, good = p.NonEmpty(f.Val, fpath)
 		case "audiences":
-			iss.Audiences, good = p.strList(f.val, fpath)
+			iss.Audiences, good = p.StrList(f.Val, fpath)
 			if good && len(iss.Audiences) == 0 {
-				p.add(f.val.Line, fpath, "must list at least one audience; a token's aud must contain one of them")
+				p.Add(f.Val.Line, fpath, "must list at least one audience; a token's aud must contain one of them")
 				good = false
 			}
 		case "jwks_file":
 			var rel string
-			if rel, good = p.nonEmpty(f.val, fpath); good {
-				iss.JWKSFile = resolvePath(p.file, rel)
-				jwks = fileRef{path: iss.JWKSFile, line: f.val.Line, field: fpath}
+			if rel, good = p.NonEmpty(f.Val, fpath); good {
+				iss.JWKSFile = resolvePath(p.File, rel)
+				jwks = fileRef{path: iss.JWKSFile, line: f.Val.Line, field: fpath}
 			}
 		case "jwks_url":
 			var u string
-			if u, good = p.nonEmpty(f.val, fpath); good {
+			if u, good = p.NonEmpty(f.Val, fpath); good {
 				if msg := checkJWKSURL(u); msg != "" {
-					p.add(f.val.Line, fpath, "%s", msg)
+					p.Add(f.Val.Line, fpath, "%s", msg)
 					good = false
 				} else {
 					iss.JWKSURL = u
 				}
 			}
 		case "jwks_refresh":
-			iss.Refresh, good = p.duration(f.val, fpath, minJWKSRefresh, maxJWKSRefresh)
+			iss.Refresh, good = p.Duration(f.Val, fpath, minJWKSRefresh, maxJWKSRefresh)
 		case "algorithms":
-			iss.Algorithms, good = p.algorithms(f.val, fpath)
+			iss.Algorithms, good = p.algorithms(f.Val, fpath)
 		case "clock_skew":
-			iss.ClockSkew, good = p.duration(f.val, fpath, 0, maxClockSkew)
+			iss.ClockSkew, good = p.Duration(f.Val, fpath, 0, maxClockSkew)
 		case "claims":
-			iss.Claims, good = p.claims(f.val, fpath, n.Line)
+			iss.Claims, good = p.claims(f.Val, fpath, n.Line)
 		case "tenants":
-			iss.Tenants, good = p.strList(f.val, fpath)
+			iss.Tenants, good = p.StrList(f.Val, fpath)
 		}
 		ok = ok && good
 	}
 	if _, given := has["issuer"]; !given {
-		p.add(n.Line, joinField(path, "issuer"), "missing; the exact iss of this issuer's tokens")
+		p.Add(n.Line, yamlconf.JoinField(path, "issuer"), "missing; the exact iss of this issuer's tokens")
 		ok = false
 	}
 	if _, given := has["audiences"]; !given {
-		p.add(n.Line, joinField(path, "audiences"), "missing; a jwt entry must list the audiences its tokens are for (a token's aud must contain one)")
+		p.Add(n.Line, yamlconf.JoinField(path, "audiences"), "missing; a jwt entry must list the audiences its tokens are for (a token's aud must contain one)")
 		ok = false
 	}
 	if _, given := has["claims"]; !given {
-		p.add(n.Line, joinField(path, "claims"), "missing; name the claims that give the tenant and tier (claims: {tenant: ..., tier: ...})")
+		p.Add(n.Line, yamlconf.JoinField(path, "claims"), "missing; name the claims that give the tenant and tier (claims: {tenant: ..., tier: ...})")
 		ok = false
 	}
 	fileKey, hasFile := has["jwks_file"]
 	urlKey, hasURL := has["jwks_url"]
 	switch {
 	case hasFile && hasURL:
-		p.add(urlKey.Line, joinField(path, "jwks_url"), "give jwks_file or jwks_url, not both (jwks_file at line %d)", fileKey.Line)
+		p.Add(urlKey.Line, yamlconf.JoinField(path, "jwks_url"), "give jwks_file or jwks_url, not both (jwks_file at line %d)", fileKey.Line)
 		ok = false
 	case !hasFile && !hasURL:
-		p.add(n.Line, joinField(path, "jwks_file"), "missing; give jwks_file (a path) or jwks_url (https://...) for the issuer's keys")
+		p.Add(n.Line, yamlconf.JoinField(path, "jwks_file"), "missing; give jwks_file (a path) or jwks_url (https://...) for the issuer's keys")
 		ok = false
 	}
 	if k, given := has["jwks_refresh"]; given && hasFile && !hasURL {
-		p.add(k.Line, joinField(path, "jwks_refresh"), "only for jwks_url; a jwks_file is read again when it changes")
+		p.Add(k.Line, yamlconf.JoinField(path, "jwks_refresh"), "only for jwks_url; a jwks_file is read again when it changes")
 		ok = false
 	}
 	return iss, jwks, ok
@@ -307,33 +308,15 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// duration reads a Go duration (30s, 5m) from lo to hi.
-func (p *parser) duration(n *yaml.Node, path string, lo, hi time.Duration) (time.Duration, bool) {
-	s, ok := p.str(n, path)
-	if !ok {
-		return 0, false
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || s == "" {
-		p.add(n.Line, path, "invalid duration %q; write a number and a unit, such as 30s, 5m or 1h", s)
-		return 0, false
-	}
-	if d < lo || d > hi {
-		p.add(n.Line, path, "must be from %v to %v, found %v", lo, hi, d)
-		return 0, false
-	}
-	return d, true
-}
-
 func (p *parser) algorithms(n *yaml.Node, path string) ([]string, bool) {
-	items, ok := p.list(n, path, "algorithms")
+	items, ok := p.List(n, path, "algorithms")
 	if !ok {
 		return nil, false
 	}
 	var out []string
 	for i, item := range items {
 		ipath := fmt.Sprintf("%s[%d]", path, i)
-		s, good := p.nonEmpty(item, ipath)
+		s, good := p.NonEmpty(item, ipath)
 		if !good {
 			ok = false
 			continue
@@ -342,16 +325,16 @@ func (p *parser) algorithms(n *yaml.Node, path string) ([]string, bool) {
 		switch {
 		case slices.Contains(knownAlgorithms, s):
 			if slices.Contains(out, s) {
-				p.add(item.Line, ipath, "%s is listed twice", s)
+				p.Add(item.Line, ipath, "%s is listed twice", s)
 				ok = false
 				continue
 			}
 			out = append(out, s)
 			continue
 		case strings.EqualFold(s, "none"):
-			p.add(item.Line, ipath, "none is never allowed: an unsigned token proves nothing; allowed: %s", allowed)
+			p.Add(item.Line, ipath, "none is never allowed: an unsigned token proves nothing; allowed: %s", allowed)
 		case len(s) >= 2 && strings.EqualFold(s[:2], "HS"):
-			p.add(item.Line, ipath, "%s is never allowed: HMAC needs a shared secret that every verifier could sign with, and invites algorithm confusion with public keys; allowed: %s", s, allowed)
+			p.Add(item.Line, ipath, "%s is never allowed: HMAC needs a shared secret that every verifier could sign with, and invites algorithm confusion with public keys; allowed: %s", s, allowed)
 		default:
 			msg := fmt.Sprintf("unknown algorithm %q", s)
 			for _, a := range knownAlgorithms {
@@ -359,12 +342,12 @@ func (p *parser) algorithms(n *yaml.Node, path string) ([]string, bool) {
 					msg += fmt.Sprintf(" (did you mean %q? names are case-sensitive)", a)
 				}
 			}
-			p.add(item.Line, ipath, "%s; allowed: %s", msg, allowed)
+			p.Add(item.Line, ipath, "%s; allowed: %s", msg, allowed)
 		}
 		ok = false
 	}
 	if ok && len(out) == 0 {
-		p.add(n.Line, path, "must list at least one algorithm, or be left out for %s", strings.Join(DefaultAlgorithms, ", "))
+		p.Add(n.Line, path, "must list at least one algorithm, or be left out for %s", strings.Join(DefaultAlgorithms, ", "))
 		ok = false
 	}
 	return out, ok
@@ -372,15 +355,15 @@ func (p *parser) algorithms(n *yaml.Node, path string) ([]string, bool) {
 
 func (p *parser) claims(n *yaml.Node, path string, entryLine int) (jwtauth.ClaimNames, bool) {
 	var c jwtauth.ClaimNames
-	fields, ok := p.mapping(n, path, "claims", claimsFields)
+	fields, ok := p.Mapping(n, path, "claims", claimsFields)
 	if !ok {
 		return c, false
 	}
 	for _, f := range fields {
-		fpath := joinField(path, f.name)
-		s, good := p.nonEmpty(f.val, fpath)
+		fpath := yamlconf.JoinField(path, f.Name)
+		s, good := p.NonEmpty(f.Val, fpath)
 		ok = ok && good
-		switch f.name {
+		switch f.Name {
 		case "tenant":
 			c.Tenant = s
 		case "tier":
@@ -390,29 +373,20 @@ func (p *parser) claims(n *yaml.Node, path string, entryLine int) (jwtauth.Claim
 		}
 	}
 	line := n.Line
-	if isNull(n) {
+	if yamlconf.IsNull(n) {
 		line = entryLine
 	}
 	for _, need := range []struct{ name, got string }{{"tenant", c.Tenant}, {"tier", c.Tier}} {
-		if _, given := lookupField(fields, need.name); !given {
-			p.add(line, joinField(path, need.name), "missing; name the claim that gives the %s (every identity has a tenant and a tier, as keys do)", need.name)
+		if _, given := yamlconf.Lookup(fields, need.name); !given {
+			p.Add(line, yamlconf.JoinField(path, need.name), "missing; name the claim that gives the %s (every identity has a tenant and a tier, as keys do)", need.name)
 			ok = false
 		}
 	}
 	return c, ok
 }
 
-func lookupField(fields []field, name string) (field, bool) {
-	for _, f := range fields {
-		if f.name == name {
-			return f, true
-		}
-	}
-	return field{}, false
-}
-
-func (p *parser) failedAuthLimit(f field) *quota.Limit {
-	fields, ok := p.mapping(f.val, "failed_auth_limit", "failed_auth_limit", limitFields)
+func (p *parser) failedAuthLimit(f yamlconf.Field) *quota.Limit {
+	fields, ok := p.Mapping(f.Val, "failed_auth_limit", "failed_auth_limit", limitFields)
 	if !ok {
 		return nil
 	}
@@ -421,10 +395,10 @@ func (p *parser) failedAuthLimit(f field) *quota.Limit {
 	l := &quota.Limit{Algorithm: quota.FixedWindow}
 	var unitOK, rpuOK bool
 	for _, lf := range fields {
-		path := "failed_auth_limit." + lf.name
-		switch lf.name {
+		path := "failed_auth_limit." + lf.Name
+		switch lf.Name {
 		case "unit":
-			s, good := p.nonEmpty(lf.val, path)
+			s, good := p.NonEmpty(lf.Val, path)
 			if !good {
 				unitOK = true // reported
 				ok = false
@@ -433,16 +407,16 @@ func (p *parser) failedAuthLimit(f field) *quota.Limit {
 			u, known := quota.ParseUnit(s)
 			unitOK = true
 			if !known {
-				p.add(lf.val.Line, path, "unknown unit %q; allowed: %s", s, quota.AllowedUnits)
+				p.Add(lf.Val.Line, path, "unknown unit %q; allowed: %s", s, quota.AllowedUnits)
 				ok = false
 				break
 			}
 			l.Unit = u
 		case "requests_per_unit":
 			rpuOK = true
-			v, good := p.whole(lf.val, path, maxRequests)
+			v, good := p.Whole(lf.Val, path, maxRequests, "")
 			if good && v < 1 {
-				p.add(lf.val.Line, path, "must be at least 1, found 0 (leave out failed_auth_limit for no limit)")
+				p.Add(lf.Val.Line, path, "must be at least 1, found 0 (leave out failed_auth_limit for no limit)")
 				good = false
 			}
 			ok = ok && good
@@ -450,11 +424,11 @@ func (p *parser) failedAuthLimit(f field) *quota.Limit {
 		}
 	}
 	if !unitOK {
-		p.add(f.key.Line, "failed_auth_limit.unit", "missing; allowed: %s", quota.AllowedUnits)
+		p.Add(f.Key.Line, "failed_auth_limit.unit", "missing; allowed: %s", quota.AllowedUnits)
 		ok = false
 	}
 	if !rpuOK {
-		p.add(f.key.Line, "failed_auth_limit.requests_per_unit", "missing; the rejected credentials a client address may send per unit (at least 1)")
+		p.Add(f.Key.Line, "failed_auth_limit.requests_per_unit", "missing; the rejected credentials a client address may send per unit (at least 1)")
 		ok = false
 	}
 	if !ok {
@@ -467,28 +441,28 @@ var authNames = map[string]Auth{"none": AuthNone, "api_key": AuthAPIKey, "jwt": 
 
 func (p *parser) policy(n *yaml.Node, i int) *policySpec {
 	path := fmt.Sprintf("policies[%d]", i)
-	fields, ok := p.mapping(n, path, "a policy", policyFields)
+	fields, ok := p.Mapping(n, path, "a policy", policyFields)
 	if !ok {
 		return nil
 	}
-	pol := &Policy{File: p.file, Line: n.Line, index: i}
+	pol := &Policy{File: p.File, Line: n.Line, index: i}
 	ps := &policySpec{policy: pol, index: i}
 	var tiersKey *yaml.Node
 	for _, f := range fields {
-		fpath := joinField(path, f.name)
-		switch f.name {
+		fpath := yamlconf.JoinField(path, f.Name)
+		switch f.Name {
 		case "name":
-			ps.nameLine = f.val.Line
-			if s, good := p.label(f.val, fpath); good {
+			ps.nameLine = f.Val.Line
+			if s, good := p.label(f.Val, fpath); good {
 				pol.Name = s
 			} else {
 				ok = false
 			}
 		case "match":
-			ok = p.match(f.val, fpath, pol) && ok
+			ok = p.match(f.Val, fpath, pol) && ok
 		case "auth":
-			ps.authLine = f.val.Line
-			s, good := p.str(f.val, fpath)
+			ps.authLine = f.Val.Line
+			s, good := p.Str(f.Val, fpath)
 			if !good {
 				ok = false
 				break
@@ -496,19 +470,19 @@ func (p *parser) policy(n *yaml.Node, i int) *policySpec {
 			a, known := authNames[s]
 			if !known {
 				msg := fmt.Sprintf("unknown auth %q", s)
-				if sg := suggest(s, []string{"none", "api_key", "jwt", "any"}); sg != "" {
+				if sg := yamlconf.Suggest(s, []string{"none", "api_key", "jwt", "any"}); sg != "" {
 					msg += fmt.Sprintf(" (did you mean %q?)", sg)
 				}
-				p.add(f.val.Line, fpath, "%s; allowed: none, api_key, jwt, any", msg)
+				p.Add(f.Val.Line, fpath, "%s; allowed: none, api_key, jwt, any", msg)
 				ok = false
 				break
 			}
 			pol.Auth, ps.authOK = a, true
 		case "tiers":
-			tiersKey = f.key
-			tiers, good := p.strList(f.val, fpath)
+			tiersKey = f.Key
+			tiers, good := p.StrList(f.Val, fpath)
 			if good && len(tiers) == 0 {
-				p.add(f.val.Line, fpath, "must list at least one tier; leave out tiers to allow every tier")
+				p.Add(f.Val.Line, fpath, "must list at least one tier; leave out tiers to allow every tier")
 				good = false
 			}
 			if good {
@@ -519,28 +493,28 @@ func (p *parser) policy(n *yaml.Node, i int) *policySpec {
 			}
 			ok = ok && good
 		case "strip_credentials":
-			b, good := p.boolean(f.val, fpath)
+			b, good := p.Bool(f.Val, fpath)
 			pol.StripCredentials = b
 			ok = ok && good
 		case "rate_limit":
-			if isNull(f.val) {
+			if yamlconf.IsNull(f.Val) {
 				break
 			}
-			rl, line, good := p.rateLimit(f.val, fpath)
+			rl, line, good := p.rateLimit(f.Val, fpath)
 			pol.RateLimit, ps.domain = rl, line
 			ok = ok && good
 		}
 	}
-	if _, given := lookupField(fields, "name"); !given {
-		p.add(n.Line, joinField(path, "name"), "missing; every policy needs a unique name (sent upstream as x-floodgate-policy)")
+	if _, given := yamlconf.Lookup(fields, "name"); !given {
+		p.Add(n.Line, yamlconf.JoinField(path, "name"), "missing; every policy needs a unique name (sent upstream as x-floodgate-policy)")
 		ok = false
 	}
-	if _, given := lookupField(fields, "auth"); !given {
-		p.add(n.Line, joinField(path, "auth"), "missing; say which credential the policy takes: none, api_key, jwt or any")
+	if _, given := yamlconf.Lookup(fields, "auth"); !given {
+		p.Add(n.Line, yamlconf.JoinField(path, "auth"), "missing; say which credential the policy takes: none, api_key, jwt or any")
 		ok = false
 	}
 	if tiersKey != nil && ps.authOK && pol.Auth == AuthNone {
-		p.add(tiersKey.Line, joinField(path, "tiers"), "not allowed with auth: none, which looks at no credential and so has no tier")
+		p.Add(tiersKey.Line, yamlconf.JoinField(path, "tiers"), "not allowed with auth: none, which looks at no credential and so has no tier")
 		ok = false
 	}
 	if !ok {
@@ -552,13 +526,13 @@ func (p *parser) policy(n *yaml.Node, i int) *policySpec {
 // label reads a name that is sent upstream in a header or metadata: not
 // empty, no control characters.
 func (p *parser) label(n *yaml.Node, path string) (string, bool) {
-	s, ok := p.nonEmpty(n, path)
+	s, ok := p.NonEmpty(n, path)
 	if !ok {
 		return "", false
 	}
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f {
-			p.add(n.Line, path, "must not hold control characters (it is sent in headers)")
+			p.Add(n.Line, path, "must not hold control characters (it is sent in headers)")
 			return "", false
 		}
 	}
@@ -566,26 +540,26 @@ func (p *parser) label(n *yaml.Node, path string) (string, bool) {
 }
 
 func (p *parser) match(n *yaml.Node, path string, pol *Policy) bool {
-	fields, ok := p.mapping(n, path, "match", matchFields)
+	fields, ok := p.Mapping(n, path, "match", matchFields)
 	if !ok {
 		return false
 	}
 	for _, f := range fields {
-		fpath := joinField(path, f.name)
-		switch f.name {
+		fpath := yamlconf.JoinField(path, f.Name)
+		switch f.Name {
 		case "hosts":
-			items, good := p.list(f.val, fpath, "host names")
+			items, good := p.List(f.Val, fpath, "host names")
 			ok = ok && good
 			for i, item := range items {
 				ipath := fmt.Sprintf("%s[%d]", fpath, i)
-				s, good := p.nonEmpty(item, ipath)
+				s, good := p.NonEmpty(item, ipath)
 				if !good {
 					ok = false
 					continue
 				}
 				h, msg := compileHost(s)
 				if msg != "" {
-					p.add(item.Line, ipath, "%s", msg)
+					p.Add(item.Line, ipath, "%s", msg)
 					ok = false
 					continue
 				}
@@ -597,31 +571,31 @@ func (p *parser) match(n *yaml.Node, path string, pol *Policy) bool {
 				}
 			}
 			if good && len(items) == 0 {
-				p.add(f.val.Line, fpath, "must list at least one host; leave out hosts to match any host")
+				p.Add(f.Val.Line, fpath, "must list at least one host; leave out hosts to match any host")
 				ok = false
 			}
 		case "path_prefix":
-			s, good := p.str(f.val, fpath)
+			s, good := p.Str(f.Val, fpath)
 			switch {
 			case !good:
 				ok = false
 			case s != "" && !strings.HasPrefix(s, "/"):
-				p.add(f.val.Line, fpath, "must start with '/', found %q", s)
+				p.Add(f.Val.Line, fpath, "must start with '/', found %q", s)
 				ok = false
 			case strings.ContainsAny(s, "?#"):
-				p.add(f.val.Line, fpath, "must not hold '?' or '#': the path is matched without its query")
+				p.Add(f.Val.Line, fpath, "must not hold '?' or '#': the path is matched without its query")
 				ok = false
 			default:
 				pol.PathPrefix = s
 			}
 		case "methods":
-			items, good := p.list(f.val, fpath, "HTTP methods")
+			items, good := p.List(f.Val, fpath, "HTTP methods")
 			ok = ok && good
 			for i, item := range items {
 				ipath := fmt.Sprintf("%s[%d]", fpath, i)
-				m, good := p.nonEmpty(item, ipath)
+				m, good := p.NonEmpty(item, ipath)
 				if good && !isToken(m) {
-					p.add(item.Line, ipath, "%q is not an HTTP method", m)
+					p.Add(item.Line, ipath, "%q is not an HTTP method", m)
 					good = false
 				}
 				if !good {
@@ -631,7 +605,7 @@ func (p *parser) match(n *yaml.Node, path string, pol *Policy) bool {
 				pol.Methods = append(pol.Methods, strings.ToUpper(m))
 			}
 			if good && len(items) == 0 {
-				p.add(f.val.Line, fpath, "must list at least one method; leave out methods to match any method")
+				p.Add(f.Val.Line, fpath, "must list at least one method; leave out methods to match any method")
 				ok = false
 			}
 		}
@@ -665,33 +639,33 @@ func compileHost(s string) (host, msg string) {
 
 // rateLimit parses a policy's rate_limit; line is that of its domain.
 func (p *parser) rateLimit(n *yaml.Node, path string) (*RateLimit, int, bool) {
-	fields, ok := p.mapping(n, path, "rate_limit", rateLimitFields)
+	fields, ok := p.Mapping(n, path, "rate_limit", rateLimitFields)
 	if !ok {
 		return nil, 0, false
 	}
 	rl := &RateLimit{line: n.Line}
 	line := 0
 	for _, f := range fields {
-		fpath := joinField(path, f.name)
-		switch f.name {
+		fpath := yamlconf.JoinField(path, f.Name)
+		switch f.Name {
 		case "domain":
-			line = f.val.Line
+			line = f.Val.Line
 			rl.line = line
-			s, good := p.nonEmpty(f.val, fpath)
+			s, good := p.NonEmpty(f.Val, fpath)
 			rl.Domain = s
 			ok = ok && good
 		case "descriptors":
-			lists, good := p.list(f.val, fpath, "descriptors (each a list of {key, value})")
+			lists, good := p.List(f.Val, fpath, "descriptors (each a list of {key, value})")
 			ok = ok && good
 			if good && len(lists) == 0 {
-				p.add(f.val.Line, fpath, "must list at least one descriptor; leave out rate_limit for no limits")
+				p.Add(f.Val.Line, fpath, "must list at least one descriptor; leave out rate_limit for no limits")
 				ok = false
 			}
 			for i, l := range lists {
 				dpath := fmt.Sprintf("%s[%d]", fpath, i)
-				entries, good := p.list(l, dpath, "entries {key, value}")
+				entries, good := p.List(l, dpath, "entries {key, value}")
 				if good && len(entries) == 0 {
-					p.add(l.Line, dpath, "a descriptor needs at least one entry {key, value}")
+					p.Add(l.Line, dpath, "a descriptor needs at least one entry {key, value}")
 					good = false
 				}
 				var desc []Template
@@ -705,49 +679,49 @@ func (p *parser) rateLimit(n *yaml.Node, path string) (*RateLimit, int, bool) {
 			}
 		}
 	}
-	if _, given := lookupField(fields, "domain"); !given {
-		p.add(n.Line, joinField(path, "domain"), "missing; the domain of --config whose limits apply")
+	if _, given := yamlconf.Lookup(fields, "domain"); !given {
+		p.Add(n.Line, yamlconf.JoinField(path, "domain"), "missing; the domain of --config whose limits apply")
 		line, ok = n.Line, false
 	}
-	if _, given := lookupField(fields, "descriptors"); !given {
-		p.add(n.Line, joinField(path, "descriptors"), "missing; list the descriptors to check, each a list of {key, value}")
+	if _, given := yamlconf.Lookup(fields, "descriptors"); !given {
+		p.Add(n.Line, yamlconf.JoinField(path, "descriptors"), "missing; list the descriptors to check, each a list of {key, value}")
 		ok = false
 	}
 	return rl, line, ok
 }
 
 func (p *parser) entry(n *yaml.Node, path string) (Template, bool) {
-	fields, ok := p.mapping(n, path, "a descriptor entry", entryFields)
+	fields, ok := p.Mapping(n, path, "a descriptor entry", entryFields)
 	if !ok {
 		return Template{}, false
 	}
 	var key string
 	var val *yaml.Node
 	for _, f := range fields {
-		switch f.name {
+		switch f.Name {
 		case "key":
 			var good bool
-			key, good = p.nonEmpty(f.val, joinField(path, "key"))
+			key, good = p.NonEmpty(f.Val, yamlconf.JoinField(path, "key"))
 			ok = ok && good
 		case "value":
-			val = f.val
+			val = f.Val
 		}
 	}
-	if _, given := lookupField(fields, "key"); !given {
-		p.add(n.Line, joinField(path, "key"), "missing; every entry needs a non-empty key")
+	if _, given := yamlconf.Lookup(fields, "key"); !given {
+		p.Add(n.Line, yamlconf.JoinField(path, "key"), "missing; every entry needs a non-empty key")
 		ok = false
 	}
 	if val == nil {
-		p.add(n.Line, joinField(path, "value"), "missing; give a value template such as \"%%tenant%%\"")
+		p.Add(n.Line, yamlconf.JoinField(path, "value"), "missing; give a value template such as \"%%tenant%%\"")
 		return Template{}, false
 	}
-	src, good := p.nonEmpty(val, joinField(path, "value"))
+	src, good := p.NonEmpty(val, yamlconf.JoinField(path, "value"))
 	if !good {
 		return Template{}, false
 	}
 	t, err := compileTemplate(key, src)
 	if err != nil {
-		p.add(val.Line, joinField(path, "value"), "%v", err)
+		p.Add(val.Line, yamlconf.JoinField(path, "value"), "%v", err)
 		return Template{}, false
 	}
 	return t, ok
@@ -764,22 +738,22 @@ type keySpec struct {
 }
 
 // parseKeys parses a keys file.
-func parseKeys(name string, data []byte, problems *problemList) []keySpec {
+func parseKeys(name string, data []byte, problems *yamlconf.ProblemList) []keySpec {
 	p := newParser(name, data, problems)
-	root := p.root(data)
+	root, _ := p.Root(data)
 	if root == nil {
 		return nil
 	}
 	if root.Kind != yaml.MappingNode {
-		p.add(root.Line, "", "a keys file must be a mapping with keys: [...], found %s", describe(root))
+		p.Add(root.Line, "", "a keys file must be a mapping with keys: [...], found %s", yamlconf.Describe(root))
 		return nil
 	}
-	fields, _ := p.mapping(root, "", "a keys file", keysFileFields)
-	f, ok := lookupField(fields, "keys")
+	fields, _ := p.Mapping(root, "", "a keys file", keysFileFields)
+	f, ok := yamlconf.Lookup(fields, "keys")
 	if !ok {
 		return nil
 	}
-	items, _ := p.list(f.val, "keys", "keys")
+	items, _ := p.List(f.Val, "keys", "keys")
 	var out []keySpec
 	for i, item := range items {
 		if ks, ok := p.key(item, fmt.Sprintf("keys[%d]", i)); ok {
@@ -790,45 +764,45 @@ func parseKeys(name string, data []byte, problems *problemList) []keySpec {
 }
 
 func (p *parser) key(n *yaml.Node, path string) (keySpec, bool) {
-	ks := keySpec{key: &Key{}, file: p.file, line: n.Line, field: path}
-	fields, ok := p.mapping(n, path, "a key", keyFields)
+	ks := keySpec{key: &Key{}, file: p.File, line: n.Line, field: path}
+	fields, ok := p.Mapping(n, path, "a key", keyFields)
 	if !ok {
 		return ks, false
 	}
 	k := ks.key
 	for _, f := range fields {
-		fpath := joinField(path, f.name)
+		fpath := yamlconf.JoinField(path, f.Name)
 		good := true
-		switch f.name {
+		switch f.Name {
 		case "id":
-			ks.id = f.val.Line
-			k.ID, good = p.label(f.val, fpath)
+			ks.id = f.Val.Line
+			k.ID, good = p.label(f.Val, fpath)
 		case "tenant":
-			k.Tenant, good = p.label(f.val, fpath)
+			k.Tenant, good = p.label(f.Val, fpath)
 		case "tier":
-			k.Tier, good = p.label(f.val, fpath)
+			k.Tier, good = p.label(f.Val, fpath)
 		case "user":
-			k.User, good = p.label(f.val, fpath)
+			k.User, good = p.label(f.Val, fpath)
 		case "sha256":
-			ks.sha = f.val.Line
-			good = p.digest(f.val, fpath, &k.digest)
+			ks.sha = f.Val.Line
+			good = p.digest(f.Val, fpath, &k.digest)
 		case "expires":
 			// The text as written: YAML would read it as a timestamp in
 			// more forms than RFC 3339.
-			if f.val.Kind != yaml.ScalarNode || isNull(f.val) {
-				p.add(f.val.Line, fpath, "must be an RFC 3339 time such as 2027-06-30T00:00:00Z, found %s", describe(f.val))
+			if f.Val.Kind != yaml.ScalarNode || yamlconf.IsNull(f.Val) {
+				p.Add(f.Val.Line, fpath, "must be an RFC 3339 time such as 2027-06-30T00:00:00Z, found %s", yamlconf.Describe(f.Val))
 				good = false
 				break
 			}
-			t, err := time.Parse(time.RFC3339, f.val.Value)
+			t, err := time.Parse(time.RFC3339, f.Val.Value)
 			if err != nil {
-				found := describe(f.val)
-				if len(f.val.Value) > maxTimeLen {
+				found := yamlconf.Describe(f.Val)
+				if len(f.Val.Value) > maxTimeLen {
 					// Longer than any RFC 3339 time: perhaps a key
 					// pasted in the wrong place; never show it.
-					found = fmt.Sprintf("%d characters", len(f.val.Value))
+					found = fmt.Sprintf("%d characters", len(f.Val.Value))
 				}
-				p.add(f.val.Line, fpath, "must be an RFC 3339 time such as 2027-06-30T00:00:00Z, found %s", found)
+				p.Add(f.Val.Line, fpath, "must be an RFC 3339 time such as 2027-06-30T00:00:00Z, found %s", found)
 				good = false
 				break
 			}
@@ -842,8 +816,8 @@ func (p *parser) key(n *yaml.Node, path string) (keySpec, bool) {
 		{"tenant", "the tenant the key belongs to"},
 		{"tier", "the key's tier"},
 	} {
-		if _, given := lookupField(fields, need.name); !given {
-			p.add(n.Line, joinField(path, need.name), "missing; %s", need.why)
+		if _, given := yamlconf.Lookup(fields, need.name); !given {
+			p.Add(n.Line, yamlconf.JoinField(path, need.name), "missing; %s", need.why)
 			ok = false
 		}
 	}
@@ -853,17 +827,17 @@ func (p *parser) key(n *yaml.Node, path string) (keySpec, bool) {
 // digest reads a hex SHA-256. Its value is never put in a message: a key
 // pasted here by mistake must not reach a log.
 func (p *parser) digest(n *yaml.Node, path string, out *[32]byte) bool {
-	if n.Kind != yaml.ScalarNode || isNull(n) {
-		p.add(n.Line, path, "must be 64 hex digits, the SHA-256 of the key")
+	if n.Kind != yaml.ScalarNode || yamlconf.IsNull(n) {
+		p.Add(n.Line, path, "must be 64 hex digits, the SHA-256 of the key")
 		return false
 	}
 	s := n.Value
 	if len(s) != 64 {
-		p.add(n.Line, path, "must be 64 hex digits, the SHA-256 of the key (sidecar keys new prints it); found %d characters", len(s))
+		p.Add(n.Line, path, "must be 64 hex digits, the SHA-256 of the key (sidecar keys new prints it); found %d characters", len(s))
 		return false
 	}
 	if _, err := hex.Decode(out[:], []byte(s)); err != nil {
-		p.add(n.Line, path, "must be 64 hex digits, the SHA-256 of the key; found a character that is not a hex digit")
+		p.Add(n.Line, path, "must be 64 hex digits, the SHA-256 of the key; found a character that is not a hex digit")
 		return false
 	}
 	return true

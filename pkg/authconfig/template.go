@@ -3,6 +3,8 @@ package authconfig
 import (
 	"fmt"
 	"strings"
+
+	"github.com/floodgate/floodgate/internal/yamlconf"
 )
 
 // Template syntax: literal text with fields written %NAME%; %% is a literal
@@ -88,7 +90,7 @@ func templateField(name string) (part, error) {
 		return part{field: FieldClaim, text: arg}, nil
 	}
 	msg := fmt.Sprintf("unknown field %%%s%%", name)
-	if s := suggest(name, templateFieldList); s != "" {
+	if s := yamlconf.Suggest(name, templateFieldList); s != "" {
 		msg += fmt.Sprintf(" (did you mean %%%s%%?)", s)
 	}
 	return part{}, fmt.Errorf("%s; allowed: %s", msg, allowedTemplateFields)

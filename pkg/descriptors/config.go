@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/floodgate/floodgate/internal/yamlconf"
 	"github.com/floodgate/floodgate/pkg/quota"
 )
 
@@ -113,7 +114,7 @@ func Parse(name string, data []byte, opts Options) (*Config, error) {
 // Build compiles files, each defining one domain, into a Config. It returns
 // Problems listing every problem found when the config is not valid.
 func Build(sources []Source, opts Options) (*Config, error) {
-	var problems problemList
+	var problems yamlconf.ProblemList
 	order := map[string]int{}
 	var specs []*fileSpec
 	for i, src := range sources {
@@ -125,14 +126,14 @@ func Build(sources []Source, opts Options) (*Config, error) {
 		}
 	}
 	cfg := compile(specs, opts, &problems)
-	if err := problems.result(order); err != nil {
+	if err := problems.Result(order); err != nil {
 		return nil, err
 	}
 	return cfg, nil
 }
 
 // compile builds the domains' trees from parsed files.
-func compile(specs []*fileSpec, opts Options, problems *problemList) *Config {
+func compile(specs []*fileSpec, opts Options, problems *yamlconf.ProblemList) *Config {
 	cfg := &Config{domains: map[string]*Domain{}}
 	where := map[string]string{} // domain -> "file:line" of its first file
 	for _, fs := range specs {
@@ -141,7 +142,7 @@ func compile(specs []*fileSpec, opts Options, problems *problemList) *Config {
 		}
 		d := cfg.domains[fs.domain]
 		if d != nil && !opts.MergeDomains {
-			problems.add(Problem{File: fs.name, Line: fs.domainLine, Field: "domain",
+			problems.Add(Problem{File: fs.name, Line: fs.domainLine, Field: "domain",
 				Msg: fmt.Sprintf("duplicate domain %q, also defined at %s; each domain must be in one file unless domains are merged (--merge-domains)",
 					fs.domain, where[fs.domain])})
 			// Still build the file's tree, alone, to report its own problems.
@@ -170,7 +171,7 @@ func compile(specs []*fileSpec, opts Options, problems *problemList) *Config {
 // builder inserts parsed descriptors into a domain's tree.
 type builder struct {
 	domain   *Domain
-	problems *problemList
+	problems *yamlconf.ProblemList
 }
 
 // insert adds specs as children of parent, whose path from the top is path;
@@ -182,7 +183,7 @@ func (b *builder) insert(parent *node, specs []*descSpec, path []PathEntry, shar
 			if s.value != "" {
 				what += fmt.Sprintf(" with value %q", s.value)
 			}
-			b.problems.add(Problem{File: s.file, Line: s.line, Field: s.field,
+			b.problems.Add(Problem{File: s.file, Line: s.line, Field: s.field,
 				Msg: fmt.Sprintf("duplicate descriptor: %s is already defined at this level at %s:%d", what, prev.file, prev.line)})
 			continue
 		}

@@ -4,11 +4,11 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/floodgate/floodgate/internal/yamlconf"
 )
 
 // Load reads a config file, or every *.yaml and *.yml file (any letter case)
@@ -30,33 +30,22 @@ func Load(path string, opts Options) (*Config, error) {
 		}
 		return Build([]Source{{Name: path, Data: data}}, opts)
 	}
-	entries, err := os.ReadDir(path)
+	files, err := yamlconf.ReadDir(path)
 	if err != nil {
 		return nil, Problems{{File: path, Msg: fmt.Sprintf("cannot read config directory: %v", err), Err: err}}
 	}
 	var sources []Source
 	var problems Problems
-	for _, e := range entries { // sorted by name
-		name := e.Name()
-		if strings.HasPrefix(name, ".") || !isYAMLName(name) {
-			continue
+	for _, f := range files { // sorted by name
+		switch {
+		case f.StatErr:
+			problems = append(problems, Problem{File: f.Path, Msg: fmt.Sprintf("cannot read config: %v", f.Err), Err: f.Err})
+		case f.Err != nil:
+			err := readError(f.Err)
+			problems = append(problems, Problem{File: f.Path, Msg: err.Error(), Err: err})
+		default:
+			sources = append(sources, Source{Name: f.Path, Data: f.Data})
 		}
-		full := filepath.Join(path, name)
-		// Stat follows links: a ConfigMap's entries are links to files.
-		fi, err := os.Stat(full)
-		if err != nil {
-			problems = append(problems, Problem{File: full, Msg: fmt.Sprintf("cannot read config: %v", err), Err: err})
-			continue
-		}
-		if fi.IsDir() {
-			continue
-		}
-		data, err := readFile(full)
-		if err != nil {
-			problems = append(problems, Problem{File: full, Msg: err.Error(), Err: err})
-			continue
-		}
-		sources = append(sources, Source{Name: full, Data: data})
 	}
 	cfg, err := Build(sources, opts)
 	if len(problems) == 0 {
@@ -73,25 +62,21 @@ func Load(path string, opts Options) (*Config, error) {
 	return nil, problems
 }
 
-func isYAMLName(name string) bool {
-	ext := strings.ToLower(filepath.Ext(name))
-	return ext == ".yaml" || ext == ".yml"
-}
-
-// readFile reads at most maxFileSize bytes of a file, so that a huge file
-// named *.yaml by mistake fails cleanly.
+// readFile reads at most yamlconf.MaxFileSize bytes of a file, so that a
+// huge file named *.yaml by mistake fails cleanly.
 func readFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	data, err := yamlconf.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read config: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("cannot read config: %w", err)
-	}
-	if len(data) > maxFileSize {
-		return nil, fmt.Errorf("file is larger than %d bytes", maxFileSize)
+		return nil, readError(err)
 	}
 	return data, nil
+}
+
+// readError words an error of yamlconf.ReadFile: "cannot read config: "
+// and the file system's error, or that the file is too large.
+func readError(err error) error {
+	if errors.Is(err, yamlconf.ErrTooLarge) {
+		return err
+	}
+	return fmt.Errorf("cannot read config: %w", err)
 }

@@ -3,11 +3,11 @@ package descriptors
 import (
 	"fmt"
 	"math"
-	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/floodgate/floodgate/internal/yamlconf"
 	"github.com/floodgate/floodgate/pkg/quota"
 )
 
@@ -51,15 +51,12 @@ const allowedUnits = quota.AllowedUnits
 const allowedAlgorithms = "sliding_window, fixed_window, token_bucket"
 
 // Limits of what a file may hold. They are far beyond any real config and
-// only keep a broken or hostile file from exhausting memory or the stack.
+// only keep a broken or hostile file from exhausting memory or the stack
+// (the file size and the node budget are yamlconf.MaxFileSize and
+// yamlconf.BaseNodeBudget).
 const (
-	// maxFileSize is the largest config file read.
-	maxFileSize = 8 << 20
 	// maxNesting is the deepest nesting of descriptors (and of metadata).
 	maxNesting = 128
-	// baseNodeBudget is the number of YAML nodes a file may expand to beyond
-	// four per byte; aliases can otherwise expand a small file enormously.
-	baseNodeBudget = 100_000
 	// maxRequests bounds requests_per_unit and burst: Envoy's
 	// RateLimitResponse.RateLimit.requests_per_unit is a uint32.
 	maxRequests = math.MaxUint32
@@ -87,162 +84,64 @@ type descSpec struct {
 	children       []*descSpec
 }
 
-// parser reads one file's YAML nodes, recording every problem it finds.
-type parser struct {
-	file     string
-	problems *problemList
-	// budget is the number of YAML nodes the parser may still visit;
-	// aliases are followed, so this bounds their expansion (and cycles).
-	budget    int
-	exhausted bool
-}
-
 // parseFile parses one file. It returns nil when the file holds no usable
 // mapping (the problems say why).
-func parseFile(name string, data []byte, problems *problemList) *fileSpec {
-	p := &parser{file: name, problems: problems, budget: baseNodeBudget + 4*len(data)}
-	if len(data) > maxFileSize {
-		p.add(0, "", "file is larger than %d bytes", maxFileSize)
-		return nil
-	}
-	doc, err := decodeYAML(data)
-	if err != nil {
-		p.syntaxError(data, err)
+func parseFile(name string, data []byte, problems *yamlconf.ProblemList) *fileSpec {
+	p := parser{yamlconf.NewParser(name, data, problems, style)}
+	root, ok := p.Root(data)
+	if !ok {
 		return nil
 	}
 	fs := &fileSpec{name: name}
-	var root *yaml.Node
-	if doc != nil && len(doc.Content) > 0 {
-		root = p.resolve(doc.Content[0])
-	}
-	if root == nil || isNull(root) {
-		p.add(1, "domain", "missing; every file needs a non-empty domain")
+	if root == nil {
+		p.Add(1, "domain", "missing; every file needs a non-empty domain")
 		return fs
 	}
 	if root.Kind != yaml.MappingNode {
-		p.add(root.Line, "", "the file must be a mapping with domain and descriptors, found %s", describe(root))
+		p.Add(root.Line, "", "the file must be a mapping with domain and descriptors, found %s", yamlconf.Describe(root))
 		return fs
 	}
-	fields := p.fields(root, "", false)
-	misspelled := p.checkFields(fields, "", "the top level of the file", rootFields)
+	fields := p.Fields(root, "", false)
+	misspelled := p.CheckFields(fields, "", "the top level of the file", rootFields, fieldHome)
 	algorithm := quota.SlidingWindow
 	algorithmFrom := "the default"
-	if f, ok := lookup(fields, "algorithm"); ok {
+	if f, ok := yamlconf.Lookup(fields, "algorithm"); ok {
 		if a, ok := p.algorithm(f, "algorithm"); ok {
 			algorithm, algorithmFrom = a, "the file's algorithm"
 		}
 	}
 	domainSeen := false
 	for _, f := range fields {
-		switch f.name {
+		switch f.Name {
 		case "domain":
 			domainSeen = true
-			fs.domainLine = f.val.Line
-			if s, ok := p.str(f, "domain"); ok {
+			fs.domainLine = f.Val.Line
+			if s, ok := p.Str(f.Val, "domain"); ok {
 				if s == "" {
-					p.add(f.val.Line, "domain", "must not be empty")
+					p.Add(f.Val.Line, "domain", "must not be empty")
 				}
 				fs.domain = s
 			}
 		case "descriptors":
 			ctx := ruleContext{algorithm: algorithm, algorithmFrom: algorithmFrom}
-			fs.descriptors = p.descriptorList(f.val, "descriptors", 1, ctx)
+			fs.descriptors = p.descriptorList(f.Val, "descriptors", 1, ctx)
 		}
 	}
 	if !domainSeen && !misspelled["domain"] {
-		p.add(root.Line, "domain", "missing; every file needs a non-empty domain")
+		p.Add(root.Line, "domain", "missing; every file needs a non-empty domain")
 	}
 	return fs
 }
 
-// checkFields reports the fields that a mapping of this kind (where) does
-// not accept, with a hint when the name is a misspelling or belongs
-// elsewhere. It returns the allowed fields it suggested, so that the caller
-// does not also report them as missing.
-func (p *parser) checkFields(fields []field, path, where string, allowed []string) (suggested map[string]bool) {
-	for _, f := range fields {
-		if slices.Contains(allowed, f.name) {
-			continue
-		}
-		msg := fmt.Sprintf("unknown field %q in %s", f.name, where)
-		if s := suggest(f.name, allowed); s != "" {
-			msg += fmt.Sprintf(" (did you mean %q?)", s)
-			if suggested == nil {
-				suggested = map[string]bool{}
-			}
-			suggested[s] = true
-		} else if home, ok := fieldHome[f.name]; ok {
-			msg += fmt.Sprintf(" (%q belongs in %s)", f.name, home)
-		}
-		msg += "; allowed: " + strings.Join(allowed, ", ")
-		p.add(f.key.Line, joinField(path, f.name), "%s", msg)
-	}
-	return suggested
-}
-
-// suggest returns the allowed field that name is likely a misspelling of:
-// the same but for letter case, '_' and '-', or a typo or two away (one
-// for short names).
-func suggest(name string, allowed []string) string {
-	norm := func(s string) string {
-		return strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(s))
-	}
-	n := norm(name)
-	for _, a := range allowed {
-		if norm(a) == n {
-			return a
-		}
-	}
-	typos := 1
-	if len(n) >= 6 {
-		typos = 2
-	}
-	if len(n) < 3 {
-		return ""
-	}
-	for _, a := range allowed {
-		if editDistance(norm(a), n) <= typos {
-			return a
-		}
-	}
-	return ""
-}
-
-// editDistance counts the insertions, deletions, substitutions and swaps of
-// adjacent bytes that turn a into b (optimal string alignment distance).
-func editDistance(a, b string) int {
-	d := make([][]int, len(a)+1)
-	for i := range d {
-		d[i] = make([]int, len(b)+1)
-		d[i][0] = i
-	}
-	for j := range d[0] {
-		d[0][j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
-			}
-		}
-	}
-	return d[len(a)][len(b)]
-}
-
 // algorithm reads an algorithm name (any letter case).
-func (p *parser) algorithm(f field, path string) (quota.Algorithm, bool) {
-	s, ok := p.str(f, path)
+func (p *parser) algorithm(f yamlconf.Field, path string) (quota.Algorithm, bool) {
+	s, ok := p.Str(f.Val, path)
 	if !ok {
 		return 0, false
 	}
 	a, ok := quota.ParseAlgorithm(strings.ToLower(s))
 	if !ok {
-		p.add(f.val.Line, path, "unknown algorithm %q; allowed: %s", s, allowedAlgorithms)
+		p.Add(f.Val.Line, path, "unknown algorithm %q; allowed: %s", s, allowedAlgorithms)
 		return 0, false
 	}
 	return a, true
@@ -256,26 +155,26 @@ type ruleContext struct {
 
 // descriptorList parses a `descriptors` list.
 func (p *parser) descriptorList(n *yaml.Node, path string, depth int, ctx ruleContext) []*descSpec {
-	if isNull(n) {
+	if yamlconf.IsNull(n) {
 		return nil
 	}
 	if n.Kind != yaml.SequenceNode {
-		p.add(n.Line, path, "must be a list of descriptors, found %s", describe(n))
+		p.Add(n.Line, path, "must be a list of descriptors, found %s", yamlconf.Describe(n))
 		return nil
 	}
 	if depth > maxNesting {
-		p.add(n.Line, abbreviate(path), "descriptors are nested more than %d levels deep", maxNesting)
+		p.Add(n.Line, yamlconf.Abbreviate(path), "descriptors are nested more than %d levels deep", maxNesting)
 		return nil
 	}
 	var out []*descSpec
 	for i, item := range n.Content {
 		itemPath := fmt.Sprintf("%s[%d]", path, i)
-		item = p.resolve(item)
-		if item == nil || !p.visit(item) {
+		item = p.Resolve(item)
+		if item == nil || !p.Visit(item) {
 			return out
 		}
 		if item.Kind != yaml.MappingNode {
-			p.add(item.Line, itemPath, "each descriptor must be a mapping (key, value, rate_limit, ...), found %s", describe(item))
+			p.Add(item.Line, itemPath, "each descriptor must be a mapping (key, value, rate_limit, ...), found %s", yamlconf.Describe(item))
 			continue
 		}
 		if d := p.descriptor(item, itemPath, depth, ctx); d != nil {
@@ -288,65 +187,65 @@ func (p *parser) descriptorList(n *yaml.Node, path string, depth int, ctx ruleCo
 // descriptor parses one descriptor mapping. It returns nil when the
 // descriptor cannot take part in the tree (no usable key).
 func (p *parser) descriptor(n *yaml.Node, path string, depth int, ctx ruleContext) *descSpec {
-	fields := p.fields(n, path, false)
-	misspelled := p.checkFields(fields, path, "a descriptor", descriptorFields)
-	d := &descSpec{file: p.file, line: n.Line, field: path}
+	fields := p.Fields(n, path, false)
+	misspelled := p.CheckFields(fields, path, "a descriptor", descriptorFields, fieldHome)
+	d := &descSpec{file: p.File, line: n.Line, field: path}
 	keyOK := false
-	var rateLimit *field
+	var rateLimit *yamlconf.Field
 	var shadow, quotaMode, detailed, valueToMetric bool
 	var metadata map[string]any
 	for _, f := range fields {
-		fpath := joinField(path, f.name)
-		switch f.name {
+		fpath := yamlconf.JoinField(path, f.Name)
+		switch f.Name {
 		case "key":
-			if s, ok := p.str(f, fpath); ok {
+			if s, ok := p.Str(f.Val, fpath); ok {
 				if s == "" {
-					p.add(f.val.Line, fpath, "must not be empty")
+					p.Add(f.Val.Line, fpath, "must not be empty")
 				} else {
 					d.key, keyOK = s, true
 				}
 			}
 		case "value":
-			d.value, _ = p.str(f, fpath)
+			d.value, _ = p.Str(f.Val, fpath)
 		case "rate_limit":
 			rateLimit = &f
 		case "descriptors":
-			d.children = p.descriptorList(f.val, fpath, depth+1, ctx)
+			d.children = p.descriptorList(f.Val, fpath, depth+1, ctx)
 		case "share_threshold":
-			d.shareThreshold, _ = p.boolean(f, fpath)
+			d.shareThreshold, _ = p.Bool(f.Val, fpath)
 		case "shadow_mode":
-			shadow, _ = p.boolean(f, fpath)
+			shadow, _ = p.Bool(f.Val, fpath)
 		case "quota_mode":
-			quotaMode, _ = p.boolean(f, fpath)
+			quotaMode, _ = p.Bool(f.Val, fpath)
 		case "detailed_metric":
-			detailed, _ = p.boolean(f, fpath)
+			detailed, _ = p.Bool(f.Val, fpath)
 		case "value_to_metric":
-			valueToMetric, _ = p.boolean(f, fpath)
+			valueToMetric, _ = p.Bool(f.Val, fpath)
 		case "metadata":
-			if isNull(f.val) {
+			if yamlconf.IsNull(f.Val) {
 				break
 			}
-			if f.val.Kind != yaml.MappingNode {
-				p.add(f.val.Line, fpath, "must be a mapping, found %s", describe(f.val))
+			if f.Val.Kind != yaml.MappingNode {
+				p.Add(f.Val.Line, fpath, "must be a mapping, found %s", yamlconf.Describe(f.Val))
 				break
 			}
-			metadata, _ = p.metadata(f.val, fpath, 0).(map[string]any)
+			metadata, _ = p.metadata(f.Val, fpath, 0).(map[string]any)
 		}
 	}
-	if _, ok := lookup(fields, "key"); !ok && !misspelled["key"] {
-		p.add(n.Line, joinField(path, "key"), "missing; every descriptor needs a non-empty key")
+	if _, ok := yamlconf.Lookup(fields, "key"); !ok && !misspelled["key"] {
+		p.Add(n.Line, yamlconf.JoinField(path, "key"), "missing; every descriptor needs a non-empty key")
 	}
 	if d.shareThreshold && !strings.Contains(d.value, "*") {
-		f, _ := lookup(fields, "share_threshold")
-		p.add(f.key.Line, joinField(path, "share_threshold"),
+		f, _ := yamlconf.Lookup(fields, "share_threshold")
+		p.Add(f.Key.Line, yamlconf.JoinField(path, "share_threshold"),
 			"only allowed on a descriptor whose value is a pattern with '*'; value %q has none", d.value)
 	}
-	if rateLimit != nil && !isNull(rateLimit.val) {
+	if rateLimit != nil && !yamlconf.IsNull(rateLimit.Val) {
 		// A null rate_limit is no limit, as in the reference.
-		d.rule = p.rateLimit(*rateLimit, joinField(path, "rate_limit"), ctx)
+		d.rule = p.rateLimit(*rateLimit, yamlconf.JoinField(path, "rate_limit"), ctx)
 	}
 	if d.rule != nil {
-		d.rule.File, d.rule.Line = p.file, n.Line
+		d.rule.File, d.rule.Line = p.File, n.Line
 		d.rule.Shadow, d.rule.QuotaMode = shadow, quotaMode
 		d.rule.DetailedMetric, d.rule.ValueToMetric = detailed, valueToMetric
 		d.rule.Metadata = metadata
@@ -359,49 +258,49 @@ func (p *parser) descriptor(n *yaml.Node, path string, depth int, ctx ruleContex
 
 // rateLimit parses a rate_limit mapping into a Rule whose path-dependent
 // fields are still empty. It returns nil when the limit is unusable.
-func (p *parser) rateLimit(f field, path string, ctx ruleContext) *Rule {
-	n := f.val
+func (p *parser) rateLimit(f yamlconf.Field, path string, ctx ruleContext) *Rule {
+	n := f.Val
 	if n.Kind != yaml.MappingNode {
-		p.add(n.Line, path, "must be a mapping (unit, requests_per_unit, ...), found %s", describe(n))
+		p.Add(n.Line, path, "must be a mapping (unit, requests_per_unit, ...), found %s", yamlconf.Describe(n))
 		return nil
 	}
-	fields := p.fields(n, path, false)
-	misspelled := p.checkFields(fields, path, "rate_limit", rateLimitFields)
+	fields := p.Fields(n, path, false)
+	misspelled := p.CheckFields(fields, path, "rate_limit", rateLimitFields, fieldHome)
 	r := &Rule{}
 	ok := true
-	var unitF, rpuF, algF, burstF *field
+	var unitF, rpuF, algF, burstF *yamlconf.Field
 	var replaces []replaceEntry
 	for _, f := range fields {
-		fpath := joinField(path, f.name)
-		switch f.name {
+		fpath := yamlconf.JoinField(path, f.Name)
+		switch f.Name {
 		case "unit":
 			unitF = &f
-			s, good := p.str(f, fpath)
+			s, good := p.Str(f.Val, fpath)
 			if !good {
 				ok = false
 				break
 			}
 			u, known := quota.ParseUnit(s)
-			if !known && !isNull(f.val) {
-				p.add(f.val.Line, fpath, "unknown unit %q; allowed: %s", s, allowedUnits)
+			if !known && !yamlconf.IsNull(f.Val) {
+				p.Add(f.Val.Line, fpath, "unknown unit %q; allowed: %s", s, allowedUnits)
 				ok = false
 				break
 			}
 			r.Limit.Unit = u
 		case "requests_per_unit":
 			rpuF = &f
-			if isNull(f.val) {
+			if yamlconf.IsNull(f.Val) {
 				break // reported as missing below
 			}
-			v, good := p.whole(f, fpath, maxRequests, " (0 blocks every request)")
+			v, good := p.Whole(f.Val, fpath, maxRequests, " (0 blocks every request)")
 			ok = ok && good
 			r.Limit.Requests = v
 		case "unlimited":
-			v, good := p.boolean(f, fpath)
+			v, good := p.Bool(f.Val, fpath)
 			ok = ok && good
 			r.Unlimited = v
 		case "name":
-			s, good := p.str(f, fpath)
+			s, good := p.Str(f.Val, fpath)
 			ok = ok && good
 			r.Name = s
 		case "algorithm":
@@ -415,7 +314,7 @@ func (p *parser) rateLimit(f field, path string, ctx ruleContext) *Rule {
 			r.Limit.Algorithm = a
 		case "burst":
 			burstF = &f
-			v, good := p.whole(f, fpath, maxRequests, "")
+			v, good := p.Whole(f.Val, fpath, maxRequests, "")
 			ok = ok && good
 			r.Limit.Burst = v
 		case "replaces":
@@ -427,7 +326,7 @@ func (p *parser) rateLimit(f field, path string, ctx ruleContext) *Rule {
 	for _, e := range replaces {
 		// Checked after the loop: name may come after replaces.
 		if r.Name != "" && e.name == r.Name {
-			p.add(e.line, e.field, "names this rule's own limit %q; a limit cannot replace itself", r.Name)
+			p.Add(e.line, e.field, "names this rule's own limit %q; a limit cannot replace itself", r.Name)
 			ok = false
 		}
 		r.Replaces = append(r.Replaces, e.name)
@@ -435,10 +334,10 @@ func (p *parser) rateLimit(f field, path string, ctx ruleContext) *Rule {
 	if r.Unlimited {
 		// requests_per_unit without a unit loads beside unlimited, as the
 		// reference loads it (and ignores the number); a unit does not.
-		for _, ff := range []*field{unitF, algF, burstF} {
-			if ff != nil && !isNull(ff.val) {
-				p.add(ff.key.Line, joinField(path, ff.name),
-					"not allowed with unlimited: true (an unlimited rule has no %s); remove one of them", ff.name)
+		for _, ff := range []*yamlconf.Field{unitF, algF, burstF} {
+			if ff != nil && !yamlconf.IsNull(ff.Val) {
+				p.Add(ff.Key.Line, yamlconf.JoinField(path, ff.Name),
+					"not allowed with unlimited: true (an unlimited rule has no %s); remove one of them", ff.Name)
 				ok = false
 			}
 		}
@@ -446,16 +345,16 @@ func (p *parser) rateLimit(f field, path string, ctx ruleContext) *Rule {
 	} else {
 		// A misspelled field was reported as unknown; saying it is also
 		// missing would only repeat that.
-		if (unitF == nil || isNull(unitF.val)) && !misspelled["unit"] {
-			p.add(f.key.Line, joinField(path, "unit"), "missing; allowed: %s (or unlimited: true)", allowedUnits)
+		if (unitF == nil || yamlconf.IsNull(unitF.Val)) && !misspelled["unit"] {
+			p.Add(f.Key.Line, yamlconf.JoinField(path, "unit"), "missing; allowed: %s (or unlimited: true)", allowedUnits)
 			ok = false
 		}
-		if (rpuF == nil || isNull(rpuF.val)) && !misspelled["requests_per_unit"] {
-			p.add(f.key.Line, joinField(path, "requests_per_unit"),
+		if (rpuF == nil || yamlconf.IsNull(rpuF.Val)) && !misspelled["requests_per_unit"] {
+			p.Add(f.Key.Line, yamlconf.JoinField(path, "requests_per_unit"),
 				"missing; give a whole number (0 blocks every request) or unlimited: true")
 			ok = false
 		}
-		if _, has := lookup(fields, "algorithm"); !has {
+		if _, has := yamlconf.Lookup(fields, "algorithm"); !has {
 			r.Limit.Algorithm = ctx.algorithm
 		}
 		if burstF != nil && (algF != nil || !hasField(fields, "algorithm")) && r.Limit.Algorithm != quota.TokenBucket {
@@ -463,7 +362,7 @@ func (p *parser) rateLimit(f field, path string, ctx ruleContext) *Rule {
 			if algF == nil {
 				from = "from " + ctx.algorithmFrom
 			}
-			p.add(burstF.key.Line, joinField(path, "burst"),
+			p.Add(burstF.Key.Line, yamlconf.JoinField(path, "burst"),
 				"only token_bucket limits have a burst; this limit's algorithm is %s (%s); set algorithm: token_bucket or remove burst",
 				r.Limit.Algorithm, from)
 			ok = false
@@ -475,8 +374,8 @@ func (p *parser) rateLimit(f field, path string, ctx ruleContext) *Rule {
 	return r
 }
 
-func hasField(fields []field, name string) bool {
-	_, ok := lookup(fields, name)
+func hasField(fields []yamlconf.Field, name string) bool {
+	_, ok := yamlconf.Lookup(fields, name)
 	return ok
 }
 
@@ -488,47 +387,47 @@ type replaceEntry struct {
 }
 
 // replaces parses a replaces list: mappings with a non-empty name.
-func (p *parser) replaces(f field, path string) ([]replaceEntry, bool) {
-	n := f.val
-	if isNull(n) {
+func (p *parser) replaces(f yamlconf.Field, path string) ([]replaceEntry, bool) {
+	n := f.Val
+	if yamlconf.IsNull(n) {
 		return nil, true
 	}
 	if n.Kind != yaml.SequenceNode {
-		p.add(n.Line, path, "must be a list of {name: ...}, found %s", describe(n))
+		p.Add(n.Line, path, "must be a list of {name: ...}, found %s", yamlconf.Describe(n))
 		return nil, false
 	}
 	var out []replaceEntry
 	ok := true
 	for i, item := range n.Content {
 		itemPath := fmt.Sprintf("%s[%d]", path, i)
-		item = p.resolve(item)
-		if item == nil || !p.visit(item) {
+		item = p.Resolve(item)
+		if item == nil || !p.Visit(item) {
 			return out, false
 		}
 		if item.Kind != yaml.MappingNode {
-			p.add(item.Line, itemPath, "each replaces entry must be a mapping {name: ...}, found %s", describe(item))
+			p.Add(item.Line, itemPath, "each replaces entry must be a mapping {name: ...}, found %s", yamlconf.Describe(item))
 			ok = false
 			continue
 		}
-		fields := p.fields(item, itemPath, false)
-		p.checkFields(fields, itemPath, "a replaces entry", replacesFields)
-		nf, has := lookup(fields, "name")
+		fields := p.Fields(item, itemPath, false)
+		p.CheckFields(fields, itemPath, "a replaces entry", replacesFields, fieldHome)
+		nf, has := yamlconf.Lookup(fields, "name")
 		if !has {
-			p.add(item.Line, itemPath+".name", "missing; a replaces entry names the limit it replaces")
+			p.Add(item.Line, itemPath+".name", "missing; a replaces entry names the limit it replaces")
 			ok = false
 			continue
 		}
-		s, good := p.str(nf, itemPath+".name")
+		s, good := p.Str(nf.Val, itemPath+".name")
 		if !good {
 			ok = false
 			continue
 		}
 		if s == "" {
-			p.add(nf.key.Line, itemPath+".name", "must not be empty; a replaces entry names the limit it replaces")
+			p.Add(nf.Key.Line, itemPath+".name", "must not be empty; a replaces entry names the limit it replaces")
 			ok = false
 			continue
 		}
-		out = append(out, replaceEntry{name: s, line: nf.val.Line, field: itemPath + ".name"})
+		out = append(out, replaceEntry{name: s, line: nf.Val.Line, field: itemPath + ".name"})
 	}
 	return out, ok
 }
@@ -538,24 +437,24 @@ func (p *parser) replaces(f field, path string) ([]replaceEntry, bool) {
 // structpb.NewValue both accept. Values YAML would make into other types
 // (timestamps, binary) are kept as their text.
 func (p *parser) metadata(n *yaml.Node, path string, depth int) any {
-	if !p.visit(n) {
+	if !p.Visit(n) {
 		return nil
 	}
 	if depth > maxNesting {
-		p.add(n.Line, abbreviate(path), "nested more than %d levels deep", maxNesting)
+		p.Add(n.Line, yamlconf.Abbreviate(path), "nested more than %d levels deep", maxNesting)
 		return nil
 	}
 	switch n.Kind {
 	case yaml.MappingNode:
 		m := map[string]any{}
-		for _, f := range p.fields(n, path, true) {
-			m[f.name] = p.metadata(f.val, joinField(path, f.name), depth+1)
+		for _, f := range p.Fields(n, path, true) {
+			m[f.Name] = p.metadata(f.Val, yamlconf.JoinField(path, f.Name), depth+1)
 		}
 		return m
 	case yaml.SequenceNode:
 		list := make([]any, 0, len(n.Content))
 		for i, item := range n.Content {
-			item = p.resolve(item)
+			item = p.Resolve(item)
 			if item == nil {
 				return list
 			}
