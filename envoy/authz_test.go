@@ -124,8 +124,12 @@ type authConfig struct {
 	} `yaml:"policies"`
 }
 
-// templateRE matches one template of a descriptor value.
-var templateRE = regexp.MustCompile(`%[^%]*%`)
+var (
+	// templateRE matches one template of a descriptor value.
+	templateRE = regexp.MustCompile(`%[^%]*%`)
+	// namedTemplateRE matches the templates that take a name.
+	namedTemplateRE = regexp.MustCompile(`^%(header|claim):[A-Za-z0-9_.-]+%$`)
+)
 
 // knownTemplate reports whether t (with its percent signs) is a template
 // the contract defines.
@@ -134,7 +138,7 @@ func knownTemplate(t string) bool {
 	case "%tenant%", "%tier%", "%user%", "%key_id%", "%subject%", "%issuer%", "%client_ip%", "%auth%", "%method%", "%host%", "%path%":
 		return true
 	}
-	return regexp.MustCompile(`^%(header|claim):[A-Za-z0-9_.-]+%$`).MatchString(t)
+	return namedTemplateRE.MatchString(t)
 }
 
 // loadAuthConfig decodes an auth config strictly and checks what the
@@ -445,13 +449,12 @@ func TestAuthzAgreementCatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name       string
-		file       string
-		edits      []edit
-		auth       []byte
-		authEdits  []edit
-		want       []string
-		wantLoadOK bool
+		name      string
+		file      string
+		edits     []edit
+		auth      []byte
+		authEdits []edit
+		want      []string
 	}{
 		{
 			name: "metadata variant with policies that limit too",
@@ -532,8 +535,8 @@ func TestAuthzAgreementCatches(t *testing.T) {
 	}
 }
 
-// exampleKey is one line of keys.yaml's comment: a TEST ONLY key, in the
-// clear, for trying the examples.
+// exampleKeyRE matches one line of keys.yaml's comment: a key id and its
+// TEST ONLY key, in the clear, for trying the examples.
 var exampleKeyRE = regexp.MustCompile(`^#\s+(k-[a-z0-9-]+)\s+(fgk_[A-Za-z0-9_-]{43})\b`)
 
 // TestExampleKeys checks examples/keys.yaml: the contract's fields only,
