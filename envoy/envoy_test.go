@@ -2,7 +2,8 @@
 // Envoy binary: each decodes strictly into Envoy's v3 Bootstrap and passes the
 // protos' own validation, inside every typed_config too; every cluster it
 // names exists; and the descriptors its routes can send agree with the rules
-// of examples/config.yaml, in both directions.
+// of examples/config.yaml, in both directions (the ext_authz configs: with
+// examples/limits and their auth config's policies, authz_test.go).
 package envoy_test
 
 import (
@@ -25,9 +26,11 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cache/v3"
 	cachev2v3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cache_v2/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	earlyheadermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -247,8 +250,10 @@ func http2(c *clusterv3.Cluster) bool {
 }
 
 // checkHTTPFilters checks what Envoy checks when it builds an HTTP filter
-// chain, plus the order this project documents: the router last, and the
-// rate-limit filter before the cache so a blocked client never reaches it.
+// chain, plus the order this project documents: the router last, the
+// rate-limit filter before the cache so a blocked client never reaches it,
+// and ext_authz (Floodgate's Check) before every rate-limit filter, closed
+// on failure, behind the removal of client-sent x-floodgate-* headers.
 func checkHTTPFilters(path string, hcm *hcmv3.HttpConnectionManager) []error {
 	var errs []error
 	filters := hcm.GetHttpFilters()
@@ -256,16 +261,23 @@ func checkHTTPFilters(path string, hcm *hcmv3.HttpConnectionManager) []error {
 		return []error{fmt.Errorf("%s: no http_filters (the router must be last)", path)}
 	}
 	// The last rate-limit filter and the last cache: a cache hit skips every
-	// filter after the cache.
-	rateLimit, cache := -1, -1
+	// filter after the cache. The first rate-limit filter and the last
+	// ext_authz: a limit must key on a verified identity only.
+	rateLimit, firstRateLimit, cache, extAuthz := -1, -1, -1, -1
 	for i, f := range filters {
 		if f.GetTypedConfig() == nil {
 			errs = append(errs, fmt.Errorf("%s.http_filters[%d] %q: no typed_config", path, i, f.GetName()))
 			continue
 		}
-		switch unpack(f.GetTypedConfig()).(type) {
+		switch c := unpack(f.GetTypedConfig()).(type) {
+		case *extauthzv3.ExtAuthz:
+			extAuthz = i
+			errs = append(errs, checkExtAuthz(fmt.Sprintf("%s.http_filters[%d]", path, i), c)...)
 		case *ratelimitv3.RateLimit:
 			rateLimit = i
+			if firstRateLimit < 0 {
+				firstRateLimit = i
+			}
 		case *cachev3.CacheConfig, *cachev2v3.CacheV2Config:
 			cache = i
 		case *routerv3.Router:
@@ -280,7 +292,87 @@ func checkHTTPFilters(path string, hcm *hcmv3.HttpConnectionManager) []error {
 	if cache >= 0 && rateLimit > cache {
 		errs = append(errs, fmt.Errorf("%s.http_filters[%d]: the cache filter must come after the rate-limit filter", path, cache))
 	}
+	if extAuthz >= 0 {
+		if firstRateLimit >= 0 && extAuthz > firstRateLimit {
+			errs = append(errs, fmt.Errorf("%s.http_filters[%d]: the ext_authz filter must come before the rate-limit filter (http_filters[%d])", path, extAuthz, firstRateLimit))
+		}
+		if !dropsIdentityHeaders(hcm) {
+			errs = append(errs, fmt.Errorf("%s: with ext_authz, early_header_mutation_extensions must remove client-sent %s* headers before any filter runs", path, identityHeaderPrefix))
+		}
+	}
 	return errs
+}
+
+// identityHeaderPrefix starts the headers Check sets to the verified
+// identity; upstreams trust them, so no client may send them.
+const identityHeaderPrefix = "x-floodgate-"
+
+// checkExtAuthz checks an ext_authz filter that calls Floodgate: gRPC with
+// the v3 API, closed on failure (an error must never let a request in
+// unauthenticated), a cluster and a timeout.
+func checkExtAuthz(path string, c *extauthzv3.ExtAuthz) []error {
+	var errs []error
+	if c.GetTransportApiVersion().String() != "V3" {
+		errs = append(errs, fmt.Errorf("%s: ext_authz transport_api_version must be V3", path))
+	}
+	if c.GetFailureModeAllow() {
+		errs = append(errs, fmt.Errorf("%s: ext_authz failure_mode_allow must be false: a failed Check would let the request in unauthenticated", path))
+	}
+	g := c.GetGrpcService()
+	if g == nil || g.GetEnvoyGrpc().GetClusterName() == "" {
+		errs = append(errs, fmt.Errorf("%s: ext_authz must call Floodgate over grpc_service.envoy_grpc", path))
+	} else if g.GetTimeout() == nil {
+		errs = append(errs, fmt.Errorf("%s: ext_authz grpc_service has no timeout (Envoy's default is 200ms)", path))
+	}
+	return errs
+}
+
+// dropsIdentityHeaders reports whether the HCM's early header mutation
+// removes every header starting with identityHeaderPrefix, whatever its
+// case: a remove_on_match rule whose matcher matches the prefix and the
+// identity header names (and, to be sure it is not too broad, no other
+// header Floodgate reads).
+func dropsIdentityHeaders(hcm *hcmv3.HttpConnectionManager) bool {
+	for _, ext := range hcm.GetEarlyHeaderMutationExtensions() {
+		hm, ok := unpack(ext.GetTypedConfig()).(*earlyheadermutationv3.HeaderMutation)
+		if !ok {
+			continue
+		}
+		for _, m := range hm.GetMutations() {
+			km := m.GetRemoveOnMatch().GetKeyMatcher()
+			if km == nil {
+				continue
+			}
+			all := true
+			for _, h := range []string{"x-floodgate-tenant", "X-Floodgate-Tier", "x-floodgate-user", "x-floodgate-key-id", "x-floodgate-subject", "x-floodgate-auth", "x-floodgate-policy", "x-floodgate-anything"} {
+				if !stringMatches(km.GetPrefix(), km.GetExact(), km.GetIgnoreCase(), h) {
+					all = false
+				}
+			}
+			if all && !stringMatches(km.GetPrefix(), km.GetExact(), km.GetIgnoreCase(), "x-api-key") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// stringMatches is Envoy's StringMatcher for the prefix and exact forms (the
+// others are not used for this and count as no match).
+func stringMatches(prefix, exact string, ignoreCase bool, s string) bool {
+	if ignoreCase {
+		prefix, exact, s = strings.ToLower(prefix), strings.ToLower(exact), strings.ToLower(s)
+	} else {
+		// Envoy keeps header names lower case.
+		s = strings.ToLower(s)
+	}
+	switch {
+	case prefix != "":
+		return strings.HasPrefix(s, prefix)
+	case exact != "":
+		return s == exact
+	}
+	return false
 }
 
 // unpack returns the content of a, or nil when it does not resolve (which
@@ -506,6 +598,8 @@ func actionEntry(a *routev3.RateLimit_Action) (e entry, optional bool, err error
 	case *routev3.RateLimit_Action_GenericKey_:
 		g := x.GenericKey
 		return entry{key: cmp.Or(g.GetDescriptorKey(), "generic_key"), value: g.GetDescriptorValue()}, false, nil
+	case *routev3.RateLimit_Action_Metadata:
+		return metadataEntry(x.Metadata)
 	case *routev3.RateLimit_Action_HeaderValueMatch_:
 		// The value is fixed; whether the headers match only decides whether
 		// the descriptor is sent.
@@ -723,7 +817,7 @@ func routeShapes(b *bootstrapv3.Bootstrap) ([]*shape, []error) {
 // Floodgate answers OK and counts nothing. Every rule must be matched by
 // some shape with some value a client can send: the sample, or a value the
 // config itself names for that key (a pattern with its stars dropped).
-func agreement(shapes []*shape, cfg *descriptors.Config) []string {
+func agreement(shapes []*shape, cfg *descriptors.Config, cfgName string) []string {
 	var problems []string
 	reached := map[*descriptors.Rule]bool{}
 	domains := map[string]*descriptors.Domain{}
@@ -731,7 +825,7 @@ func agreement(shapes []*shape, cfg *descriptors.Config) []string {
 		d := cfg.Domain(s.domain)
 		if d == nil {
 			problems = append(problems, fmt.Sprintf("descriptor %s (sent by %s): %s defines no domain %q",
-				s, strings.Join(s.routes, "; "), exampleConfig, s.domain))
+				s, strings.Join(s.routes, "; "), cfgName, s.domain))
 			continue
 		}
 		domains[s.domain] = d
@@ -745,7 +839,7 @@ func agreement(shapes []*shape, cfg *descriptors.Config) []string {
 		}
 		if r := d.Match(requestEntries(s.entries, nil)); r == nil {
 			problems = append(problems, fmt.Sprintf("descriptor %s (sent by %s) matches no rule of %s: Floodgate answers OK and counts nothing",
-				s, strings.Join(s.routes, "; "), exampleConfig))
+				s, strings.Join(s.routes, "; "), cfgName))
 		}
 		// Every combination of candidate values: few keys, few values.
 		var try func(i int, values []string)
@@ -769,7 +863,7 @@ func agreement(shapes []*shape, cfg *descriptors.Config) []string {
 	for _, d := range domains {
 		for _, r := range d.Rules() {
 			if !reached[r] {
-				problems = append(problems, fmt.Sprintf("%s:%d: rule %s (%s) of domain %q is reached by no descriptor the Envoy routes send",
+				problems = append(problems, fmt.Sprintf("%s:%d: rule %s (%s) of domain %q is reached by no descriptor the Envoy routes (or the auth policies) send",
 					r.File, r.Line, r.StatName, cmp.Or(r.Name, "no name"), d.Name))
 			}
 		}
@@ -805,8 +899,19 @@ func loadExample(t *testing.T) *descriptors.Config {
 }
 
 // checkAgreement returns every disagreement between an Envoy config and
-// cfg: problems in the routes' rate limits, then in the matching.
+// cfg (examples/config.yaml): problems in the routes' rate limits, then in
+// the matching.
 func checkAgreement(t *testing.T, b *bootstrapv3.Bootstrap, cfg *descriptors.Config) []string {
+	t.Helper()
+	return checkAgreementWith(t, b, cfg, exampleConfig, nil)
+}
+
+// checkAgreementWith is checkAgreement against the limits cfg (read from
+// cfgName), with more descriptors decided by the same limits: those of an
+// auth config's policies, which Check decides (policyShapes). A descriptor
+// both sent by a route and made by a policy is counted twice per request,
+// once in Check and once in ShouldRateLimit: that is a problem too.
+func checkAgreementWith(t *testing.T, b *bootstrapv3.Bootstrap, cfg *descriptors.Config, cfgName string, policies []*shape) []string {
 	t.Helper()
 	shapes, errs := routeShapes(b)
 	var problems []string
@@ -819,12 +924,23 @@ func checkAgreement(t *testing.T, b *bootstrapv3.Bootstrap, cfg *descriptors.Con
 	for _, s := range shapes {
 		t.Logf("sends %s from %s", s, strings.Join(s.routes, "; "))
 	}
-	return append(problems, agreement(shapes, cfg)...)
+	for _, p := range policies {
+		t.Logf("Check makes %s for %s", p, strings.Join(p.routes, "; "))
+		for _, s := range shapes {
+			if s.domain == p.domain && slices.EqualFunc(s.entries, p.entries, func(a, b entry) bool { return a.key == b.key }) {
+				problems = append(problems, fmt.Sprintf("descriptor %s is sent by %s and also made by %s: every request counts twice against it",
+					s, strings.Join(s.routes, "; "), strings.Join(p.routes, "; ")))
+			}
+		}
+	}
+	return append(problems, agreement(slices.Concat(shapes, policies), cfg, cfgName)...)
 }
 
 // TestConfigsAgreeWithExample proves each Envoy config and
 // examples/config.yaml agree: every descriptor any route can send has a rule,
-// and every rule is reached by some route. Either failure is silent in
+// and every rule is reached by some route. The ext_authz configs agree with
+// examples/limits instead, together with their auth config's policies
+// (authz_test.go). Either failure is silent in
 // production: the first lets traffic through unlimited, the second leaves a
 // limit that never applies.
 func TestConfigsAgreeWithExample(t *testing.T) {
@@ -836,6 +952,14 @@ func TestConfigsAgreeWithExample(t *testing.T) {
 			b, err := load(file)
 			if err != nil {
 				t.Fatalf("%s is not a valid Envoy config:\n%v", file, err)
+			}
+			// The ext_authz configs go with an auth config and the api
+			// domain's limits (authz_test.go).
+			if auth, ok := authzPairs[file]; ok {
+				for _, p := range checkAuthzAgreement(t, b, auth) {
+					t.Errorf("%s with %s: %s", file, auth, p)
+				}
+				return
 			}
 			for _, p := range checkAgreement(t, b, cfg) {
 				t.Errorf("%s: %s", file, p)

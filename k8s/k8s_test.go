@@ -49,6 +49,7 @@ import (
 	// and the base's Envoy config, registered for Any resolution.
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
 
 	"github.com/floodgate/floodgate/pkg/descriptors"
 	"github.com/floodgate/floodgate/pkg/inject"
@@ -79,6 +80,8 @@ var kustomizations = []struct{ name, dir, combine string }{
 	{name: "production", dir: "overlays/production"},
 	{name: "production+servicemonitor", combine: "resources: [../../overlays/production]\ncomponents: [../../components/servicemonitor]\n"},
 	{name: "istio", dir: "istio"},
+	{name: "authz", dir: "overlays/authz"},
+	{name: "istio-authz", dir: "overlays/istio-authz"},
 	{name: "injector", dir: "injector"},
 }
 
@@ -104,7 +107,7 @@ func buildAll() ([]build, error) {
 	// paths, and the test must not write into the repo).
 	fs := filesys.MakeFsInMemory()
 	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".yaml") || strings.HasPrefix(path, "testdata") {
+		if err != nil || d.IsDir() || !(strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".json")) || strings.HasPrefix(path, "testdata") {
 			return err
 		}
 		data, err := os.ReadFile(path)
@@ -178,6 +181,10 @@ func decodeStrict(y []byte) (any, error) {
 	switch tm.GroupVersionKind().GroupKind().String() {
 	case "EnvoyFilter.networking.istio.io":
 		return decodeEnvoyFilter(js)
+	case "ServiceEntry.networking.istio.io":
+		return decodeServiceEntry(js)
+	case "AuthorizationPolicy.security.istio.io":
+		return decodeAuthorizationPolicy(js)
 	case "ServiceMonitor.monitoring.coreos.com":
 		var sm serviceMonitor
 		return &sm, strictJSON(js, &sm)
@@ -271,9 +278,14 @@ func TestStrictDecodingCatches(t *testing.T) {
 func TestCopiesInSync(t *testing.T) {
 	t.Parallel()
 	for copyPath, source := range map[string]string{
-		"base/envoy.yaml":        "../envoy/sidecar.yaml",
-		"base/limits/edge.yaml":  "../examples/config.yaml",
-		"istio/limits/edge.yaml": "../examples/config.yaml",
+		"base/envoy.yaml":            "../envoy/sidecar.yaml",
+		"base/limits/edge.yaml":      "../examples/config.yaml",
+		"istio/limits/edge.yaml":     "../examples/config.yaml",
+		"overlays/authz/envoy.yaml":  "../envoy/authz-proxy.yaml",
+		"components/authz/auth.yaml": "../examples/auth.yaml",
+		"components/authz/keys.yaml": "../examples/keys.yaml",
+		"components/authz/jwks.json": "../examples/jwks.json",
+		"components/authz/api.yaml":  "../examples/limits/api.yaml",
 	} {
 		a, err := os.ReadFile(copyPath)
 		if err != nil {
@@ -596,7 +608,7 @@ func container(tmpl *corev1.PodTemplateSpec, name string) *corev1.Container {
 func TestSidecarPatternWiring(t *testing.T) {
 	t.Parallel()
 	for _, b := range allBuilds(t) {
-		if !slices.Contains([]string{"base", "dev", "production", "production+servicemonitor"}, b.name) {
+		if !slices.Contains([]string{"base", "dev", "production", "production+servicemonitor", "authz"}, b.name) {
 			continue
 		}
 		t.Run(b.name, func(t *testing.T) {
