@@ -450,7 +450,9 @@ func TestOutageKeepsLastGoodKeys(t *testing.T) {
 			clock := newClock()
 			m := NewMetrics(nil)
 			v := newVerifierT(t, []IssuerConfig{issuerFor(srv.URL, "")},
-				Options{Now: clock.Now, Metrics: m, FetchTimeout: time.Second, MaxJWKSBytes: 4 << 10})
+				// 3 s: on a loaded machine a 1 s timeout can expire before the
+				// server even runs the handler, and the fetch would not count.
+				Options{Now: clock.Now, Metrics: m, FetchTimeout: 3 * time.Second, MaxJWKSBytes: 4 << 10})
 			ks := v.srcOf(testIssuer).keys.Load()
 			if ks == nil {
 				t.Fatal("no keys after the first fetch")
