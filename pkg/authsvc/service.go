@@ -66,8 +66,6 @@ type Service struct {
 	now       func() time.Time
 	log       *slog.Logger
 	decisions *prometheus.CounterVec
-	funcs     configFuncs
-	standIns  bool // funcs are a test's, not authconfig's
 
 	mu      sync.Mutex // orders SetConfig
 	state   atomic.Pointer[state]
@@ -82,7 +80,7 @@ func New(eng *engine.Engine, opts Options) (*Service, error) {
 	if eng == nil {
 		return nil, errors.New("authsvc: an engine is required")
 	}
-	s := &Service{engine: eng, now: opts.Now, log: opts.Log, funcs: authconfigFuncs}
+	s := &Service{engine: eng, now: opts.Now, log: opts.Log}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -184,11 +182,6 @@ const (
 func (s *Service) SetConfig(cfg *authconfig.Config, verifier TokenVerifier) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.standIns {
-		if missing := missingMethods(); len(missing) > 0 {
-			s.log.Error("pkg/authconfig lacks calls the auth door needs: every request will be denied", "missing", missing)
-		}
-	}
 	st := &state{
 		cfg:      cfg,
 		verifier: verifier,
@@ -330,7 +323,7 @@ func (sc *scratch) claim(name string) string {
 	if sc.token == nil {
 		return ""
 	}
-	return claimString(sc.token.Claims[name])
+	return sc.token.Claim(name)
 }
 
 // Check decides one request: see the contract's "Authorization". The
@@ -373,7 +366,7 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 	sc.vars.Path = path
 	sc.id.ClientIP = clientAddress(req, sc, st.cfg.TrustedHops)
 
-	pol := s.funcs.match(st.cfg, sc.vars.Host, sc.vars.Path, sc.vars.Method)
+	pol := st.cfg.Match(sc.vars.Host, sc.vars.Path, sc.vars.Method)
 	ps := st.policies[pol]
 	a := &answer{s: s, st: st, ps: ps, sc: sc}
 	if ps == nil { // no policy (or one of another config: never)
@@ -397,8 +390,8 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 	case credNone:
 		return a.deny(resultMissing, "policy "+pol.Name+" needs "+needs(pol.Auth), false), nil
 	case credKey:
-		k := s.funcs.lookup(st.cfg.APIKeys.Keys, cred, s.now())
-		if k == nil {
+		k, ok := st.cfg.APIKeys.Keys.Lookup(cred, s.now())
+		if !ok {
 			return a.invalid(ctx, "the API key is unknown or expired", false)
 		}
 		a.key = k
@@ -609,9 +602,8 @@ func (a *answer) render(rl *authconfig.RateLimit) {
 		bufMark, entryMark := len(sc.buf), len(sc.entries)
 		ok := true
 		for j := range tpls {
-			start := len(sc.buf)
-			sc.buf = a.s.funcs.render(&tpls[j], sc.buf, &sc.vars)
-			if len(sc.buf) == start {
+			var rendered bool
+			if sc.buf, rendered = tpls[j].AppendValue(sc.buf, &sc.vars); !rendered {
 				ok = false
 				break
 			}

@@ -3,7 +3,6 @@ package authsvc_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/authsvc"
 	"github.com/floodgate/floodgate/pkg/descriptors"
 	"github.com/floodgate/floodgate/pkg/engine"
+	"github.com/floodgate/floodgate/pkg/jwtauth"
 	"github.com/floodgate/floodgate/pkg/memstore"
 	"github.com/floodgate/floodgate/pkg/quota"
 )
@@ -58,86 +58,12 @@ descriptors:
 // start is on a minute and an hour boundary.
 var start = time.Unix(1_700_000_000-1_700_000_000%3600, 0)
 
-// The keys the fixture knows (the keys themselves, as clients send them).
-const (
-	keyFree    = "free-key-0123456789abcdef0123456789abcdef"
-	keyPro     = "pro-key-0123456789abcdef0123456789abcdef"
-	keyPro2    = "pro2-key-0123456789abcdef0123456789abcdef"
-	keyGold    = "gold-key-0123456789abcdef0123456789abcdef"
-	keyExpired = "old-key-0123456789abcdef0123456789abcdef"
-	tokenGood  = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
-	tokenBad   = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5In0.Zm9yZ2Vk"
-	tokenDown  = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJkb3duIn0.ZG93bg"
-)
-
-var testKeys = map[string]*authconfig.Key{
-	keyFree:    {ID: "k-free", Tenant: "acme", Tier: "free"},
-	keyPro:     {ID: "k-pro", Tenant: "acme", Tier: "pro", User: "billing-bot"},
-	keyPro2:    {ID: "k-pro2", Tenant: "acme", Tier: "pro", User: "report-bot"},
-	keyGold:    {ID: "k-gold", Tenant: "initech", Tier: "gold"},
-	keyExpired: {ID: "k-old", Tenant: "acme", Tier: "pro", Expires: start.Add(-time.Hour)},
-}
-
-// fakeVerifier accepts tokenGood, rejects tokenBad as invalid, and fails
-// (its own fault) on tokenDown.
-type fakeVerifier struct{}
-
-func (fakeVerifier) Verify(_ context.Context, token string) (*authsvc.TokenResult, error) {
-	switch token {
-	case tokenGood:
-		return &authsvc.TokenResult{
-			Issuer: "https://id.example.com", Subject: "alice", Tenant: "initech", Tier: "pro", User: "alice",
-			Claims: map[string]any{"org": "initech", "plan": "pro", "sub": "alice", "region": "eu", "level": float64(3)},
-		}, nil
-	case tokenDown:
-		return nil, errors.New("jwks: no key set loaded")
-	}
-	return nil, fmt.Errorf("signature: %w", authsvc.ErrInvalidToken)
-}
-
-// testConfig is the auth config of most tests, as authconfig.Load would
-// compile it.
-func testConfig(failed *quota.Limit, hops int) *authconfig.Config {
-	tiers := map[string]bool{"free": true, "pro": true}
-	return &authconfig.Config{
-		APIKeys:         authconfig.APIKeys{Header: "x-api-key"},
-		TrustedHops:     hops,
-		FailedAuthLimit: failed,
-		Policies: []*authconfig.Policy{
-			{Name: "docs", PathPrefix: "/docs/", Auth: authconfig.AuthNone,
-				RateLimit: &authconfig.RateLimit{Domain: "api", Descriptors: [][]authconfig.Template{{{Key: "client_ip"}}}}},
-			{Name: "keys", PathPrefix: "/keys/", Auth: authconfig.AuthAPIKey},
-			{Name: "jwt", PathPrefix: "/jwt/", Auth: authconfig.AuthJWT,
-				RateLimit: &authconfig.RateLimit{Domain: "api", Descriptors: [][]authconfig.Template{{{Key: "user"}}}}},
-			{Name: "api", Hosts: []string{"api.example.com", "*.api.example.com"}, PathPrefix: "/v1/", Methods: []string{"GET", "POST"},
-				Auth: authconfig.AuthAny, Tiers: tiers, StripCredentials: true,
-				RateLimit: &authconfig.RateLimit{Domain: "api", Descriptors: [][]authconfig.Template{
-					{{Key: "tenant"}, {Key: "tier"}},
-					{{Key: "user"}},
-				}}},
-			{Name: "claims", PathPrefix: "/claims/", Auth: authconfig.AuthAny, StripCredentials: true,
-				RateLimit: &authconfig.RateLimit{Domain: "api", Descriptors: [][]authconfig.Template{{{Key: "region"}, {Key: "client"}}}}},
-			{Name: "race", PathPrefix: "/race", Auth: authconfig.AuthAPIKey,
-				RateLimit: &authconfig.RateLimit{Domain: "api", Descriptors: [][]authconfig.Template{{{Key: "race"}}}}},
-		},
-	}
-}
-
-var testTemplates = map[string]string{
-	"client_ip": "%client_ip%",
-	"tenant":    "%tenant%",
-	"tier":      "%tier%",
-	"user":      "%user%",
-	"race":      "%tenant%",
-	"region":    "%claim:region%",
-	"client":    "%header:x-client%-%method%",
-}
-
 type fixture struct {
-	svc   *authsvc.Service
-	clock *backendtest.Clock
-	reg   *prometheus.Registry
-	logs  *syncBuffer
+	svc      *authsvc.Service
+	clock    *backendtest.Clock
+	reg      *prometheus.Registry
+	logs     *syncBuffer
+	verifier authsvc.TokenVerifier
 }
 
 type syncBuffer struct {
@@ -165,6 +91,7 @@ func newFixture(t testing.TB, cfg *authconfig.Config, eopts engine.Options) *fix
 func newFixtureLogging(t testing.TB, cfg *authconfig.Config, eopts engine.Options, level slog.Level) *fixture {
 	t.Helper()
 	f := &fixture{clock: backendtest.NewClock(start), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	log := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: level}))
 	if eopts.Limiter == nil {
 		store, err := memstore.New(memstore.Options{Now: f.clock.Now})
 		if err != nil {
@@ -184,17 +111,18 @@ func newFixtureLogging(t testing.TB, cfg *authconfig.Config, eopts engine.Option
 	f.svc, err = authsvc.New(eng, authsvc.Options{
 		Now:        f.clock.Now,
 		Registerer: f.reg,
-		Log:        slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: level})),
+		Log:        log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	si := &standIns{keys: map[[32]byte]*authconfig.Key{}, tpls: testTemplates}
-	for k, v := range testKeys {
-		si.keys[sha256.Sum256([]byte(k))] = v
+	v, err := jwtauth.New(cfg.JWT, jwtauth.Options{Now: f.clock.Now, Log: log})
+	if err != nil {
+		t.Fatal(err)
 	}
-	authsvc.UseStandIns(f.svc, si.funcs())
-	f.svc.SetConfig(cfg, fakeVerifier{})
+	t.Cleanup(func() { v.Close() })
+	f.verifier = downVerifier{v}
+	f.svc.SetConfig(cfg, f.verifier)
 	return f
 }
 
@@ -284,6 +212,7 @@ func TestAnswerTable(t *testing.T) {
 		{"allowed, API key", request{path: "/v1/x", headers: key(keyPro)}, codes.OK, 0, "", ""},
 		{"allowed, ApiKey scheme", request{path: "/keys/x", headers: map[string]string{"authorization": "apikey " + keyGold}}, codes.OK, 0, "", ""},
 		{"allowed, JWT", request{path: "/jwt/x", headers: bearer(tokenGood)}, codes.OK, 0, "", ""},
+		{"allowed, JWT ES256", request{path: "/jwt/x", headers: bearer(tokenES)}, codes.OK, 0, "", ""},
 		{"allowed, wildcard host", request{host: "eu.API.example.com:8443", path: "/v1/x", headers: key(keyPro)}, codes.OK, 0, "", ""},
 		{"missing, api_key", request{path: "/keys/x"}, codes.Unauthenticated, 401, authsvc.ProblemMissingCredentials, `ApiKey realm="floodgate"`},
 		{"missing, jwt", request{path: "/jwt/x"}, codes.Unauthenticated, 401, authsvc.ProblemMissingCredentials, `Bearer realm="floodgate"`},
@@ -783,7 +712,7 @@ func TestConcurrentTierLimit(t *testing.T) {
 			case <-stop:
 				return
 			default:
-				f.svc.SetConfig(testConfig(nil, 0), fakeVerifier{})
+				f.svc.SetConfig(testConfig(nil, 0), f.verifier)
 			}
 		}
 	}()
@@ -831,9 +760,14 @@ func BenchmarkCheck(b *testing.B) {
 			if failed {
 				limit = &quota.Limit{Requests: 20, Unit: time.Minute}
 			}
-			cfg := testConfig(limit, 0)
-			cfg.Policies = []*authconfig.Policy{{Name: "bench", Auth: authconfig.AuthAPIKey,
-				RateLimit: &authconfig.RateLimit{Domain: "bench", Descriptors: [][]authconfig.Template{{{Key: "tenant"}}}}}}
+			cfg := parseConfig(limit, 0, `
+  - name: bench
+    match: {}
+    auth: api_key
+    rate_limit:
+      domain: bench
+      descriptors: [[{key: tenant, value: "%tenant%"}]]
+`)
 			f := newFixtureLogging(b, cfg, engine.Options{Limiter: store}, slog.LevelInfo)
 			lim, err := descriptors.Parse("bench.yaml", []byte(`
 domain: bench
