@@ -380,14 +380,23 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 		sc.id.Auth = "none"
 		return a.admit(ctx)
 	}
-	// A client over failed_auth_limit is refused before its credential is
-	// looked at.
-	if over, err := a.failedAuthOver(ctx); err != nil || over {
-		return a.failedOrError(err)
-	}
+	// A client over failed_auth_limit is answered 429 whatever its
+	// credential. Where the credential is judged in memory (an API key, a
+	// token in the verifier's cache) it is judged first, so that one
+	// backend call decides: a valid one has the failed-auth read decided
+	// in the policy's batch (admit), over which nothing of the policy is
+	// taken; an invalid key is counted alone, and that count refuses
+	// (429) when the address is already over, as the read would have. A
+	// missing credential, and a token that needs verifying, are read
+	// against the limit alone first: a client over it gets no signature
+	// checked nor JWKS fetched.
+	read := false // the failed-auth read was decided alone, not over
 	kind, cred := a.credential()
 	switch kind {
 	case credNone:
+		if over, err := a.failedAuthOver(ctx); err != nil || over {
+			return a.failedOrError(err)
+		}
 		return a.deny(resultMissing, "policy "+pol.Name+" needs "+needs(pol.Auth), false), nil
 	case credKey:
 		k, ok := st.cfg.APIKeys.Keys.Lookup(cred, s.now())
@@ -401,18 +410,25 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 		if st.verifier == nil {
 			return a.invalid(ctx, "no issuer is trusted for bearer tokens", true)
 		}
-		res, err := st.verifier.Verify(ctx, cred)
-		if err != nil {
-			if cerr := ctx.Err(); cerr != nil {
-				return nil, grpcstatus.FromError(cerr)
+		res, ok := st.verifier.Cached(cred)
+		if !ok {
+			if over, err := a.failedAuthOver(ctx); err != nil || over {
+				return a.failedOrError(err)
 			}
-			if !errors.Is(err, ErrInvalidToken) {
-				// The verifier's own failure: denied, but not held
-				// against the client.
-				s.log.Warn("token verifier failed", "policy", pol.Name, "err", err.Error())
-				return a.deny(resultInvalid, "the bearer token could not be verified", true), nil
+			read = true
+			var err error
+			if res, err = st.verifier.Verify(ctx, cred); err != nil {
+				if cerr := ctx.Err(); cerr != nil {
+					return nil, grpcstatus.FromError(cerr)
+				}
+				if !errors.Is(err, ErrInvalidToken) {
+					// The verifier's own failure: denied, but not held
+					// against the client.
+					s.log.Warn("token verifier failed", "policy", pol.Name, "err", err.Error())
+					return a.deny(resultInvalid, "the bearer token could not be verified", true), nil
+				}
+				return a.invalid(ctx, "the bearer token is invalid", true)
 			}
-			return a.invalid(ctx, "the bearer token is invalid", true)
 		}
 		sc.token = res
 		sc.id.Tenant, sc.id.Tier, sc.id.User = res.Tenant, res.Tier, res.User
@@ -420,6 +436,11 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 		sc.id.Auth = "jwt"
 	}
 	if pol.Tiers != nil && !pol.Tiers[sc.id.Tier] {
+		if !read {
+			if over, err := a.failedAuthOver(ctx); err != nil || over {
+				return a.failedOrError(err)
+			}
+		}
 		return a.deny(resultForbidden, "tier "+quoteDetail(sc.id.Tier)+" may not use policy "+pol.Name, false), nil
 	}
 	return a.admit(ctx)

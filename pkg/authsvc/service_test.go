@@ -806,3 +806,74 @@ descriptors:
 		})
 	}
 }
+
+// countingLimiter counts the backend round trips (Take calls).
+type countingLimiter struct {
+	quota.Limiter
+	takes atomic.Int64
+}
+
+func (c *countingLimiter) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision) error {
+	c.takes.Add(1)
+	return c.Limiter.Take(ctx, hits, out)
+}
+
+// TestOneBackendCallPerCheck: with failed_auth_limit, a Check whose
+// credential is judged in memory (an API key, valid or not; a token the
+// verifier has cached) costs one Take; so do a missing credential and
+// auth: none. Only a token to verify costs two (the failed-auth read
+// before its signature is checked, then the policy's batch). An address
+// over the limit is refused in that one call, and nothing of the
+// policy's limits is taken.
+func TestOneBackendCallPerCheck(t *testing.T) {
+	t.Parallel()
+	var clock *backendtest.Clock
+	store, err := memstore.New(memstore.Options{Now: func() time.Time { return clock.Now() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counting := &countingLimiter{Limiter: store}
+	f := newFixture(t, testConfig(&quota.Limit{Requests: 2, Unit: time.Minute}, 0), engine.Options{Limiter: counting})
+	clock = f.clock
+	takes := func(r request) (int64, *authv3.CheckResponse) {
+		t.Helper()
+		before := counting.takes.Load()
+		resp := f.check(t, r)
+		return counting.takes.Load() - before, resp
+	}
+	for _, tc := range []struct {
+		name string
+		req  request
+		want int64
+		code codes.Code
+	}{
+		{"valid key", request{path: "/v1/x", headers: key(keyPro)}, 1, codes.OK},
+		{"valid key, forbidden tier", request{path: "/v1/x", headers: key(keyGold)}, 1, codes.PermissionDenied},
+		{"unknown key", request{path: "/keys/x", headers: key("guess-1"), peer: "198.51.100.7"}, 1, codes.Unauthenticated},
+		{"missing key", request{path: "/keys/x"}, 1, codes.Unauthenticated},
+		{"auth none", request{path: "/docs/x"}, 1, codes.OK},
+		{"token, first seen", request{path: "/jwt/x", headers: bearer(tokenGood)}, 2, codes.OK},
+		{"token, cached", request{path: "/jwt/x", headers: bearer(tokenGood)}, 1, codes.OK},
+		{"no policy", request{path: "/nowhere"}, 1, codes.PermissionDenied},
+	} {
+		if n, resp := takes(tc.req); n != tc.want || codes.Code(resp.GetStatus().GetCode()) != tc.code {
+			t.Errorf("%s: %d Take calls, answer %v; want %d, %v", tc.name, n, codes.Code(resp.GetStatus().GetCode()), tc.want, tc.code)
+		}
+	}
+	// Over the limit: a valid key is refused in one call, and the
+	// policy's per-user limit keeps every hit.
+	bad := request{path: "/keys/x", headers: key("guess-2"), peer: "198.51.100.7"}
+	if n, resp := takes(bad); n != 1 || codes.Code(resp.GetStatus().GetCode()) != codes.Unauthenticated {
+		t.Fatalf("second failure: %d calls, %v", n, resp.GetStatus())
+	}
+	over := request{path: "/v1/x", headers: key(keyPro2), peer: "198.51.100.7"}
+	for _, r := range []request{over, bad, {path: "/jwt/x", headers: bearer(tokenGood), peer: "198.51.100.7"}} {
+		if n, resp := takes(r); n != 1 || codes.Code(resp.GetStatus().GetCode()) != codes.ResourceExhausted {
+			t.Errorf("%s over the limit: %d calls, %v; want 1 and 429", r.path, n, resp.GetStatus())
+		}
+	}
+	resp := f.check(t, request{path: "/v1/x", headers: key(keyPro2)})
+	if state, _ := headerOf(resp.GetOkResponse().GetResponseHeadersToAdd(), "RateLimit"); state != `"pro-tier";r=3;t=60, "per-user";r=2;t=60` {
+		t.Errorf("report-bot after its 429: RateLimit %q, want nothing taken by the refused request", state)
+	}
+}
