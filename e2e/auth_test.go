@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -472,4 +473,31 @@ func TestAuthTwoSidecarsShareTierLimit(t *testing.T) {
 	}
 	noSecretsLogged(t, a, key.key)
 	noSecretsLogged(t, b, key.key)
+}
+
+// exampleAuth is the README tour's auth config, for examples/config.yaml.
+var exampleAuth = filepath.Join(moduleRoot, "examples", "auth.yaml")
+
+// TestAuthExample: the README tour's step: examples/auth.yaml beside
+// examples/config.yaml admits the demo key with the edge domain's
+// tenant-user limit, and refuses a request without one.
+func TestAuthExample(t *testing.T) {
+	t.Parallel()
+	const demoKey = "fg_demo-key-for-the-readme-tour-only"
+	s := startSidecar(t, "auth-example", "--config", exampleConfig, "--auth-config", exampleAuth, "--log-level", "debug")
+	resp := s.mustCheck("192.0.2.1", map[string]string{"x-api-key": demoKey})
+	ok := resp.GetOkResponse()
+	if ok == nil {
+		t.Fatalf("the demo key: %v, want allowed", resp)
+	}
+	if got := headerValue(ok.ResponseHeadersToAdd, "RateLimit-Policy"); got != `"tenant-user";q=1000;w=3600` {
+		t.Errorf("RateLimit-Policy %q, want the edge domain's tenant-user", got)
+	}
+	if got := headerValue(ok.Headers, "x-floodgate-user"); got != "demo-bot" {
+		t.Errorf("x-floodgate-user %q", got)
+	}
+	if resp := s.mustCheck("192.0.2.1", nil); answerCode(resp) != codes.Unauthenticated {
+		t.Errorf("no key: %v, want 401", resp)
+	}
+	noSecretsLogged(t, s, demoKey)
 }
