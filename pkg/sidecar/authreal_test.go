@@ -156,4 +156,10 @@ func TestRealAuthConfig(t *testing.T) {
 	if resp := checkWith(t, r, map[string]string{"authorization": "Bearer " + string(token)}); resp.GetOkResponse() == nil {
 		t.Errorf("jwt after the reload: %v", resp)
 	}
+
+	// A limits reload that drops the policies' domain is reported.
+	writeFile(t, filepath.Join(dir, "limits.yaml"), limitConfig("b", 7))
+	eventually(t, "the domain mismatch logged", func() bool {
+		return strings.Contains(r.logs.String(), "the limits config lacks domains") && strings.Contains(r.logs.String(), `unknown domain \"a\"`)
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -212,6 +213,17 @@ func (m *Main) build() (err error) {
 			return err
 		}
 		m.authSrc.Subscribe(m.useAuth)
+		// The auth config was checked against the limits in force when it
+		// loaded; a limits reload that drops a domain its policies name
+		// leaves those policies unlimited, so say so loudly.
+		m.limits.Subscribe(func(c *descriptors.Config) {
+			if snap := m.authSrc.Snapshot(); snap.Loaded {
+				if err := snap.Config.cfg.CheckDomains(c); err != nil {
+					m.log.Error("the limits config lacks domains the auth config's policies name: their requests are decided without limits until both agree",
+						"errors", strings.Split(err.Error(), "\n"))
+				}
+			}
+		})
 	}
 
 	if m.grpcLn, err = net.Listen("tcp", s.GRPCAddr); err != nil {
