@@ -360,6 +360,27 @@ func TestClaimAndHeaderTemplates(t *testing.T) {
 	if h := resp.GetOkResponse().GetResponseHeadersToAdd(); resp.GetOkResponse() == nil || len(h) != 0 {
 		t.Errorf("key: %v, want allowed without limits", resp)
 	}
+	// "%header:x-client%-%method%" without the header: the entry is left
+	// out, not counted under "-GET" for every client that omits it.
+	resp = f.check(t, request{path: "/claims/x", headers: bearer(tokenGood)})
+	if h := resp.GetOkResponse().GetResponseHeadersToAdd(); resp.GetOkResponse() == nil || len(h) != 0 {
+		t.Errorf("token without x-client: %v, want allowed without limits", resp)
+	}
+	// A number claim renders as written in the token.
+	cfg := parseConfig(nil, 0, `
+  - name: level
+    match: {}
+    auth: jwt
+    rate_limit: {domain: api, descriptors: [[{key: user, value: "lvl-%claim:level%"}]]}
+`)
+	f.svc.SetConfig(cfg, f.verifier)
+	resp = f.check(t, request{path: "/x", headers: bearer(tokenGood)})
+	if state, _ := headerOf(resp.GetOkResponse().GetResponseHeadersToAdd(), "RateLimit"); state != `"per-user";r=2;t=60` {
+		t.Errorf("a number claim: RateLimit %q, want per-user counted", state)
+	}
+	if md := resp.GetDynamicMetadata().AsMap(); md["subject"] != "alice" {
+		t.Errorf("dynamic_metadata %v", md)
+	}
 }
 
 // TestRawHeaders: with encode_raw_headers Envoy sends header_map, values
