@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -39,6 +41,21 @@ func (s *KeySet) Len() int {
 		return 0
 	}
 	return len(s.byDigest)
+}
+
+// Keys returns the keys sorted by ID, for descriptions (/debug/config):
+// an entry holds no secret, its digest is not exported. The Keys are
+// shared and must not be modified.
+func (s *KeySet) Keys() []*Key {
+	if s == nil {
+		return nil
+	}
+	out := make([]*Key, 0, len(s.byDigest))
+	for _, k := range s.byDigest {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b *Key) int { return strings.Compare(a.ID, b.ID) })
+	return out
 }
 
 // Expired says whether the key is past its expires at now.

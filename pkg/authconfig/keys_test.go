@@ -127,3 +127,22 @@ func TestLookupDoesNotAllocate(t *testing.T) {
 		t.Errorf("Lookup allocates %v times per run", allocs)
 	}
 }
+
+func TestKeySetKeys(t *testing.T) {
+	cfg, err := Parse("auth.yaml", []byte("api_keys: {files: [keys.yaml]}\n"), func(string) ([]byte, error) {
+		return []byte("keys:\n  - {id: b, sha256: " + Digest("kb") + ", tenant: t, tier: x}\n  - {id: a, sha256: " + Digest("ka") + ", tenant: t, tier: x}\n"), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, k := range cfg.APIKeys.Keys.Keys() {
+		ids = append(ids, k.ID)
+	}
+	if strings.Join(ids, ",") != "a,b" {
+		t.Errorf("Keys: %v, want a,b", ids)
+	}
+	if (*KeySet)(nil).Keys() != nil {
+		t.Error("a nil KeySet has keys")
+	}
+}

@@ -285,24 +285,4 @@ func (a *answer) done(r result) {
 		"tier", id.Tier, "client_ip", id.ClientIP, "host", a.sc.vars.Host, "path", a.sc.vars.Path)
 }
 
-// claimString renders a JWT claim for a template: strings as they are,
-// numbers and booleans in JSON's spelling, anything else "".
-func claimString(v any) string {
-	switch c := v.(type) {
-	case string:
-		return c
-	case float64:
-		return strconv.FormatFloat(c, 'f', -1, 64)
-	case json.Number:
-		return c.String()
-	case bool:
-		return strconv.FormatBool(c)
-	case int:
-		return strconv.Itoa(c)
-	case int64:
-		return strconv.FormatInt(c, 10)
-	}
-	return ""
-}
-
 func quoteDetail(s string) string { return strconv.Quote(s) }

@@ -66,8 +66,6 @@ type Service struct {
 	now       func() time.Time
 	log       *slog.Logger
 	decisions *prometheus.CounterVec
-	funcs     configFuncs
-	standIns  bool // funcs are a test's, not authconfig's
 
 	mu      sync.Mutex // orders SetConfig
 	state   atomic.Pointer[state]
@@ -82,7 +80,7 @@ func New(eng *engine.Engine, opts Options) (*Service, error) {
 	if eng == nil {
 		return nil, errors.New("authsvc: an engine is required")
 	}
-	s := &Service{engine: eng, now: opts.Now, log: opts.Log, funcs: authconfigFuncs}
+	s := &Service{engine: eng, now: opts.Now, log: opts.Log}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -184,11 +182,6 @@ const (
 func (s *Service) SetConfig(cfg *authconfig.Config, verifier TokenVerifier) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.standIns {
-		if missing := missingMethods(); len(missing) > 0 {
-			s.log.Error("pkg/authconfig lacks calls the auth door needs: every request will be denied", "missing", missing)
-		}
-	}
 	st := &state{
 		cfg:      cfg,
 		verifier: verifier,
@@ -330,7 +323,7 @@ func (sc *scratch) claim(name string) string {
 	if sc.token == nil {
 		return ""
 	}
-	return claimString(sc.token.Claims[name])
+	return sc.token.Claim(name)
 }
 
 // Check decides one request: see the contract's "Authorization". The
@@ -373,7 +366,7 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 	sc.vars.Path = path
 	sc.id.ClientIP = clientAddress(req, sc, st.cfg.TrustedHops)
 
-	pol := s.funcs.match(st.cfg, sc.vars.Host, sc.vars.Path, sc.vars.Method)
+	pol := st.cfg.Match(sc.vars.Host, sc.vars.Path, sc.vars.Method)
 	ps := st.policies[pol]
 	a := &answer{s: s, st: st, ps: ps, sc: sc}
 	if ps == nil { // no policy (or one of another config: never)
@@ -387,18 +380,27 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 		sc.id.Auth = "none"
 		return a.admit(ctx)
 	}
-	// A client over failed_auth_limit is refused before its credential is
-	// looked at.
-	if over, err := a.failedAuthOver(ctx); err != nil || over {
-		return a.failedOrError(err)
-	}
+	// A client over failed_auth_limit is answered 429 whatever its
+	// credential. Where the credential is judged in memory (an API key, a
+	// token in the verifier's cache) it is judged first, so that one
+	// backend call decides: a valid one has the failed-auth read decided
+	// in the policy's batch (admit), over which nothing of the policy is
+	// taken; an invalid key is counted alone, and that count refuses
+	// (429) when the address is already over, as the read would have. A
+	// missing credential, and a token that needs verifying, are read
+	// against the limit alone first: a client over it gets no signature
+	// checked nor JWKS fetched.
+	read := false // the failed-auth read was decided alone, not over
 	kind, cred := a.credential()
 	switch kind {
 	case credNone:
+		if over, err := a.failedAuthOver(ctx); err != nil || over {
+			return a.failedOrError(err)
+		}
 		return a.deny(resultMissing, "policy "+pol.Name+" needs "+needs(pol.Auth), false), nil
 	case credKey:
-		k := s.funcs.lookup(st.cfg.APIKeys.Keys, cred, s.now())
-		if k == nil {
+		k, ok := st.cfg.APIKeys.Keys.Lookup(cred, s.now())
+		if !ok {
 			return a.invalid(ctx, "the API key is unknown or expired", false)
 		}
 		a.key = k
@@ -408,18 +410,25 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 		if st.verifier == nil {
 			return a.invalid(ctx, "no issuer is trusted for bearer tokens", true)
 		}
-		res, err := st.verifier.Verify(ctx, cred)
-		if err != nil {
-			if cerr := ctx.Err(); cerr != nil {
-				return nil, grpcstatus.FromError(cerr)
+		res, ok := st.verifier.Cached(cred)
+		if !ok {
+			if over, err := a.failedAuthOver(ctx); err != nil || over {
+				return a.failedOrError(err)
 			}
-			if !errors.Is(err, ErrInvalidToken) {
-				// The verifier's own failure: denied, but not held
-				// against the client.
-				s.log.Warn("token verifier failed", "policy", pol.Name, "err", err.Error())
-				return a.deny(resultInvalid, "the bearer token could not be verified", true), nil
+			read = true
+			var err error
+			if res, err = st.verifier.Verify(ctx, cred); err != nil {
+				if cerr := ctx.Err(); cerr != nil {
+					return nil, grpcstatus.FromError(cerr)
+				}
+				if !errors.Is(err, ErrInvalidToken) {
+					// The verifier's own failure: denied, but not held
+					// against the client.
+					s.log.Warn("token verifier failed", "policy", pol.Name, "err", err.Error())
+					return a.deny(resultInvalid, "the bearer token could not be verified", true), nil
+				}
+				return a.invalid(ctx, "the bearer token is invalid", true)
 			}
-			return a.invalid(ctx, "the bearer token is invalid", true)
 		}
 		sc.token = res
 		sc.id.Tenant, sc.id.Tier, sc.id.User = res.Tenant, res.Tier, res.User
@@ -427,6 +436,11 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 		sc.id.Auth = "jwt"
 	}
 	if pol.Tiers != nil && !pol.Tiers[sc.id.Tier] {
+		if !read {
+			if over, err := a.failedAuthOver(ctx); err != nil || over {
+				return a.failedOrError(err)
+			}
+		}
 		return a.deny(resultForbidden, "tier "+quoteDetail(sc.id.Tier)+" may not use policy "+pol.Name, false), nil
 	}
 	return a.admit(ctx)
@@ -609,9 +623,8 @@ func (a *answer) render(rl *authconfig.RateLimit) {
 		bufMark, entryMark := len(sc.buf), len(sc.entries)
 		ok := true
 		for j := range tpls {
-			start := len(sc.buf)
-			sc.buf = a.s.funcs.render(&tpls[j], sc.buf, &sc.vars)
-			if len(sc.buf) == start {
+			var rendered bool
+			if sc.buf, rendered = tpls[j].AppendValue(sc.buf, &sc.vars); !rendered {
 				ok = false
 				break
 			}

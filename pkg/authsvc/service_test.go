@@ -3,7 +3,6 @@ package authsvc_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/authsvc"
 	"github.com/floodgate/floodgate/pkg/descriptors"
 	"github.com/floodgate/floodgate/pkg/engine"
+	"github.com/floodgate/floodgate/pkg/jwtauth"
 	"github.com/floodgate/floodgate/pkg/memstore"
 	"github.com/floodgate/floodgate/pkg/quota"
 )
@@ -58,86 +58,12 @@ descriptors:
 // start is on a minute and an hour boundary.
 var start = time.Unix(1_700_000_000-1_700_000_000%3600, 0)
 
-// The keys the fixture knows (the keys themselves, as clients send them).
-const (
-	keyFree    = "free-key-0123456789abcdef0123456789abcdef"
-	keyPro     = "pro-key-0123456789abcdef0123456789abcdef"
-	keyPro2    = "pro2-key-0123456789abcdef0123456789abcdef"
-	keyGold    = "gold-key-0123456789abcdef0123456789abcdef"
-	keyExpired = "old-key-0123456789abcdef0123456789abcdef"
-	tokenGood  = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
-	tokenBad   = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5In0.Zm9yZ2Vk"
-	tokenDown  = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJkb3duIn0.ZG93bg"
-)
-
-var testKeys = map[string]*authconfig.Key{
-	keyFree:    {ID: "k-free", Tenant: "acme", Tier: "free"},
-	keyPro:     {ID: "k-pro", Tenant: "acme", Tier: "pro", User: "billing-bot"},
-	keyPro2:    {ID: "k-pro2", Tenant: "acme", Tier: "pro", User: "report-bot"},
-	keyGold:    {ID: "k-gold", Tenant: "initech", Tier: "gold"},
-	keyExpired: {ID: "k-old", Tenant: "acme", Tier: "pro", Expires: start.Add(-time.Hour)},
-}
-
-// fakeVerifier accepts tokenGood, rejects tokenBad as invalid, and fails
-// (its own fault) on tokenDown.
-type fakeVerifier struct{}
-
-func (fakeVerifier) Verify(_ context.Context, token string) (*authsvc.TokenResult, error) {
-	switch token {
-	case tokenGood:
-		return &authsvc.TokenResult{
-			Issuer: "https://id.example.com", Subject: "alice", Tenant: "initech", Tier: "pro", User: "alice",
-			Claims: map[string]any{"org": "initech", "plan": "pro", "sub": "alice", "region": "eu", "level": float64(3)},
-		}, nil
-	case tokenDown:
-		return nil, errors.New("jwks: no key set loaded")
-	}
-	return nil, fmt.Errorf("signature: %w", authsvc.ErrInvalidToken)
-}
-
-// testConfig is the auth config of most tests, as authconfig.Load would
-// compile it.
-func testConfig(failed *quota.Limit, hops int) *authconfig.Config {
-	tiers := map[string]bool{"free": true, "pro": true}
-	return &authconfig.Config{
-		APIKeys:         authconfig.APIKeys{Header: "x-api-key"},
-		TrustedHops:     hops,
-		FailedAuthLimit: failed,
-		Policies: []*authconfig.Policy{
-			{Name: "docs", PathPrefix: "/docs/", Auth: authconfig.AuthNone,
-				RateLimit: &authconfig.RateLimit{Domain: "api", Descriptors: [][]authconfig.Template{{{Key: "client_ip"}}}}},
-			{Name: "keys", PathPrefix: "/keys/", Auth: authconfig.AuthAPIKey},
-			{Name: "jwt", PathPrefix: "/jwt/", Auth: authconfig.AuthJWT,
-				RateLimit: &authconfig.RateLimit{Domain: "api", Descriptors: [][]authconfig.Template{{{Key: "user"}}}}},
-			{Name: "api", Hosts: []string{"api.example.com", "*.api.example.com"}, PathPrefix: "/v1/", Methods: []string{"GET", "POST"},
-				Auth: authconfig.AuthAny, Tiers: tiers, StripCredentials: true,
-				RateLimit: &authconfig.RateLimit{Domain: "api", Descriptors: [][]authconfig.Template{
-					{{Key: "tenant"}, {Key: "tier"}},
-					{{Key: "user"}},
-				}}},
-			{Name: "claims", PathPrefix: "/claims/", Auth: authconfig.AuthAny, StripCredentials: true,
-				RateLimit: &authconfig.RateLimit{Domain: "api", Descriptors: [][]authconfig.Template{{{Key: "region"}, {Key: "client"}}}}},
-			{Name: "race", PathPrefix: "/race", Auth: authconfig.AuthAPIKey,
-				RateLimit: &authconfig.RateLimit{Domain: "api", Descriptors: [][]authconfig.Template{{{Key: "race"}}}}},
-		},
-	}
-}
-
-var testTemplates = map[string]string{
-	"client_ip": "%client_ip%",
-	"tenant":    "%tenant%",
-	"tier":      "%tier%",
-	"user":      "%user%",
-	"race":      "%tenant%",
-	"region":    "%claim:region%",
-	"client":    "%header:x-client%-%method%",
-}
-
 type fixture struct {
-	svc   *authsvc.Service
-	clock *backendtest.Clock
-	reg   *prometheus.Registry
-	logs  *syncBuffer
+	svc      *authsvc.Service
+	clock    *backendtest.Clock
+	reg      *prometheus.Registry
+	logs     *syncBuffer
+	verifier authsvc.TokenVerifier
 }
 
 type syncBuffer struct {
@@ -165,6 +91,7 @@ func newFixture(t testing.TB, cfg *authconfig.Config, eopts engine.Options) *fix
 func newFixtureLogging(t testing.TB, cfg *authconfig.Config, eopts engine.Options, level slog.Level) *fixture {
 	t.Helper()
 	f := &fixture{clock: backendtest.NewClock(start), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	log := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: level}))
 	if eopts.Limiter == nil {
 		store, err := memstore.New(memstore.Options{Now: f.clock.Now})
 		if err != nil {
@@ -184,17 +111,18 @@ func newFixtureLogging(t testing.TB, cfg *authconfig.Config, eopts engine.Option
 	f.svc, err = authsvc.New(eng, authsvc.Options{
 		Now:        f.clock.Now,
 		Registerer: f.reg,
-		Log:        slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: level})),
+		Log:        log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	si := &standIns{keys: map[[32]byte]*authconfig.Key{}, tpls: testTemplates}
-	for k, v := range testKeys {
-		si.keys[sha256.Sum256([]byte(k))] = v
+	v, err := jwtauth.New(cfg.JWT, jwtauth.Options{Now: f.clock.Now, Log: log})
+	if err != nil {
+		t.Fatal(err)
 	}
-	authsvc.UseStandIns(f.svc, si.funcs())
-	f.svc.SetConfig(cfg, fakeVerifier{})
+	t.Cleanup(func() { v.Close() })
+	f.verifier = downVerifier{v}
+	f.svc.SetConfig(cfg, f.verifier)
 	return f
 }
 
@@ -284,6 +212,7 @@ func TestAnswerTable(t *testing.T) {
 		{"allowed, API key", request{path: "/v1/x", headers: key(keyPro)}, codes.OK, 0, "", ""},
 		{"allowed, ApiKey scheme", request{path: "/keys/x", headers: map[string]string{"authorization": "apikey " + keyGold}}, codes.OK, 0, "", ""},
 		{"allowed, JWT", request{path: "/jwt/x", headers: bearer(tokenGood)}, codes.OK, 0, "", ""},
+		{"allowed, JWT ES256", request{path: "/jwt/x", headers: bearer(tokenES)}, codes.OK, 0, "", ""},
 		{"allowed, wildcard host", request{host: "eu.API.example.com:8443", path: "/v1/x", headers: key(keyPro)}, codes.OK, 0, "", ""},
 		{"missing, api_key", request{path: "/keys/x"}, codes.Unauthenticated, 401, authsvc.ProblemMissingCredentials, `ApiKey realm="floodgate"`},
 		{"missing, jwt", request{path: "/jwt/x"}, codes.Unauthenticated, 401, authsvc.ProblemMissingCredentials, `Bearer realm="floodgate"`},
@@ -430,6 +359,27 @@ func TestClaimAndHeaderTemplates(t *testing.T) {
 	resp = f.check(t, request{path: "/claims/x", headers: key(keyPro)})
 	if h := resp.GetOkResponse().GetResponseHeadersToAdd(); resp.GetOkResponse() == nil || len(h) != 0 {
 		t.Errorf("key: %v, want allowed without limits", resp)
+	}
+	// "%header:x-client%-%method%" without the header: the entry is left
+	// out, not counted under "-GET" for every client that omits it.
+	resp = f.check(t, request{path: "/claims/x", headers: bearer(tokenGood)})
+	if h := resp.GetOkResponse().GetResponseHeadersToAdd(); resp.GetOkResponse() == nil || len(h) != 0 {
+		t.Errorf("token without x-client: %v, want allowed without limits", resp)
+	}
+	// A number claim renders as written in the token.
+	cfg := parseConfig(nil, 0, `
+  - name: level
+    match: {}
+    auth: jwt
+    rate_limit: {domain: api, descriptors: [[{key: user, value: "lvl-%claim:level%"}]]}
+`)
+	f.svc.SetConfig(cfg, f.verifier)
+	resp = f.check(t, request{path: "/x", headers: bearer(tokenGood)})
+	if state, _ := headerOf(resp.GetOkResponse().GetResponseHeadersToAdd(), "RateLimit"); state != `"per-user";r=2;t=60` {
+		t.Errorf("a number claim: RateLimit %q, want per-user counted", state)
+	}
+	if md := resp.GetDynamicMetadata().AsMap(); md["subject"] != "alice" {
+		t.Errorf("dynamic_metadata %v", md)
 	}
 }
 
@@ -783,7 +733,7 @@ func TestConcurrentTierLimit(t *testing.T) {
 			case <-stop:
 				return
 			default:
-				f.svc.SetConfig(testConfig(nil, 0), fakeVerifier{})
+				f.svc.SetConfig(testConfig(nil, 0), f.verifier)
 			}
 		}
 	}()
@@ -831,9 +781,14 @@ func BenchmarkCheck(b *testing.B) {
 			if failed {
 				limit = &quota.Limit{Requests: 20, Unit: time.Minute}
 			}
-			cfg := testConfig(limit, 0)
-			cfg.Policies = []*authconfig.Policy{{Name: "bench", Auth: authconfig.AuthAPIKey,
-				RateLimit: &authconfig.RateLimit{Domain: "bench", Descriptors: [][]authconfig.Template{{{Key: "tenant"}}}}}}
+			cfg := parseConfig(limit, 0, `
+  - name: bench
+    match: {}
+    auth: api_key
+    rate_limit:
+      domain: bench
+      descriptors: [[{key: tenant, value: "%tenant%"}]]
+`)
 			f := newFixtureLogging(b, cfg, engine.Options{Limiter: store}, slog.LevelInfo)
 			lim, err := descriptors.Parse("bench.yaml", []byte(`
 domain: bench
@@ -870,5 +825,76 @@ descriptors:
 				b.Fatal(*err)
 			}
 		})
+	}
+}
+
+// countingLimiter counts the backend round trips (Take calls).
+type countingLimiter struct {
+	quota.Limiter
+	takes atomic.Int64
+}
+
+func (c *countingLimiter) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision) error {
+	c.takes.Add(1)
+	return c.Limiter.Take(ctx, hits, out)
+}
+
+// TestOneBackendCallPerCheck: with failed_auth_limit, a Check whose
+// credential is judged in memory (an API key, valid or not; a token the
+// verifier has cached) costs one Take; so do a missing credential and
+// auth: none. Only a token to verify costs two (the failed-auth read
+// before its signature is checked, then the policy's batch). An address
+// over the limit is refused in that one call, and nothing of the
+// policy's limits is taken.
+func TestOneBackendCallPerCheck(t *testing.T) {
+	t.Parallel()
+	var clock *backendtest.Clock
+	store, err := memstore.New(memstore.Options{Now: func() time.Time { return clock.Now() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counting := &countingLimiter{Limiter: store}
+	f := newFixture(t, testConfig(&quota.Limit{Requests: 2, Unit: time.Minute}, 0), engine.Options{Limiter: counting})
+	clock = f.clock
+	takes := func(r request) (int64, *authv3.CheckResponse) {
+		t.Helper()
+		before := counting.takes.Load()
+		resp := f.check(t, r)
+		return counting.takes.Load() - before, resp
+	}
+	for _, tc := range []struct {
+		name string
+		req  request
+		want int64
+		code codes.Code
+	}{
+		{"valid key", request{path: "/v1/x", headers: key(keyPro)}, 1, codes.OK},
+		{"valid key, forbidden tier", request{path: "/v1/x", headers: key(keyGold)}, 1, codes.PermissionDenied},
+		{"unknown key", request{path: "/keys/x", headers: key("guess-1"), peer: "198.51.100.7"}, 1, codes.Unauthenticated},
+		{"missing key", request{path: "/keys/x"}, 1, codes.Unauthenticated},
+		{"auth none", request{path: "/docs/x"}, 1, codes.OK},
+		{"token, first seen", request{path: "/jwt/x", headers: bearer(tokenGood)}, 2, codes.OK},
+		{"token, cached", request{path: "/jwt/x", headers: bearer(tokenGood)}, 1, codes.OK},
+		{"no policy", request{path: "/nowhere"}, 1, codes.PermissionDenied},
+	} {
+		if n, resp := takes(tc.req); n != tc.want || codes.Code(resp.GetStatus().GetCode()) != tc.code {
+			t.Errorf("%s: %d Take calls, answer %v; want %d, %v", tc.name, n, codes.Code(resp.GetStatus().GetCode()), tc.want, tc.code)
+		}
+	}
+	// Over the limit: a valid key is refused in one call, and the
+	// policy's per-user limit keeps every hit.
+	bad := request{path: "/keys/x", headers: key("guess-2"), peer: "198.51.100.7"}
+	if n, resp := takes(bad); n != 1 || codes.Code(resp.GetStatus().GetCode()) != codes.Unauthenticated {
+		t.Fatalf("second failure: %d calls, %v", n, resp.GetStatus())
+	}
+	over := request{path: "/v1/x", headers: key(keyPro2), peer: "198.51.100.7"}
+	for _, r := range []request{over, bad, {path: "/jwt/x", headers: bearer(tokenGood), peer: "198.51.100.7"}} {
+		if n, resp := takes(r); n != 1 || codes.Code(resp.GetStatus().GetCode()) != codes.ResourceExhausted {
+			t.Errorf("%s over the limit: %d calls, %v; want 1 and 429", r.path, n, resp.GetStatus())
+		}
+	}
+	resp := f.check(t, request{path: "/v1/x", headers: key(keyPro2)})
+	if state, _ := headerOf(resp.GetOkResponse().GetResponseHeadersToAdd(), "RateLimit"); state != `"pro-tier";r=3;t=60, "per-user";r=2;t=60` {
+		t.Errorf("report-bot after its 429: RateLimit %q, want nothing taken by the refused request", state)
 	}
 }

@@ -226,7 +226,12 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 		dom = p.cfg.Domain(req.Domain)
 	}
 	if dom == nil {
-		e.metrics.unknownDomain.Inc()
+		// A door's own batch (the auth door's failed-auth counter) names
+		// no domain and brings every limit: no client asked for an unknown
+		// domain.
+		if req.Domain != "" || !allOwnLimits(ds) {
+			e.metrics.unknownDomain.Inc()
+		}
 		if !hasOwnLimits(ds) {
 			return nil
 		}
@@ -356,6 +361,17 @@ func hasOwnLimits(ds []Descriptor) bool {
 		}
 	}
 	return false
+}
+
+// allOwnLimits says whether ds is not empty and every descriptor brings
+// its own limit.
+func allOwnLimits(ds []Descriptor) bool {
+	for i := range ds {
+		if ds[i].Limit == nil {
+			return false
+		}
+	}
+	return len(ds) > 0
 }
 
 // wholeSeconds rounds d up to whole seconds, and to at least one second

@@ -537,3 +537,48 @@ func TestDoorLimits(t *testing.T) {
 		t.Errorf("another address: %+v", out)
 	}
 }
+
+// TestDoorOnlyBatchIsNoUnknownDomain: a batch of a door's own limits
+// alone (Domain "") is decided without counting an unknown domain; a
+// client's unknown domain still counts, own limits beside it or not.
+func TestDoorOnlyBatchIsNoUnknownDomain(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, engine.Options{})
+	lim := f.eng.NewLimit("failed-auth", "failed-auth", quota.Limit{Requests: 2, Unit: time.Minute, Algorithm: quota.FixedWindow})
+	own := d("client_ip", "192.0.2.1")
+	own.Limit = lim
+	unknown := func() float64 {
+		t.Helper()
+		mfs, err := f.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "floodgate_ratelimit_unknown_domain_total" {
+				return mf.Metric[0].GetCounter().GetValue()
+			}
+		}
+		t.Fatal("floodgate_ratelimit_unknown_domain_total is not registered")
+		return 0
+	}
+	var out engine.Outcome
+	decide := func(req engine.Request) {
+		t.Helper()
+		if err := f.eng.Decide(context.Background(), &req, &out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	decide(engine.Request{Descriptors: []engine.Descriptor{own}})
+	if out.Statuses[0].Remaining != 1 {
+		t.Fatalf("the door's own limit was not decided: %+v", out)
+	}
+	if n := unknown(); n != 0 {
+		t.Errorf("a door-only batch counted %v unknown domains, want 0", n)
+	}
+	decide(engine.Request{Domain: "other", Descriptors: []engine.Descriptor{own}})
+	decide(engine.Request{Descriptors: []engine.Descriptor{own, d("ip", "a")}})
+	decide(engine.Request{Domain: "other", Descriptors: []engine.Descriptor{d("ip", "a")}})
+	if n := unknown(); n != 3 {
+		t.Errorf("%v unknown domains, want 3 (a named unknown domain, or a descriptor without its own limit)", n)
+	}
+}

@@ -599,6 +599,24 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Result, error) {
 	return res, nil
 }
 
+// Cached returns token's identity when the verified-token cache holds it
+// (verified before, within its exp, its key set unchanged), and false
+// otherwise, without verifying anything: no signature check, no fetch. A
+// false is no verdict on the token; Verify it. A hit counts as Verify's
+// does; a miss counts nothing (the Verify that follows counts it).
+func (v *Verifier) Cached(token string) (*Result, bool) {
+	if len(token) > v.maxToken {
+		return nil, false
+	}
+	digest := tokenDigest(token)
+	e, ok := v.cache.get(&digest, v.now())
+	if !ok || e.src.keys.Load() != e.keys {
+		return nil, false
+	}
+	v.metrics.cacheHits.Inc()
+	return e.res, true
+}
+
 // tokenDigest is the cache key of a token. It hashes the string's bytes
 // in place: []byte(token) would copy the token to the heap (an allocation
 // per Verify, and one more copy of a secret in memory); sha256 only reads

@@ -593,6 +593,44 @@ func TestCache(t *testing.T) {
 	}
 }
 
+// TestCached: Cached answers only from the cache, verifying nothing.
+func TestCached(t *testing.T) {
+	t.Parallel()
+	keys(t)
+	clock := newClock()
+	m := NewMetrics(nil)
+	cfg := issuerFor("", writeJWKS(t, jwksOf(t, rsaA)))
+	cfg.ClockSkew = 0
+	v := newVerifierT(t, []IssuerConfig{cfg}, Options{Now: clock.Now, Metrics: m})
+	n := checks(v)
+	c := claims(clock.Now())
+	c["exp"] = clock.Now().Add(time.Minute).Unix()
+	tok := sign(t, rsaA, true, c)
+	if res, ok := v.Cached(tok); ok || res != nil {
+		t.Fatalf("Cached before Verify = %v, %v; want a miss", res, ok)
+	}
+	if n.Load() != 0 || testutil.ToFloat64(m.cacheMisses) != 0 {
+		t.Errorf("a Cached miss checked a signature or counted a miss")
+	}
+	first, err := v.Verify(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, ok := v.Cached(tok); !ok || res != first {
+		t.Errorf("Cached after Verify = %p, %v; want the verified result", res, ok)
+	}
+	if testutil.ToFloat64(m.cacheHits) != 1 || n.Load() != 1 {
+		t.Errorf("hits %v, checks %d; want 1, 1", testutil.ToFloat64(m.cacheHits), n.Load())
+	}
+	if _, ok := v.Cached(sign(t, rsaA, true, claims(clock.Now()))); ok {
+		t.Error("Cached holds a token never verified")
+	}
+	clock.Advance(time.Minute) // at exp
+	if _, ok := v.Cached(tok); ok {
+		t.Error("Cached at exp")
+	}
+}
+
 func TestCacheWithinSkewIsNotServedFromCache(t *testing.T) {
 	t.Parallel()
 	keys(t)

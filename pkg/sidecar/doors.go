@@ -14,6 +14,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/configsource"
 	"github.com/floodgate/floodgate/pkg/descriptors"
 	"github.com/floodgate/floodgate/pkg/engine"
+	"github.com/floodgate/floodgate/pkg/jwtauth"
 	"github.com/floodgate/floodgate/pkg/quota"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 )
@@ -101,28 +102,39 @@ func authDoor(svc *authsvc.Service, source *configsource.Source[*authBundle]) do
 	}
 }
 
-// authBundle is an auth config with the verifier of its JWT issuers.
+// authBundle is an auth config with the verifier of its JWT issuers (nil
+// without any).
 type authBundle struct {
-	cfg      *authconfig.Config
-	verifier authsvc.TokenVerifier
+	cfg *authconfig.Config
+	jwt *jwtauth.Verifier
 }
 
-// loadAuth reads an auth config: authconfig.Load once it is merged.
-func loadAuth(path string) (*authconfig.Config, error) {
-	return nil, errors.New("this build has no auth config loader yet (pkg/authconfig.Load)")
+// tokenVerifier is the bundle's verifier for the door: a nil interface,
+// not a nil *jwtauth.Verifier, without issuers.
+func (b *authBundle) tokenVerifier() authsvc.TokenVerifier {
+	if b.jwt == nil {
+		return nil
+	}
+	return b.jwt
 }
 
-// newVerifier builds the verifier of cfg's JWT issuers (nil without
-// any): jwtauth.New once it is merged.
-func newVerifier(cfg *authconfig.Config) (authsvc.TokenVerifier, error) {
+// loadAuth reads an auth config.
+func loadAuth(path string) (*authconfig.Config, error) { return authconfig.Load(path) }
+
+// newVerifier builds the verifier of cfg's JWT issuers (nil without any)
+// from prev, the one in force, so that a reload keeps its fetched key sets
+// and fetch times (jwtauth.NewFrom).
+func (m *Main) newVerifier(prev *jwtauth.Verifier, cfg *authconfig.Config) (*jwtauth.Verifier, error) {
 	if len(cfg.JWT) == 0 {
 		return nil, nil
 	}
-	return nil, errors.New("this build has no JWT verifier yet (pkg/jwtauth.New)")
+	return jwtauth.NewFrom(prev, cfg.JWT, jwtauth.Options{Metrics: m.jwtMetrics, Log: m.log})
 }
 
 // newAuthSource is the auth config's source: the path, and every keys and
-// JWKS file the last good config was read from (its Files), polled.
+// JWKS file the last good config was read from (its Files), polled. A
+// config whose policies name a domain the limits config in force lacks
+// does not load.
 func (m *Main) newAuthSource(metrics *configsource.Metrics) *configsource.Source[*authBundle] {
 	s := m.settings
 	load := func(path string) (*authBundle, error) {
@@ -130,19 +142,62 @@ func (m *Main) newAuthSource(metrics *configsource.Metrics) *configsource.Source
 		if err != nil {
 			return nil, err
 		}
-		v, err := m.newVerifier(cfg)
+		if err := cfg.CheckDomains(m.limits.Snapshot().Config); err != nil {
+			return nil, err
+		}
+		m.vmu.Lock()
+		prev, built := m.verifier, m.built
+		m.vmu.Unlock()
+		if built != nil && built != prev {
+			// Built by a load that never came into force (its publish
+			// failed): nothing else will close it.
+			built.Close()
+		}
+		v, err := m.newVerifier(prev, cfg)
 		if err != nil {
 			return nil, err
 		}
-		return &authBundle{cfg: cfg, verifier: v}, nil
+		m.vmu.Lock()
+		m.built = v
+		m.vmu.Unlock()
+		return &authBundle{cfg: cfg, jwt: v}, nil
 	}
 	files := func(b *authBundle) []string { return b.cfg.Files }
 	return configsource.New(configsource.NewFiles(s.AuthConfig, s.ReloadEvery, load, files), configsource.Options[*authBundle]{
-		// Keys are held as digests, but the config is not shown: nothing
-		// in it is for /debug/config to tell.
-		Describe: func(b *authBundle) any { return map[string]int{"policies": len(b.cfg.Policies)} },
-		Summary:  func(b *authBundle) []any { return []any{"policies", len(b.cfg.Policies)} },
-		Metrics:  metrics,
-		Log:      m.log,
+		Describe: func(b *authBundle) any { return describeAuth(b.cfg) },
+		Summary: func(b *authBundle) []any {
+			return []any{"policies", len(b.cfg.Policies), "api_keys", b.cfg.APIKeys.Keys.Len(), "jwt_issuers", len(b.cfg.JWT)}
+		},
+		Metrics: metrics,
+		Log:     m.log,
 	})
+}
+
+// useAuth makes b the door's config, then closes the verifier it replaces
+// (in the background: a subscriber must not block, and Close waits for a
+// fetch in flight to end).
+func (m *Main) useAuth(b *authBundle) {
+	m.auth.SetConfig(b.cfg, b.tokenVerifier())
+	m.vmu.Lock()
+	old := m.verifier
+	m.verifier = b.jwt
+	m.vmu.Unlock()
+	if old != nil && old != b.jwt {
+		go old.Close()
+	}
+}
+
+// closeVerifiers closes the verifier in force and any built since, once
+// nothing loads any more (Shutdown, or a failed Start).
+func (m *Main) closeVerifiers() {
+	m.vmu.Lock()
+	v, built := m.verifier, m.built
+	m.verifier, m.built = nil, nil
+	m.vmu.Unlock()
+	if v != nil {
+		v.Close()
+	}
+	if built != nil && built != v {
+		built.Close()
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/configsource"
 	"github.com/floodgate/floodgate/pkg/descriptors"
 	"github.com/floodgate/floodgate/pkg/engine"
+	"github.com/floodgate/floodgate/pkg/jwtauth"
 	"github.com/floodgate/floodgate/pkg/quota"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 )
@@ -51,8 +53,17 @@ type Main struct {
 	loadLimits configsource.Loader[*descriptors.Config]
 	// loadAuth reads the auth config and newVerifier builds its JWT
 	// verifier; tests may replace them.
-	loadAuth    func(path string) (*authconfig.Config, error)
-	newVerifier func(cfg *authconfig.Config) (authsvc.TokenVerifier, error)
+	loadAuth func(path string) (*authconfig.Config, error)
+
+	// jwtMetrics count every verifier's JWKS loads and cache hits: one
+	// set, registered once, across reloads.
+	jwtMetrics *jwtauth.Metrics
+	// vmu guards verifier, the JWT verifier of the auth config in force,
+	// and built, the last one a load built (they differ while a new
+	// config is on its way to the door).
+	vmu      sync.Mutex
+	verifier *jwtauth.Verifier
+	built    *jwtauth.Verifier
 
 	limiter quota.Limiter
 	closeFn func() error
@@ -92,10 +103,9 @@ func New(s Settings, log *slog.Logger) *Main {
 		loadLimits: func(path string) (*descriptors.Config, error) {
 			return descriptors.Load(path, descriptors.Options{MergeDomains: s.MergeDomains})
 		},
-		loadAuth:    loadAuth,
-		newVerifier: newVerifier,
-		stop:        make(chan struct{}),
-		done:        make(chan struct{}),
+		loadAuth: loadAuth,
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 }
 
@@ -156,8 +166,13 @@ func (m *Main) Start(ctx context.Context) error {
 // build makes everything Start starts: the config source and its first
 // config, the backend, the services, the health server and the listeners.
 // On an error it leaves nothing open.
-func (m *Main) build() error {
+func (m *Main) build() (err error) {
 	s := m.settings
+	defer func() {
+		if err != nil {
+			m.closeVerifiers()
+		}
+	}()
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	sourceMetrics := configsource.NewMetrics(m.registry)
@@ -171,6 +186,7 @@ func (m *Main) build() error {
 		return fmt.Errorf("config %s: %w", s.Config, err)
 	}
 	if s.AuthConfig != "" {
+		m.jwtMetrics = jwtauth.NewMetrics(m.registry)
 		m.authSrc = m.newAuthSource(sourceMetrics)
 		if err := m.authSrc.Load(); err != nil {
 			return fmt.Errorf("auth config %s: %w", s.AuthConfig, err)
@@ -196,7 +212,18 @@ func (m *Main) build() error {
 			m.closeBackend()
 			return err
 		}
-		m.authSrc.Subscribe(func(b *authBundle) { m.auth.SetConfig(b.cfg, b.verifier) })
+		m.authSrc.Subscribe(m.useAuth)
+		// The auth config was checked against the limits in force when it
+		// loaded; a limits reload that drops a domain its policies name
+		// leaves those policies unlimited, so say so loudly.
+		m.limits.Subscribe(func(c *descriptors.Config) {
+			if snap := m.authSrc.Snapshot(); snap.Loaded {
+				if err := snap.Config.cfg.CheckDomains(c); err != nil {
+					m.log.Error("the limits config lacks domains the auth config's policies name: their requests are decided without limits until both agree",
+						"errors", strings.Split(err.Error(), "\n"))
+				}
+			}
+		})
 	}
 
 	if m.grpcLn, err = net.Listen("tcp", s.GRPCAddr); err != nil {
@@ -351,6 +378,7 @@ func (m *Main) Shutdown() error {
 	m.shutOnce.Do(func() {
 		m.stopOnce.Do(func() { close(m.stop) })
 		<-m.done
+		m.closeVerifiers()
 		m.shutErr = m.closeBackend()
 		m.log.Info("stopped")
 	})
@@ -398,7 +426,7 @@ func (m *Main) httpHandler() http.Handler {
 		io.WriteString(w, "OK")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry}))
-	mux.Handle("GET /debug/config", configsource.Handler(m.limits.Status))
+	mux.HandleFunc("GET /debug/config", m.debugConfig)
 	if m.settings.PProf {
 		// Served only when asked for: the package's own registration on
 		// http.DefaultServeMux is never served.
