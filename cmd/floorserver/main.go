@@ -1,6 +1,8 @@
 // Command floorserver is the floor that rate-limit services are measured
 // against: a grpc-go server with default options whose
-// envoy.service.ratelimit.v3 handler answers OK without doing anything.
+// envoy.service.ratelimit.v3 ShouldRateLimit and envoy.service.auth.v3
+// Authorization Check handlers answer OK without doing anything (each with
+// one shared, prebuilt response).
 //
 // It logs {"msg":"listening","grpc":ADDR,"pid":PID} on stderr once it
 // accepts connections, and prints its own CPU time as one JSON line on
@@ -26,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc"
 
@@ -113,6 +116,7 @@ func (m *Main) Start() error {
 	// out of the box.
 	m.server = grpc.NewServer()
 	rlsv3.RegisterRateLimitServiceServer(m.server, &m.floor)
+	authv3.RegisterAuthorizationServer(m.server, &m.floor)
 	m.done = make(chan error, 1)
 	go func() { m.done <- m.server.Serve(ln) }()
 	return nil
@@ -121,7 +125,7 @@ func (m *Main) Start() error {
 // BoundAddr is the address actually listened on.
 func (m *Main) BoundAddr() string { return m.ln.Addr().String() }
 
-// Served is the number of ShouldRateLimit calls answered.
+// Served is the number of calls (ShouldRateLimit and Check) answered.
 func (m *Main) Served() uint64 { return m.floor.Served() }
 
 // cpuReport is the line Report prints.

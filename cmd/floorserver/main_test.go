@@ -53,6 +53,18 @@ func TestFloorServerServesAndReports(t *testing.T) {
 	if res.OK != 200 || res.ErrorsTotal != 0 {
 		t.Fatalf("ok %d errors %v, want 200 OK", res.OK, res.Errors)
 	}
+	// The Check door of the floor, counted in served too.
+	c := loadgen.DefaultOptions()
+	c.Addr, c.Mode = listening.GRPC, loadgen.ModeCheck
+	c.Headers = []loadgen.Header{{Name: "x-api-key", Value: "k{n}"}}
+	c.Keys, c.Concurrency, c.Connections, c.Duration, c.Requests = 10, 4, 2, 0, 100
+	res, err = loadgen.Run(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 100 || res.DeniedTotal != 0 || res.ErrorsTotal != 0 {
+		t.Fatalf("check: ok %d denied %v errors %v, want 100 OK", res.OK, res.Denied, res.Errors)
+	}
 
 	outLines := bufio.NewScanner(stdoutR)
 	readReport := func() cpuReport {
@@ -74,8 +86,8 @@ func TestFloorServerServesAndReports(t *testing.T) {
 		t.Errorf("exit %d, want 0", code)
 	}
 	for _, r := range []cpuReport{mid, final} {
-		if r.Msg != "cpu" || r.Served != 200 || r.UserMicros+r.SystemMicros <= 0 || r.MicrosPerRequest <= 0 {
-			t.Errorf("report %+v, want msg cpu, 200 served and CPU time spent", r)
+		if r.Msg != "cpu" || r.Served != 300 || r.UserMicros+r.SystemMicros <= 0 || r.MicrosPerRequest <= 0 {
+			t.Errorf("report %+v, want msg cpu, 300 served and CPU time spent", r)
 		}
 	}
 	if final.UserMicros+final.SystemMicros < mid.UserMicros+mid.SystemMicros {

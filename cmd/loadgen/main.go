@@ -6,6 +6,16 @@
 //	    --descriptor 'remote_address=10.0.{n}' --keys 1000 \
 //	    --concurrency 32 --duration 10s --warmup 2s --pid 1234 --json
 //
+// With --mode check it sends ext_authz v3 Check requests instead, as
+// Envoy's ext_authz filter does, and counts answers by status code (OK,
+// RESOURCE_EXHAUSTED as over_limit, the rest under denied):
+//
+//	loadgen --mode check --addr 127.0.0.1:8081 --path /v1/things \
+//	    --header 'x-api-key: KEY' --source '10.0.0.{n}' --keys 200 \
+//	    --concurrency 32 --duration 8s --pid 1234 --json
+//	loadgen --mode check --header 'authorization: Bearer {key}' \
+//	    --key-file tokens.txt --sequential --requests 20000 --json
+//
 // Exit status: 0 when the run completed (whatever the server answered; read
 // the counts), 1 when it could not run, 2 on a bad command line.
 package main

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc"
 
@@ -22,6 +23,7 @@ func startFloor(t *testing.T) (string, *loadgen.FloorServer) {
 	floor := &loadgen.FloorServer{}
 	s := grpc.NewServer()
 	rlsv3.RegisterRateLimitServiceServer(s, floor)
+	authv3.RegisterAuthorizationServer(s, floor)
 	go func() { _ = s.Serve(ln) }()
 	t.Cleanup(s.Stop)
 	return ln.Addr().String(), floor
@@ -52,6 +54,30 @@ func TestRunJSON(t *testing.T) {
 	}
 }
 
+func TestRunCheckJSON(t *testing.T) {
+	t.Parallel()
+	addr, floor := startFloor(t)
+	var stdout, stderr bytes.Buffer
+	code := run(t.Context(), []string{
+		"--addr", addr, "--mode", "check", "--path", "/v1/x", "--header", "x-api-key: fgk_{n}",
+		"--source", "10.0.0.{n}", "--keys", "100", "--concurrency", "4", "--connections", "2", "--requests", "200", "--json",
+	}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr: %s", code, stderr.String())
+	}
+	var res loadgen.Result
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		t.Fatalf("stdout is not JSON: %v\n%s", err, stdout.String())
+	}
+	if res.Mode != "check" || res.Requests != 200 || res.OK != 200 || res.ErrorsTotal != 0 || floor.Served() != 200 {
+		t.Errorf("mode %q requests %d ok %d errors %d served %d, want 200 OK Checks",
+			res.Mode, res.Requests, res.OK, res.ErrorsTotal, floor.Served())
+	}
+	if strings.Contains(stdout.String(), "fgk_") {
+		t.Errorf("the JSON shows a header value: %s", stdout.String())
+	}
+}
+
 func TestRunText(t *testing.T) {
 	t.Parallel()
 	addr, _ := startFloor(t)
@@ -78,6 +104,7 @@ func TestRunBadCommandLine(t *testing.T) {
 		{args: []string{"--domain", "api", "--descriptor", "x"}, wantCode: 2, wantErr: `--descriptor "x"`},
 		{args: []string{"--domain", "api", "--descriptor", "a=b", "--keys", "9"}, wantCode: 2, wantErr: "--keys 9"},
 		{args: []string{"--bogus"}, wantCode: 2, wantErr: "-bogus"},
+		{args: []string{"--mode", "check", "--header", "x"}, wantCode: 2, wantErr: `--header "x"`},
 	}
 	for _, tc := range tests {
 		var stdout, stderr bytes.Buffer

@@ -42,23 +42,31 @@ func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.SliceBuffer(r.b)}, nil
 }
 
-// Unmarshal reads overall_code (field 1) and skips everything else.
+// Unmarshal reads overall_code (field 1) of a RateLimitResponse, or
+// status.code of a CheckResponse, and skips everything else.
 func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	r, ok := v.(*rawResponse)
-	if !ok {
-		return fmt.Errorf("loadgen codec: cannot unmarshal into %T", v)
-	}
 	var b []byte
 	if len(data) == 1 {
 		b = data[0].ReadOnlyData()
 	} else {
 		b = data.Materialize()
 	}
-	code, err := overallCode(b)
-	if err != nil {
-		return err
+	switch r := v.(type) {
+	case *rawResponse:
+		code, err := overallCode(b)
+		if err != nil {
+			return err
+		}
+		r.code = code
+	case *rawCheckResponse:
+		code, err := checkStatusCode(b)
+		if err != nil {
+			return err
+		}
+		r.code = code
+	default:
+		return fmt.Errorf("loadgen codec: cannot unmarshal into %T", v)
 	}
-	r.code = code
 	return nil
 }
 

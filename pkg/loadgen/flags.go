@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"strings"
 )
 
@@ -23,13 +24,23 @@ func ParseArgs(args []string, usage io.Writer) (o Options, jsonOut bool, err err
 	fs.SetOutput(usage)
 	var (
 		descs    stringList
+		headers  stringList
+		keyFile  string
 		hits     uint64
 		requests uint64
 	)
-	fs.StringVar(&o.Addr, "addr", o.Addr, "RLS server `host:port`")
-	fs.StringVar(&o.Domain, "domain", "", "rate-limit domain (required)")
+	fs.StringVar(&o.Addr, "addr", o.Addr, "server `host:port`")
+	fs.StringVar(&o.Mode, "mode", o.Mode, "`ratelimit` (ShouldRateLimit) or check (ext_authz Check, as Envoy sends it)")
+	fs.StringVar(&o.Domain, "domain", "", "rate-limit domain (required with --mode ratelimit)")
 	fs.Var(&descs, "descriptor", "descriptor `k=v[,k=v...]`, repeatable, in request order; {n} in a key or value is replaced by a key index drawn per request")
-	fs.IntVar(&o.Keys, "keys", o.Keys, "key cardinality: {n} takes values 0..keys-1")
+	fs.IntVar(&o.Keys, "keys", o.Keys, "key cardinality: {n} takes values 0..keys-1 (default with --key-file: its line count)")
+	fs.BoolVar(&o.Sequential, "sequential", false, "take key indexes in order (request i gets i mod keys) instead of at random: with --requests <= --keys, each request is sent once")
+	fs.StringVar(&o.Method, "method", o.Method, "check: the HTTP method")
+	fs.StringVar(&o.Host, "host", o.Host, "check: the HTTP host (:authority)")
+	fs.StringVar(&o.Path, "path", o.Path, "check: the HTTP path")
+	fs.Var(&headers, "header", "check: a request header `name: value`, repeatable; {n} is the key index, {key} line {n} of --key-file")
+	fs.StringVar(&o.Source, "source", o.Source, "check: the client `IP` address (attributes.source.address); may hold {n} and {key}")
+	fs.StringVar(&keyFile, "key-file", "", "check: a `file` whose non-empty lines {key} takes, line {n} for key index n (e.g. one token each)")
 	fs.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "requests in flight")
 	fs.IntVar(&o.Connections, "connections", o.Connections, "gRPC client connections, used round robin")
 	fs.DurationVar(&o.Duration, "duration", o.Duration, "run length (no request starts after it); with --requests, whichever comes first")
@@ -47,8 +58,11 @@ func ParseArgs(args []string, usage io.Writer) (o Options, jsonOut bool, err err
 	if fs.NArg() > 0 {
 		return Options{}, false, fmt.Errorf("unexpected argument %q: every setting is a flag", fs.Arg(0))
 	}
-	durationSet := false
-	fs.Visit(func(f *flag.Flag) { durationSet = durationSet || f.Name == "duration" })
+	durationSet, keysSet := false, false
+	fs.Visit(func(f *flag.Flag) {
+		durationSet = durationSet || f.Name == "duration"
+		keysSet = keysSet || f.Name == "keys"
+	})
 	o.Requests = requests
 	if requests > 0 && !durationSet {
 		// --requests alone means "exactly N": the default duration must
@@ -67,8 +81,48 @@ func ParseArgs(args []string, usage io.Writer) (o Options, jsonOut bool, err err
 		}
 		o.Descriptors = append(o.Descriptors, d)
 	}
+	for _, s := range headers {
+		h, err := ParseHeader(s)
+		if err != nil {
+			return Options{}, false, err
+		}
+		o.Headers = append(o.Headers, h)
+	}
+	if keyFile != "" {
+		lines, err := readLines(keyFile)
+		if err != nil {
+			return Options{}, false, err
+		}
+		o.KeyLines = lines
+		if !keysSet {
+			o.Keys = len(lines)
+		}
+	}
 	if err := o.Validate(); err != nil {
 		return Options{}, false, err
 	}
 	return o, jsonOut, nil
+}
+
+// readLines reads the non-empty lines of a --key-file, without their line
+// ends (and a trailing '\r').
+func readLines(name string) ([]string, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("--key-file: %w", err)
+	}
+	var lines []string
+	for l := range strings.Lines(string(b)) {
+		l = strings.TrimRight(l, "\r\n")
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 {
+		return nil, fmt.Errorf("--key-file %s: no non-empty line", name)
+	}
+	if len(lines) > MaxKeys {
+		return nil, fmt.Errorf("--key-file %s: %d lines, at most %d", name, len(lines), MaxKeys)
+	}
+	return lines, nil
 }

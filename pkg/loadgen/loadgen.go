@@ -1,7 +1,8 @@
 // Package loadgen drives any Envoy RLS v3 server
-// (envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit) over gRPC
-// for benchmarks, and measures latency, outcomes and, optionally, the
-// server's CPU time per decision.
+// (envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit), or with
+// ModeCheck any ext_authz v3 server (envoy.service.auth.v3.Authorization/
+// Check), over gRPC for benchmarks, and measures latency, outcomes and,
+// optionally, the server's CPU time per decision.
 //
 // The generator is built to cost little, because on a small machine it
 // shares the cores with the server it measures: requests are marshalled once
@@ -38,14 +39,35 @@ const MaxKeys = 10_000_000
 type Options struct {
 	// Addr is the server's host:port. Default 127.0.0.1:8081.
 	Addr string
-	// Domain is the rate-limit domain of every request. Required.
+	// Mode is ModeRateLimit (the default) or ModeCheck.
+	Mode string
+	// Domain is the rate-limit domain of every request. Required in
+	// ModeRateLimit; not used in ModeCheck.
 	Domain string
-	// Descriptors are the request's descriptors, in order. At least one.
+	// Descriptors are the request's descriptors, in order. At least one in
+	// ModeRateLimit; not used in ModeCheck.
 	Descriptors []Descriptor
-	// Keys is the number of distinct key indexes that KeyPlaceholder takes,
-	// drawn uniformly per request from 0..Keys-1. Default 1; more than 1
-	// needs a descriptor with KeyPlaceholder.
+	// Keys is the number of distinct key indexes that KeyPlaceholder (and
+	// LinePlaceholder) takes, drawn uniformly per request from 0..Keys-1.
+	// Default 1; more than 1 needs a template with a placeholder.
 	Keys int
+	// Sequential takes key indexes in order instead of drawing them: the
+	// i-th request of a phase (from 0) gets i mod Keys, so a run of at most
+	// Keys requests sends each request once.
+	Sequential bool
+
+	// Method, Host, Path, Headers and Source make the Check request
+	// (ModeCheck only); each may hold KeyPlaceholder and LinePlaceholder.
+	// Defaults GET, api.example.com, /v1/things, no header, 127.0.0.1.
+	Method  string
+	Host    string
+	Path    string
+	Headers []Header
+	// Source is the client's IP address, attributes.source.address.
+	Source string
+	// KeyLines are the values LinePlaceholder takes: line n for key index
+	// n (the --key-file).
+	KeyLines []string
 	// Concurrency is the number of requests in flight (one worker each).
 	// Default 32.
 	Concurrency int
@@ -82,7 +104,12 @@ type Options struct {
 func DefaultOptions() Options {
 	return Options{
 		Addr:        "127.0.0.1:8081",
+		Mode:        ModeRateLimit,
 		Keys:        1,
+		Method:      "GET",
+		Host:        "api.example.com",
+		Path:        "/v1/things",
+		Source:      "127.0.0.1",
 		Concurrency: 32,
 		Connections: 4,
 		Duration:    10 * time.Second,
@@ -96,6 +123,21 @@ func (o *Options) Validate() error {
 	if o.Addr == "" {
 		errs = append(errs, errors.New("--addr: empty, want host:port"))
 	}
+	switch o.Mode {
+	case ModeRateLimit, "": // "": Options made before there were modes
+		errs = append(errs, o.validateRateLimit()...)
+	case ModeCheck:
+		errs = append(errs, o.validateCheck()...)
+	default:
+		errs = append(errs, fmt.Errorf("--mode %q: want %s or %s", o.Mode, ModeRateLimit, ModeCheck))
+	}
+	errs = append(errs, o.validateRest()...)
+	return errors.Join(errs...)
+}
+
+// validateRateLimit checks the options of ModeRateLimit.
+func (o *Options) validateRateLimit() []error {
+	var errs []error
 	if o.Domain == "" {
 		errs = append(errs, errors.New("--domain: required"))
 	}
@@ -120,6 +162,15 @@ func (o *Options) Validate() error {
 	case o.Keys > 1 && !templated:
 		errs = append(errs, fmt.Errorf("--keys %d: no --descriptor contains %s, so every key would be the same", o.Keys, KeyPlaceholder))
 	}
+	if len(o.Headers) > 0 || len(o.KeyLines) > 0 {
+		errs = append(errs, errors.New("--header and --key-file: only with --mode check"))
+	}
+	return errs
+}
+
+// validateRest checks the options every mode shares but --addr.
+func (o *Options) validateRest() []error {
+	var errs []error
 	if o.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("--concurrency %d: want at least 1", o.Concurrency))
 	}
@@ -147,7 +198,7 @@ func (o *Options) Validate() error {
 	if o.PID < 0 {
 		errs = append(errs, fmt.Errorf("--pid %d: negative", o.PID))
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // Latency summarises the latency of the answered requests, in microseconds.
@@ -175,27 +226,40 @@ type CPUReport struct {
 
 // Result is the outcome of a run; it is also the --json output.
 type Result struct {
-	Addr        string   `json:"addr"`
+	Addr string `json:"addr"`
+	// Mode is set to ModeCheck for a Check run; absent, ShouldRateLimit.
+	Mode        string   `json:"mode,omitempty"`
 	Domain      string   `json:"domain"`
 	Descriptors []string `json:"descriptors"`
+	// Request is a Check run's "METHOD host path"; Headers the names of
+	// its headers (not the values, which may be credentials).
+	Request     string   `json:"request,omitempty"`
+	Headers     []string `json:"headers,omitempty"`
 	Keys        int      `json:"keys"`
+	Sequential  bool     `json:"sequential,omitempty"`
 	Concurrency int      `json:"concurrency"`
 	Connections int      `json:"connections"`
 	TargetRate  float64  `json:"target_rate,omitempty"`
 	// ElapsedSeconds is the measured wall time, warmup excluded.
 	ElapsedSeconds float64 `json:"elapsed_s"`
 	// Requests counts every request that completed: OK + OverLimit +
-	// Unknown + ErrorsTotal.
+	// Unknown + DeniedTotal + ErrorsTotal.
 	Requests uint64 `json:"requests"`
 	// RPS is Requests / ElapsedSeconds.
 	RPS float64 `json:"rps"`
 	// LatencyMicros covers answered requests (not errors), so that fast
 	// failures cannot make a server look quick.
 	LatencyMicros Latency `json:"latency_us"`
-	// OK, OverLimit and Unknown count answers by overall_code.
+	// OK, OverLimit and Unknown count answers by overall_code. A Check's
+	// answer counts by its status.code: OK, RESOURCE_EXHAUSTED as
+	// OverLimit (429), any other code in Denied.
 	OK        uint64 `json:"ok"`
 	OverLimit uint64 `json:"over_limit"`
 	Unknown   uint64 `json:"unknown"`
+	// Denied counts Check answers (not RPC errors) by their status.code
+	// name, e.g. "Unauthenticated" (401), "PermissionDenied" (403).
+	Denied      map[string]uint64 `json:"denied,omitempty"`
+	DeniedTotal uint64            `json:"denied_total,omitempty"`
 	// Errors counts failed requests by gRPC code name (e.g. "Unavailable").
 	Errors      map[string]uint64 `json:"errors"`
 	ErrorsTotal uint64            `json:"errors_total"`
@@ -219,22 +283,26 @@ type worker struct {
 	timer     *time.Timer
 	req       rawRequest
 	resp      rawResponse
+	checkResp rawCheckResponse
 	hist      *Histogram
 	ok        uint64
 	overLimit uint64
 	unknown   uint64
+	denied    map[codes.Code]uint64
 	errs      map[codes.Code]uint64
 }
 
 func (w *worker) reset() {
 	w.hist.Reset()
 	w.ok, w.overLimit, w.unknown = 0, 0, 0
+	clear(w.denied)
 	clear(w.errs)
 }
 
 // runner holds what the phases of one run share.
 type runner struct {
 	opts    Options
+	check   bool
 	reqs    *requestSet
 	workers []*worker
 }
@@ -247,13 +315,25 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
+	check := o.Mode == ModeCheck
 	keys := 1
-	for _, d := range o.Descriptors {
-		if d.templated() {
+	var (
+		reqs *requestSet
+		err  error
+	)
+	if check {
+		if templated, _ := o.checkTemplated(); templated {
 			keys = o.Keys
 		}
+		reqs, err = buildCheckRequests(&o, keys)
+	} else {
+		for _, d := range o.Descriptors {
+			if d.templated() {
+				keys = o.Keys
+			}
+		}
+		reqs, err = buildRequests(o.Domain, o.Descriptors, o.Hits, keys)
 	}
-	reqs, err := buildRequests(o.Domain, o.Descriptors, o.Hits, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -286,16 +366,17 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
-	r := &runner{opts: o, reqs: reqs}
+	r := &runner{opts: o, check: check, reqs: reqs}
 	for i := range o.Concurrency {
 		t := time.NewTimer(time.Hour)
 		t.Stop()
 		r.workers = append(r.workers, &worker{
-			conn:  conns[i%len(conns)],
-			rng:   rand.New(rand.NewPCG(seed, uint64(i))),
-			timer: t,
-			hist:  NewHistogram(),
-			errs:  make(map[codes.Code]uint64),
+			conn:   conns[i%len(conns)],
+			rng:    rand.New(rand.NewPCG(seed, uint64(i))),
+			timer:  t,
+			hist:   NewHistogram(),
+			denied: make(map[codes.Code]uint64),
+			errs:   make(map[codes.Code]uint64),
 		})
 	}
 
@@ -406,12 +487,21 @@ func (r *runner) loop(ctx context.Context, w *worker, start time.Time, d, interv
 			begin = due
 		}
 		k := 0
-		if keys > 1 {
+		switch {
+		case keys <= 1:
+		case r.opts.Sequential:
+			k = int((n - 1) % uint64(keys))
+		default:
 			k = w.rng.IntN(keys)
 		}
 		w.req.b = r.reqs.get(k)
 		callCtx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
-		err := w.conn.Invoke(callCtx, shouldRateLimitMethod, &w.req, &w.resp)
+		var err error
+		if r.check {
+			err = w.conn.Invoke(callCtx, checkMethod, &w.req, &w.checkResp)
+		} else {
+			err = w.conn.Invoke(callCtx, shouldRateLimitMethod, &w.req, &w.resp)
+		}
 		cancel()
 		latency := time.Since(begin)
 		if err != nil {
@@ -423,6 +513,17 @@ func (r *runner) loop(ctx context.Context, w *worker, start time.Time, d, interv
 			continue
 		}
 		w.hist.Record(latency)
+		if r.check {
+			switch c := codes.Code(w.checkResp.code); c {
+			case codes.OK:
+				w.ok++
+			case codes.ResourceExhausted:
+				w.overLimit++
+			default:
+				w.denied[c]++
+			}
+			continue
+		}
 		switch w.resp.code {
 		case rlsv3.RateLimitResponse_OK:
 			w.ok++
@@ -451,6 +552,15 @@ func (r *runner) collect(elapsed time.Duration) *Result {
 	for _, d := range o.Descriptors {
 		res.Descriptors = append(res.Descriptors, d.String())
 	}
+	if r.check {
+		res.Mode = ModeCheck
+		res.Request = o.Method + " " + o.Host + " " + o.Path
+		for _, h := range o.Headers {
+			res.Headers = append(res.Headers, h.Name)
+		}
+		res.Denied = map[string]uint64{}
+	}
+	res.Sequential = o.Sequential
 	for _, w := range r.workers {
 		res.Histogram.Merge(w.hist)
 		res.OK += w.ok
@@ -460,8 +570,12 @@ func (r *runner) collect(elapsed time.Duration) *Result {
 			res.Errors[c.String()] += n
 			res.ErrorsTotal += n
 		}
+		for c, n := range w.denied {
+			res.Denied[c.String()] += n
+			res.DeniedTotal += n
+		}
 	}
-	res.Requests = res.OK + res.OverLimit + res.Unknown + res.ErrorsTotal
+	res.Requests = res.OK + res.OverLimit + res.Unknown + res.DeniedTotal + res.ErrorsTotal
 	if elapsed > 0 {
 		res.RPS = float64(res.Requests) / elapsed.Seconds()
 	}

@@ -21,14 +21,28 @@ func (r *Result) WriteJSON(w io.Writer) error {
 // microseconds.
 func (r *Result) WriteText(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "target      %s domain=%s keys=%d concurrency=%d connections=%d",
-		r.Addr, r.Domain, r.Keys, r.Concurrency, r.Connections)
+	if r.Mode == ModeCheck {
+		fmt.Fprintf(&b, "target      %s mode=check keys=%d concurrency=%d connections=%d",
+			r.Addr, r.Keys, r.Concurrency, r.Connections)
+	} else {
+		fmt.Fprintf(&b, "target      %s domain=%s keys=%d concurrency=%d connections=%d",
+			r.Addr, r.Domain, r.Keys, r.Concurrency, r.Connections)
+	}
+	if r.Sequential {
+		b.WriteString(" sequential")
+	}
 	if r.TargetRate > 0 {
 		fmt.Fprintf(&b, " rate=%g/s", r.TargetRate)
 	}
 	b.WriteByte('\n')
 	for _, d := range r.Descriptors {
 		fmt.Fprintf(&b, "descriptor  %s\n", d)
+	}
+	if r.Request != "" {
+		fmt.Fprintf(&b, "request     %s\n", r.Request)
+	}
+	if len(r.Headers) > 0 {
+		fmt.Fprintf(&b, "headers     %s\n", strings.Join(r.Headers, " "))
 	}
 	if r.Interrupted {
 		b.WriteString("interrupted before the end; the numbers cover what ran\n")
@@ -37,8 +51,16 @@ func (r *Result) WriteText(w io.Writer) error {
 	l := r.LatencyMicros
 	fmt.Fprintf(&b, "latency µs  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (mean %.1f, min %.1f)\n",
 		l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean, l.Min)
-	fmt.Fprintf(&b, "answers     ok %d  over_limit %d  unknown %d  errors %d\n",
-		r.OK, r.OverLimit, r.Unknown, r.ErrorsTotal)
+	if r.Mode == ModeCheck {
+		fmt.Fprintf(&b, "answers     ok %d  over_limit %d  denied %d  errors %d\n",
+			r.OK, r.OverLimit, r.DeniedTotal, r.ErrorsTotal)
+		for _, name := range sortedKeys(r.Denied) {
+			fmt.Fprintf(&b, "denied      %s %d\n", name, r.Denied[name])
+		}
+	} else {
+		fmt.Fprintf(&b, "answers     ok %d  over_limit %d  unknown %d  errors %d\n",
+			r.OK, r.OverLimit, r.Unknown, r.ErrorsTotal)
+	}
 	names := make([]string, 0, len(r.Errors))
 	for name := range r.Errors {
 		names = append(names, name)
@@ -59,4 +81,13 @@ func (r *Result) WriteText(w io.Writer) error {
 		return fmt.Errorf("write result: %w", err)
 	}
 	return nil
+}
+
+func sortedKeys(m map[string]uint64) []string {
+	names := make([]string, 0, len(m))
+	for name := range m {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
 }
