@@ -247,7 +247,7 @@ func (s *sidecar) get(path string) (int, string, error) {
 }
 
 // metric reads one series from /metrics: series is the metric name with its
-// labels as Prometheus prints them, e.g. `floodgate_config_reloads_total{result="success"}`.
+// labels as Prometheus prints them, e.g. `floodgate_config_reloads_total{result="success",source="limits"}`.
 func (s *sidecar) metric(series string) (float64, error) {
 	code, body, err := s.get("/metrics")
 	if err != nil {

@@ -144,7 +144,7 @@ func TestReloadFileEdit(t *testing.T) {
 	if !strings.Contains(lastErr, "limits.yaml:6:") {
 		t.Errorf("last_reload_error = %q, want it to name limits.yaml:6", lastErr)
 	}
-	if v := sc.mustMetric(`floodgate_config_reloads_total{result="error"}`); v < 1 {
+	if v := sc.mustMetric(`floodgate_config_reloads_total{result="error",source="limits"}`); v < 1 {
 		t.Errorf("failed reloads = %v, want at least 1", v)
 	}
 	if got, err := probeLimit(sc, &seq); err != nil || got != 7 {
@@ -159,7 +159,7 @@ func TestReloadFileEdit(t *testing.T) {
 	l.waitCalls(t, 0, l.in(0).total()+50, 10*time.Second)
 	l.stop()
 	checkLoad(t, l)
-	if v := sc.mustMetric(`floodgate_config_reloads_total{result="success"}`); v < 2 {
+	if v := sc.mustMetric(`floodgate_config_reloads_total{result="success",source="limits"}`); v < 2 {
 		t.Errorf("successful reloads = %v, want at least 2", v)
 	}
 }

@@ -64,6 +64,9 @@ type Options[T any] struct {
 	Summary func(T) []any
 	// Metrics counts reloads; nil counts nothing.
 	Metrics *Metrics
+	// Name labels this source's metrics (`source`), so that the sources
+	// sharing one Metrics are told apart; default "config".
+	Name string
 	// Log receives a line per reload (default: discarded).
 	Log *slog.Logger
 	// Now is the clock (default time.Now).
@@ -96,6 +99,11 @@ func New[T any](w Watcher[T], opts Options[T]) *Source[T] {
 	}
 	s := &Source[T]{w: w, opts: opts}
 	s.snap.Store(&Snapshot[T]{})
+	if m := opts.Metrics; m != nil {
+		// Both results are reported from the start, at 0.
+		m.reloads.WithLabelValues(s.name(), "success")
+		m.reloads.WithLabelValues(s.name(), "error")
+	}
 	return s
 }
 
@@ -152,7 +160,7 @@ func (s *Source[T]) publish(cfg T, err error) {
 		old.Err = err
 		s.snap.Store(&old)
 		if m != nil {
-			m.reloads.WithLabelValues("error").Inc()
+			m.reloads.WithLabelValues(s.name(), "error").Inc()
 		}
 		s.opts.Log.Error("config reload failed; the previous config keeps serving",
 			"config", s.w.Origin(), "errors", strings.Split(err.Error(), "\n"))
@@ -162,7 +170,7 @@ func (s *Source[T]) publish(cfg T, err error) {
 	reload := s.snap.Load().Loaded
 	s.set(cfg)
 	if reload && m != nil {
-		m.reloads.WithLabelValues("success").Inc()
+		m.reloads.WithLabelValues(s.name(), "success").Inc()
 	}
 	attrs := []any{"config", s.w.Origin()}
 	if s.opts.Summary != nil {
@@ -179,7 +187,7 @@ func (s *Source[T]) set(cfg T) {
 	now := s.opts.Now()
 	s.snap.Store(&Snapshot[T]{Config: cfg, Loaded: true, LoadedAt: now})
 	if m := s.opts.Metrics; m != nil {
-		m.lastOK.Set(float64(now.UnixNano()) / 1e9)
+		m.lastOK.WithLabelValues(s.name()).Set(float64(now.UnixNano()) / 1e9)
 	}
 }
 
@@ -220,25 +228,30 @@ func Handler(status func() Status) http.Handler {
 // registry, shared by the sources.
 type Metrics struct {
 	reloads *prometheus.CounterVec
-	lastOK  prometheus.Gauge
+	lastOK  *prometheus.GaugeVec
 }
 
-// NewMetrics registers floodgate_config_reloads_total{result} and
-// floodgate_config_last_reload_success_timestamp_seconds in reg.
+// NewMetrics registers floodgate_config_reloads_total{source,result} and
+// floodgate_config_last_reload_success_timestamp_seconds{source} in reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "floodgate", Subsystem: "config", Name: "reloads_total",
-			Help: "Config reloads by result (success or error).",
-		}, []string{"result"}),
-		lastOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Help: "Config reloads by source (limits, auth, ...) and result (success or error).",
+		}, []string{"source", "result"}),
+		lastOK: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "floodgate", Subsystem: "config", Name: "last_reload_success_timestamp_seconds",
-			Help: "When the config in force was loaded.",
-		}),
+			Help: "When each source's config in force was loaded.",
+		}, []string{"source"}),
 	}
-	// Both results are reported from the start, at 0.
-	m.reloads.WithLabelValues("success")
-	m.reloads.WithLabelValues("error")
 	reg.MustRegister(m.reloads, m.lastOK)
 	return m
+}
+
+// name is the source's metric label.
+func (s *Source[T]) name() string {
+	if s.opts.Name == "" {
+		return "config"
+	}
+	return s.opts.Name
 }

@@ -169,6 +169,7 @@ func (m *Main) newAuthSource(metrics *configsource.Metrics) *configsource.Source
 			return []any{"policies", len(b.cfg.Policies), "api_keys", b.cfg.APIKeys.Keys.Len(), "jwt_issuers", len(b.cfg.JWT)}
 		},
 		Metrics: metrics,
+		Name:    "auth",
 		Log:     m.log,
 	})
 }

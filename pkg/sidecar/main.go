@@ -180,6 +180,7 @@ func (m *Main) build() (err error) {
 		Describe: func(c *descriptors.Config) any { return c.Describe() },
 		Summary:  func(c *descriptors.Config) []any { return []any{"domains", domainNames(c)} },
 		Metrics:  sourceMetrics,
+		Name:     "limits",
 		Log:      m.log,
 	})
 	if err := m.limits.Load(); err != nil {

@@ -222,7 +222,7 @@ func TestReloadOnEditAndKeepOnError(t *testing.T) {
 		t.Errorf("after a bad edit the limit is %d, want the old 9", got)
 	}
 	_, body := httpGet(t, "http://"+r.main.HTTPAddr()+"/metrics")
-	if !strings.Contains(body, `floodgate_config_reloads_total{result="error"} 1`) {
+	if !strings.Contains(body, `floodgate_config_reloads_total{result="error",source="limits"} 1`) {
 		t.Errorf("reload error not counted:\n%s", body)
 	}
 }
