@@ -1,7 +1,6 @@
 package configsource
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -18,75 +17,15 @@ import (
 // limits, descriptors.Load with the settings' options.
 type Loader[T any] func(path string) (T, error)
 
-// File watches a file or directory for configs of kind T. It polls a
+// NewFile returns a watcher of a file or directory for configs of kind T,
+// checking it every interval and reading it with load. It polls a
 // fingerprint of the path (names, sizes, modification times and inodes,
 // following symlinks) instead of relying on inotify, because a Kubernetes
 // ConfigMap update is an atomic swap of the ..data symlink that inotify
 // watches on the old target never see; and it reads no file until the
-// fingerprint changes.
-type File[T any] struct {
-	path  string
-	every time.Duration
-	load  Loader[T]
-
-	print  uint64 // the fingerprint when last loaded
-	loaded bool   // Load has run
-}
-
-var _ Initial[int] = (*File[int])(nil)
-
-// NewFile returns a watcher of path that checks it every interval and
-// reads it with load.
-func NewFile[T any](path string, every time.Duration, load Loader[T]) *File[T] {
-	return &File[T]{path: path, every: every, load: load}
-}
-
-// Origin is the watched path.
-func (f *File[T]) Origin() string { return f.path }
-
-// Load reads the path now. The fingerprint is taken first, so that a change
-// made while it reads is seen at the next check.
-func (f *File[T]) Load() (T, error) {
-	// A path that cannot be fingerprinted cannot be loaded either; the
-	// load says why.
-	f.print, _ = fingerprint(f.path)
-	f.loaded = true
-	return f.load(f.path)
-}
-
-// Watch checks the path every interval until ctx ends, and publishes a
-// load each time its fingerprint changed. Without a Load before it, it
-// first publishes what the path holds.
-func (f *File[T]) Watch(ctx context.Context, publish func(T, error)) error {
-	if !f.loaded {
-		publish(f.Load())
-	}
-	t := time.NewTicker(f.every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			f.check(publish)
-		}
-	}
-}
-
-// check loads the path when its fingerprint changed since the last look.
-// A fingerprint that fails (a file vanished mid-look) always reloads and
-// is reported even if the load itself succeeds.
-func (f *File[T]) check(publish func(T, error)) {
-	fp, err := fingerprint(f.path)
-	if err == nil && fp == f.print {
-		return
-	}
-	f.print = fp
-	cfg, lerr := f.load(f.path)
-	if lerr == nil && err != nil {
-		lerr = err
-	}
-	publish(cfg, lerr)
+// fingerprint changes. It is Files without other files to follow.
+func NewFile[T any](path string, every time.Duration, load Loader[T]) *Files[T] {
+	return NewFiles(path, every, load, nil)
 }
 
 // fingerprint hashes what identifies the config files' content at path

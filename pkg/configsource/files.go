@@ -6,10 +6,10 @@ import (
 	"time"
 )
 
-// Files watches a file or directory, as File does, and also every file
-// the config last loaded from it says it was read from (an auth config's
-// keys files and JWKS files): a change to any of them reloads the config.
-// Like File it polls fingerprints and reads nothing until one changes.
+// Files watches a file or directory (see NewFile for how), and also every
+// file the config last loaded from it says it was read from (an auth
+// config's keys files and JWKS files): a change to any of them reloads the
+// config. It polls fingerprints and reads nothing until one changes.
 type Files[T any] struct {
 	path  string
 	every time.Duration
@@ -25,7 +25,8 @@ var _ Initial[int] = (*Files[int])(nil)
 
 // NewFiles returns a watcher of path and of the files that files names
 // for the config last loaded, checking them every interval and reading
-// path with load. files may name path itself, and duplicates.
+// path with load. files may name path itself, and duplicates; nil follows
+// no other file.
 func NewFiles[T any](path string, every time.Duration, load Loader[T], files func(T) []string) *Files[T] {
 	return &Files[T]{path: path, every: every, load: load, files: files, watched: []string{path}}
 }
@@ -63,6 +64,9 @@ func (f *Files[T]) Load() (T, error) {
 
 func (f *Files[T]) watchList(cfg T) []string {
 	list := []string{f.path}
+	if f.files == nil {
+		return list
+	}
 	seen := map[string]bool{f.path: true}
 	for _, p := range f.files(cfg) {
 		if p != "" && !seen[p] {
@@ -92,8 +96,8 @@ func (f *Files[T]) Watch(ctx context.Context, publish func(T, error)) error {
 	}
 }
 
-// check reloads when any watched path's fingerprint changed. As with
-// File, a fingerprint that fails (a file vanished) always reloads and is
+// check reloads when any watched path's fingerprint changed. A
+// fingerprint that fails (a file vanished) always reloads and is
 // reported even if the load itself succeeds.
 func (f *Files[T]) check(publish func(T, error)) {
 	changed := false
