@@ -597,9 +597,6 @@ func TestNegativeBoundIsAnError(t *testing.T) {
 // the counter key and the RateLimit header value (run without -race by
 // `make test`).
 func TestShouldRateLimitAllocations(t *testing.T) {
-	if testing.Short() {
-		t.Skip("allocation counts: not in -short runs")
-	}
 	f := newFixture(t, ratelimitsvc.Options{})
 	req := &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*rlv3.RateLimitDescriptor{desc("plan", "alloc")}}
 	ctx := context.Background()
