@@ -16,31 +16,44 @@ import (
 	"github.com/floodgate/floodgate/pkg/redisstore"
 )
 
-// newLimiter builds the backend that s selects, with its metrics in reg.
-func newLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (quota.Limiter, func() error, error) {
+// backend is what --backend built: the limiter, and for Redis the client
+// that the response cache's store shares.
+type backend struct {
+	limiter quota.Limiter
+	redis   redis.UniversalClient // nil for memory
+	close   func() error
+}
+
+// newBackend builds the backend that s selects, with its metrics in reg.
+func newBackend(s Settings, reg prometheus.Registerer, log *slog.Logger) (backend, error) {
 	switch s.Backend {
 	case "memory":
-		evictions := prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "floodgate", Subsystem: "memory", Name: "evictions_total",
-			Help: "Live counters dropped because --memory-max-keys was reached.",
-		})
-		reg.MustRegister(evictions)
-		st, err := memstore.New(memstore.Options{
-			MaxKeys: s.MemoryMaxKeys,
-			OnEvict: func(n int) { evictions.Add(float64(n)) },
-		})
-		if err != nil {
-			return nil, nil, err
-		}
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Namespace: "floodgate", Subsystem: "memory", Name: "keys",
-			Help: "Counters held by the memory backend.",
-		}, func() float64 { return float64(st.Len()) }))
-		return st, func() error { return nil }, nil
+		lim, closeFn, err := newMemoryLimiter(s, reg)
+		return backend{limiter: lim, close: closeFn}, err
 	case "redis":
-		return newRedisLimiter(s, reg, log)
+		return newRedisBackend(s, reg, log)
 	}
-	return nil, nil, fmt.Errorf("unknown backend %q", s.Backend)
+	return backend{}, fmt.Errorf("unknown backend %q", s.Backend)
+}
+
+func newMemoryLimiter(s Settings, reg prometheus.Registerer) (quota.Limiter, func() error, error) {
+	evictions := prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "floodgate", Subsystem: "memory", Name: "evictions_total",
+		Help: "Live counters dropped because --memory-max-keys was reached.",
+	})
+	reg.MustRegister(evictions)
+	st, err := memstore.New(memstore.Options{
+		MaxKeys: s.MemoryMaxKeys,
+		OnEvict: func(n int) { evictions.Add(float64(n)) },
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "floodgate", Subsystem: "memory", Name: "keys",
+		Help: "Counters held by the memory backend.",
+	}, func() float64 { return float64(st.Len()) }))
+	return st, func() error { return nil }, nil
 }
 
 // redisLog routes go-redis's own messages (dial failures and the like) into
@@ -51,7 +64,7 @@ func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
 	l.log.WarnContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
 
-func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (quota.Limiter, func() error, error) {
+func newRedisBackend(s Settings, reg prometheus.Registerer, log *slog.Logger) (backend, error) {
 	// go-redis has one process-wide logger.
 	redis.SetLogger(redisLog{log})
 	r := s.Redis
@@ -70,7 +83,7 @@ func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (q
 		WriteTimeout:   r.WriteTimeout,
 	})
 	if err != nil {
-		return nil, nil, err
+		return backend{}, err
 	}
 	st, err := redisstore.New(client, redisstore.Options{
 		KeyPrefix:   r.KeyPrefix,
@@ -86,7 +99,7 @@ func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (q
 	})
 	if err != nil {
 		client.Close()
-		return nil, nil, err
+		return backend{}, err
 	}
 	// The store does not own the client: stop the store, then close the
 	// connections.
@@ -114,9 +127,9 @@ func newRedisLimiter(s Settings, reg prometheus.Registerer, log *slog.Logger) (q
 	lim, err := withNearCache(st, s, reg)
 	if err != nil {
 		closeAll()
-		return nil, nil, err
+		return backend{}, err
 	}
-	return lim, closeAll, nil
+	return backend{limiter: lim, redis: client, close: closeAll}, nil
 }
 
 // withNearCache puts the over-limit near-cache in front of a remote backend,

@@ -17,7 +17,8 @@ import (
 // under "auth" (absent without --auth-config).
 type debugStatus struct {
 	configsource.Status
-	Auth *configsource.Status `json:"auth,omitempty"`
+	Auth  *configsource.Status `json:"auth,omitempty"`
+	Cache *configsource.Status `json:"cache,omitempty"`
 }
 
 // debugConfig serves /debug/config as indented JSON.
@@ -26,6 +27,10 @@ func (m *Main) debugConfig(w http.ResponseWriter, r *http.Request) {
 	if m.authSrc != nil {
 		a := m.authSrc.Status()
 		st.Auth = &a
+	}
+	if m.cacheSrc != nil {
+		c := m.cacheSrc.Status()
+		st.Cache = &c
 	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)

@@ -26,12 +26,15 @@ import (
 
 	"github.com/floodgate/floodgate/pkg/authconfig"
 	"github.com/floodgate/floodgate/pkg/authsvc"
+	"github.com/floodgate/floodgate/pkg/cacheconfig"
 	"github.com/floodgate/floodgate/pkg/configsource"
 	"github.com/floodgate/floodgate/pkg/descriptors"
 	"github.com/floodgate/floodgate/pkg/engine"
+	"github.com/floodgate/floodgate/pkg/extprocsvc"
 	"github.com/floodgate/floodgate/pkg/jwtauth"
 	"github.com/floodgate/floodgate/pkg/quota"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
+	"github.com/floodgate/floodgate/pkg/respcache"
 )
 
 // gRPC server settings (see Start).
@@ -72,12 +75,18 @@ type Main struct {
 	limits  *configsource.Source[*descriptors.Config]
 	auth    *authsvc.Service                  // nil without --auth-config
 	authSrc *configsource.Source[*authBundle] // nil without --auth-config
-	open    []door                            // what doors returned, once the services are built
-	health  *health.Server
-	grpcSrv *grpc.Server
-	httpSrv *http.Server
-	grpcLn  net.Listener
-	httpLn  net.Listener
+
+	cache    *respcache.Engine                         // nil without --cache-config
+	cacheSvc *extprocsvc.Service                       // nil without --cache-config
+	cacheSrc *configsource.Source[*cacheconfig.Config] // nil without --cache-config
+	// adminToken is --admin-token-file's token (nil: loopback peers only).
+	adminToken []byte
+	open       []door // what doors returned, once the services are built
+	health     *health.Server
+	grpcSrv    *grpc.Server
+	httpSrv    *http.Server
+	grpcLn     net.Listener
+	httpLn     net.Listener
 
 	mu      sync.Mutex // held by Start throughout
 	started bool       // Start was called
@@ -116,6 +125,7 @@ func (m *Main) doors() []door {
 	return []door{
 		rateLimitDoor(m.svc, m.limits),
 		authDoor(m.auth, m.authSrc),
+		cacheDoor(m.cacheSvc, m.cacheSrc),
 	}
 }
 
@@ -197,12 +207,29 @@ func (m *Main) build() (err error) {
 		m.log.Info("domain loaded", "domain", d.Name, "rules", len(d.Rules()), "files", d.Files)
 	}
 
-	limiter, closeFn, err := newLimiter(s, m.registry, m.log)
+	if s.Cache.Config != "" {
+		m.cacheSrc = m.newCacheSource(sourceMetrics)
+		if err := m.cacheSrc.Load(); err != nil {
+			return fmt.Errorf("cache config %s: %w", s.Cache.Config, err)
+		}
+	}
+	if m.adminToken, err = readAdminToken(s.AdminTokenFile); err != nil {
+		return err
+	}
+
+	be, err := newBackend(s, m.registry, m.log)
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", s.Backend, err)
 	}
-	m.limiter, m.closeFn = limiter, closeFn
-	m.eng, m.svc, err = newRateLimitService(s, limiter, engine.NewMetrics(m.registry), m.log)
+	m.limiter, m.closeFn = be.limiter, be.close
+	if m.cacheSrc != nil {
+		if m.cache, m.cacheSvc, err = m.newCache(be); err != nil {
+			m.closeBackend()
+			return err
+		}
+		m.cacheSrc.Subscribe(m.cache.SetConfig)
+	}
+	m.eng, m.svc, err = newRateLimitService(s, be.limiter, engine.NewMetrics(m.registry), m.log)
 	if err != nil {
 		m.closeBackend()
 		return err
@@ -238,6 +265,9 @@ func (m *Main) build() (err error) {
 	}
 
 	m.grpcSrv = grpc.NewServer(
+		// ext_proc bodies come in one message: the receive limit stays
+		// above --cache-max-entry-bytes.
+		grpc.MaxRecvMsgSize(m.maxRecvMsgSize()),
 		// Measured under load (docs/benchmarks.md): stream workers reuse
 		// goroutines whose stacks have already grown, instead of a new
 		// goroutine per call that grows its stack again (runtime.morestack
@@ -249,6 +279,7 @@ func (m *Main) build() (err error) {
 		grpc.InitialWindowSize(flowWindow),
 		grpc.InitialConnWindowSize(flowWindow),
 		grpc.ChainUnaryInterceptor(m.recoverUnary),
+		grpc.ChainStreamInterceptor(m.recoverStream),
 	)
 	m.health = health.NewServer()
 	healthpb.RegisterHealthServer(m.grpcSrv, m.health)
@@ -405,6 +436,17 @@ func (m *Main) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServer
 	return handler(ctx, req)
 }
 
+// recoverStream is recoverUnary for streams (ext_proc's Process).
+func (m *Main) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			m.log.Error("panic in handler", "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = status.Error(codes.Internal, "internal error")
+		}
+	}()
+	return handler(srv, ss)
+}
+
 func (m *Main) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -427,15 +469,20 @@ func (m *Main) httpHandler() http.Handler {
 		io.WriteString(w, "OK")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry}))
-	mux.HandleFunc("GET /debug/config", m.debugConfig)
+	// Admin endpoints: loopback peers only, or the admin token.
+	admin := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, m.adminOnly(h)) }
+	admin("GET /debug/config", m.debugConfig)
+	if m.cache != nil {
+		admin("POST /cache/purge", m.purge)
+	}
 	if m.settings.PProf {
 		// Served only when asked for: the package's own registration on
 		// http.DefaultServeMux is never served.
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		admin("GET /debug/pprof/", pprof.Index)
+		admin("GET /debug/pprof/cmdline", pprof.Cmdline)
+		admin("GET /debug/pprof/profile", pprof.Profile)
+		admin("GET /debug/pprof/symbol", pprof.Symbol)
+		admin("GET /debug/pprof/trace", pprof.Trace)
 	}
 	return mux
 }

@@ -15,10 +15,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/floodgate/floodgate/pkg/cachestore"
 	"github.com/floodgate/floodgate/pkg/memstore"
 	"github.com/floodgate/floodgate/pkg/nearcache"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 	"github.com/floodgate/floodgate/pkg/redisstore"
+	"github.com/floodgate/floodgate/pkg/respcache"
 )
 
 // Settings are serve's settings. Every field is a flag; the flag's default is
@@ -58,7 +60,22 @@ type Settings struct {
 	NearCacheSize     int // --near-cache-size (0 = off)
 	NearCacheMaxBytes int // --near-cache-max-bytes
 
+	Cache CacheSettings
+
+	// AdminTokenFile holds the bearer token that /cache/purge, /debug/
+	// and /debug/pprof/ require (--admin-token-file); without it they
+	// answer loopback peers only.
+	AdminTokenFile string
+
 	Redis RedisSettings
+}
+
+// CacheSettings select and tune the response cache (the ext_proc door).
+type CacheSettings struct {
+	Config        string        // --cache-config ("" = no ext_proc door)
+	MaxBytes      int64         // --cache-max-bytes (memory store)
+	MaxEntryBytes int           // --cache-max-entry-bytes
+	CollapseWait  time.Duration // --cache-collapse-wait
 }
 
 // RedisSettings select and tune the Redis backend.
@@ -113,6 +130,11 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.IntVar(&s.MemoryMaxKeys, "memory-max-keys", memstore.DefaultMaxKeys, "memory backend: most counters kept; beyond it the soonest-expiring are evicted")
 	fs.IntVar(&s.NearCacheSize, "near-cache-size", nearcache.DefaultMaxEntries, "Redis backend: most over-limit counters remembered locally, so hits on them need no Redis call; 0 disables")
 	fs.IntVar(&s.NearCacheMaxBytes, "near-cache-max-bytes", nearcache.DefaultMaxBytes, "Redis backend: most bytes of counter keys the near-cache holds")
+	fs.StringVar(&s.Cache.Config, "cache-config", "", "response cache rules: a YAML file, hot-reloaded; when set, envoy.service.ext_proc.v3.ExternalProcessor is served")
+	fs.Int64Var(&s.Cache.MaxBytes, "cache-max-bytes", cachestore.DefaultMaxBytes, "memory cache store: most bytes of stored responses; the least recently used are evicted first")
+	fs.IntVar(&s.Cache.MaxEntryBytes, "cache-max-entry-bytes", respcache.DefaultMaxEntryBytes, "a larger response body is neither buffered nor stored")
+	fs.DurationVar(&s.Cache.CollapseWait, "cache-collapse-wait", respcache.DefaultCollapseWait, "how long requests wait behind a cache miss for the same key; keep it below the ext_proc filter's message_timeout")
+	fs.StringVar(&s.AdminTokenFile, "admin-token-file", "", "a file holding the bearer token that /cache/purge, /debug/ and /debug/pprof/ require; without it they answer loopback peers only")
 	fs.StringVar(&s.Redis.URL, "redis-url", "", "redis://[user:pass@]host:port[/db], rediss:// for TLS; with --redis-cluster, seed nodes as ?addr=h2:p2&addr=h3:p3")
 	fs.BoolVar(&s.Redis.Cluster, "redis-cluster", false, "treat --redis-url as a Redis Cluster")
 	fs.StringVar(&s.Redis.SentinelMaster, "redis-sentinel-master", "", "Sentinel: the master's name (needs --redis-sentinel-addrs)")
@@ -212,6 +234,7 @@ func (s *Settings) check() error {
 		{"--max-value-bytes", s.MaxValueBytes}, {"--memory-max-keys", s.MemoryMaxKeys},
 		{"--near-cache-max-bytes", s.NearCacheMaxBytes},
 		{"--redis-pool-size", s.Redis.PoolSize}, {"--redis-batch-max", s.Redis.BatchMax},
+		{"--cache-max-entry-bytes", s.Cache.MaxEntryBytes},
 	} {
 		if n.v < 0 {
 			bad("%s=%d: must not be negative (0 means the default)", n.flag, n.v)
@@ -227,10 +250,14 @@ func (s *Settings) check() error {
 		{"--reload-interval", s.ReloadEvery}, {"--shutdown-timeout", s.ShutdownWait},
 		{"--redis-dial-timeout", s.Redis.DialTimeout}, {"--redis-read-timeout", s.Redis.ReadTimeout},
 		{"--redis-write-timeout", s.Redis.WriteTimeout}, {"--redis-batch-window", s.Redis.BatchWindow},
+		{"--cache-collapse-wait", s.Cache.CollapseWait},
 	} {
 		if d.v < 0 {
 			bad("%s=%s: must not be negative (0 means the default)", d.flag, d.v)
 		}
+	}
+	if s.Cache.MaxBytes < 0 {
+		bad("--cache-max-bytes=%d: must not be negative (0 means the default)", s.Cache.MaxBytes)
 	}
 	if s.ReloadEvery == 0 {
 		s.ReloadEvery = DefaultReloadInterval
