@@ -284,4 +284,3 @@ func firstOf(h []respcache.Header, name string) string {
 	}
 	return ""
 }
-
