@@ -3,6 +3,7 @@ package cacheconfig
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/floodgate/floodgate/internal/yamlconf"
@@ -36,7 +37,7 @@ func Parse(file string, data []byte) (*Config, error) {
 	specs := parseFile(file, data, &problems)
 	cfg := &Config{Files: []string{file}}
 	nameAt := map[string]int{}
-	for _, rs := range specs {
+	for j, rs := range specs {
 		r := rs.rule
 		if first, dup := nameAt[r.Name]; dup {
 			problems.Add(yamlconf.Problem{File: file, Line: rs.nameLine, Field: fmt.Sprintf("rules[%d].name", rs.index),
@@ -44,6 +45,13 @@ func Parse(file string, data []byte) (*Config, error) {
 			continue
 		}
 		nameAt[r.Name] = rs.nameLine
+		for _, earlier := range specs[:j] {
+			if covers(earlier.rule, r) {
+				problems.Add(yamlconf.Problem{File: file, Line: r.Line, Field: fmt.Sprintf("rules[%d]", rs.index),
+					Msg: fmt.Sprintf("never matches: rule %q (line %d) comes first and matches every request this one would; put the narrower rule first", earlier.rule.Name, earlier.rule.Line)})
+				break
+			}
+		}
 		cfg.Rules = append(cfg.Rules, r)
 	}
 	if err := problems.Result(map[string]int{file: 0}); err != nil {
@@ -66,4 +74,24 @@ func (c *Config) Summary() string {
 	}
 	return fmt.Sprintf("cache config: %d %s (%d public, %d tenant, %d user) from %s",
 		len(c.Rules), rules, n[Public], n[Tenant], n[User], strings.Join(c.Files, ", "))
+}
+
+// covers says whether rule a matches every request that rule b matches,
+// so that b, after a, never applies.
+func covers(a, b *Rule) bool {
+	if !strings.HasPrefix(b.PathPrefix, a.PathPrefix) {
+		return false
+	}
+	if len(a.Hosts) == 0 {
+		return true
+	}
+	if len(b.Hosts) == 0 {
+		return false
+	}
+	for _, h := range b.Hosts {
+		if _, found := slices.BinarySearch(a.Hosts, h); !found {
+			return false
+		}
+	}
+	return true
 }

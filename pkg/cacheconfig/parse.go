@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -82,8 +83,9 @@ func (p *parser) rule(n *yaml.Node, i int) (ruleSpec, bool) {
 	if !ok {
 		return rs, false
 	}
+	// ttl is compared with max_ttl when both were read well.
 	var ttlLine int
-	var maxTTLGiven bool
+	var maxTTLGiven, durationBad bool
 	for _, f := range fields {
 		fpath := yamlconf.JoinField(path, f.Name)
 		good := true
@@ -110,14 +112,15 @@ func (p *parser) rule(n *yaml.Node, i int) (ruleSpec, bool) {
 			}
 			r.Scope = sc
 		case "ttl":
-			ttlLine = f.Val.Line
 			r.TTL, good = p.Duration(f.Val, fpath, 0, MaxMaxTTL)
-			if !good {
-				ttlLine = 0 // reported; not compared with max_ttl
-			}
+			ttlLine = f.Val.Line
+			durationBad = durationBad || !good
 		case "max_ttl":
-			r.MaxTTL, good = p.Duration(f.Val, fpath, MinMaxTTL, MaxMaxTTL)
-			maxTTLGiven = good
+			var d time.Duration
+			if d, good = p.Duration(f.Val, fpath, MinMaxTTL, MaxMaxTTL); good {
+				r.MaxTTL, maxTTLGiven = d, true
+			}
+			durationBad = durationBad || !good
 		case "key_headers":
 			r.KeyHeaders, good = p.keyHeaders(f.Val, fpath)
 		case "ignore_query":
@@ -131,7 +134,7 @@ func (p *parser) rule(n *yaml.Node, i int) (ruleSpec, bool) {
 		p.Add(n.Line, yamlconf.JoinField(path, "name"), "missing; every rule needs a unique name (its metrics label)")
 		ok = false
 	}
-	if ttlLine > 0 && r.TTL > r.MaxTTL {
+	if ttlLine > 0 && !durationBad && r.TTL > r.MaxTTL {
 		if maxTTLGiven {
 			p.Add(ttlLine, yamlconf.JoinField(path, "ttl"), "%v is more than max_ttl %v, which caps every freshness", r.TTL, r.MaxTTL)
 		} else {
@@ -266,6 +269,8 @@ func (p *parser) keyHeaders(n *yaml.Node, path string) ([]string, bool) {
 			return "", fmt.Sprintf("%s is a hop-by-hop header: it is not forwarded end to end, so it cannot key a cached response", h)
 		case strings.HasPrefix(h, "x-floodgate-"):
 			return "", fmt.Sprintf("%s is an identity header: a user or tenant rule keys on the verified identity from the ext_authz metadata, never on request headers (a client could set them); use scope: user or scope: tenant", h)
+		case h == "authorization" || h == "cookie":
+			return "", fmt.Sprintf("%s carries credentials, which must not key (and so be held in) cache entries; use scope: user or scope: tenant to key on the verified identity", h)
 		case h == "host":
 			return "", "host is always in the key; leave it out"
 		}
