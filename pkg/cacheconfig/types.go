@@ -50,8 +50,8 @@ const (
 // where order does not matter.
 type Rule struct {
 	Name string
-	// Hosts the rule matches (lower case, no port; empty = any host) and
-	// PathPrefix ("/" when not given).
+	// Hosts the rule matches (lower case, no port, sorted; empty = any
+	// host) and PathPrefix ("/" when not given).
 	Hosts      []string
 	PathPrefix string
 	Scope      Scope
@@ -73,9 +73,13 @@ type Rule struct {
 	Line int
 }
 
-// Config is a loaded cache config.
+// Config is a loaded cache config. It is immutable once loaded and safe
+// for concurrent use.
 type Config struct {
+	// Rules in file order; the first that matches a request applies
+	// (Match). None is shadowed by an earlier one.
 	Rules []*Rule
-	// Files the config was read from.
+	// Files the config was read from, so a watcher can reload when one
+	// changes.
 	Files []string
 }

@@ -153,7 +153,9 @@ func parseDelta(v string, quoted bool) (time.Duration, bool) {
 // else def; capped by max (max <= 0: no cap). An Expires that is not an
 // HTTP date ("0", "-1") means already expired (RFC 9111 §5.3): ok is
 // false, whatever def says. ok is false when the lifetime is not positive
-// (max-age=0, an Expires in the past, no freshness and def 0).
+// (max-age=0, an Expires in the past, no freshness and def 0). The
+// lifetime counts from the response's age: what is left of it is d minus
+// ParseAge of its Age field.
 func Lifetime(cc CacheControl, expires, date string, now time.Time, def, max time.Duration) (d time.Duration, ok bool) {
 	switch {
 	case cc.HasSMaxAge:
