@@ -89,12 +89,12 @@ func nextDirective(s string) (name, val string, quoted bool, rest string) {
 			i++
 			vs := i
 			for i < len(s) && s[i] != '"' {
-				if s[i] == '\\' {
-					i++
+				if s[i] == '\\' && i+1 < len(s) {
+					i++ // a quoted-pair; a final '\\' stands for itself
 				}
 				i++
 			}
-			val = s[vs:min(i, len(s))]
+			val = s[vs:i]
 			if i < len(s) {
 				i++ // closing quote
 			}

@@ -33,6 +33,8 @@ func TestParseCacheControl(t *testing.T) {
 		{[]string{"max-age"}, CacheControl{}},
 		{[]string{"max-age=abc, s-maxage=x"}, CacheControl{}},
 		{[]string{`max-age="60`}, CacheControl{MaxAge: 60 * time.Second, HasMaxAge: true}},
+		{[]string{`max-age="6\`, "public"}, CacheControl{Public: true}},
+		{[]string{`foo="\`, `private="\"`}, CacheControl{Private: true}},
 		// The first well-formed occurrence wins.
 		{[]string{"max-age=10, max-age=20"}, CacheControl{MaxAge: 10 * time.Second, HasMaxAge: true}},
 		{[]string{"max-age=x", "max-age=20"}, CacheControl{MaxAge: 20 * time.Second, HasMaxAge: true}},
