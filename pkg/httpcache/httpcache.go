@@ -553,14 +553,16 @@ const (
 
 // CacheStatusHit is a hit's Cache-Status (RFC 9211):
 // "floodgate; hit; ttl=N", N the whole seconds of freshness left (rounded
-// down, never negative); collapsed adds "; collapsed".
+// down, never negative); a collapsed hit is "floodgate; hit; collapsed".
 func CacheStatusHit(ttl time.Duration, collapsed bool) string {
+	if collapsed {
+		// As the contract spells it: a collapsed hit says so instead of
+		// its ttl.
+		return CacheName + "; hit; collapsed"
+	}
 	var buf [64]byte
 	b := append(buf[:0], CacheName+"; hit; ttl="...)
 	b = strconv.AppendInt(b, int64(max(ttl, 0)/time.Second), 10)
-	if collapsed {
-		b = append(b, "; collapsed"...)
-	}
 	return string(b)
 }
 

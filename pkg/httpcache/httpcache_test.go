@@ -324,7 +324,7 @@ func TestCacheStatus(t *testing.T) {
 	t.Parallel()
 	tests := []struct{ got, want string }{
 		{CacheStatusHit(59900*time.Millisecond, false), "floodgate; hit; ttl=59"},
-		{CacheStatusHit(time.Minute, true), "floodgate; hit; ttl=60; collapsed"},
+		{CacheStatusHit(time.Minute, true), "floodgate; hit; collapsed"},
 		{CacheStatusHit(0, false), "floodgate; hit; ttl=0"},
 		{CacheStatusHit(-5*time.Second, false), "floodgate; hit; ttl=0"},
 		{CacheStatusHit(500*time.Millisecond, false), "floodgate; hit; ttl=0"},
