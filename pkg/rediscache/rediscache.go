@@ -44,18 +44,27 @@
 //	            per node on a cluster); index.lua to drop the entries'
 //	            index members. A Host with exact Paths only needs no look-up.
 //
+// Request values of Authorization, Cookie and Proxy-Authorization are sent
+// and stored only as digests (see protect); other request headers are
+// script arguments of Get as they are.
+//
 // # Stats
 //
 // Entries is the number of entry ids in the index and Bytes the sum of
 // their sizes, both kept in the index slot by the same scripts that change
 // it, and pruned of expired entries (on Redis's clock) before each Stats.
-// They are exact but for two races: Put stores an entry, then indexes it
+// Each script prunes at most 1000 expired entries and groups per call, so
+// after a mass expiry Stats may count some for a few more calls. Beyond
+// that they are exact but for two races: Put stores an entry, then indexes it
 // in a second command, so an Invalidate that runs between the two leaves
 // the index counting an entry that is gone (until the entry's Expires,
 // when it is pruned); and a Put whose second command fails leaves an entry
 // that the index does not know (Put then tries to remove it again).
 // Scripts read a group's hashes by keys derived from ARGV, which is safe
 // on a cluster because the hash tag pins them to the declared key's slot.
+//
+// A whole-group purge is one script on one node: a path with very many
+// users' entries holds that node for the purge's length.
 //
 // Errors start with "rediscache: " and wrap their cause with %w.
 package rediscache
@@ -64,6 +73,7 @@ import (
 	"context"
 	"crypto/sha256"
 	_ "embed"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -182,6 +192,50 @@ func parseEntryID(id string) (hp, primary, vid string, ok bool) {
 	return hp, rest[:n], rest[n:], true
 }
 
+// secret are the request headers whose values never reach Redis as they
+// are: a Vary on them (Vary: Cookie is common) would otherwise put session
+// cookies and credentials into hash field names, index members and the
+// script arguments that SLOWLOG and MONITOR show. Their values are replaced
+// by a digest, in Get and Put alike, so variants still compare equal
+// exactly when the values do.
+var secret = []string{"authorization", "cookie", "proxy-authorization"}
+
+func isSecret(name string) bool {
+	for _, s := range secret {
+		if strings.EqualFold(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// protect is the value of h as it is sent to Redis.
+func protect(h cachestore.Header) string {
+	if !isSecret(h.Name) {
+		return h.Value
+	}
+	sum := sha256.Sum256([]byte(h.Value))
+	return "#" + base64.RawURLEncoding.EncodeToString(sum[:18])
+}
+
+// protectAll is req with protect applied, req itself when nothing changes.
+func protectAll(req []cachestore.Header) []cachestore.Header {
+	var out []cachestore.Header
+	for i, h := range req {
+		if !isSecret(h.Name) {
+			continue
+		}
+		if out == nil {
+			out = append([]cachestore.Header(nil), req...)
+		}
+		out[i].Value = protect(h)
+	}
+	if out == nil {
+		return req
+	}
+	return out
+}
+
 // encodeVary is the v field: each name, lower case, as LEN:NAME.
 func encodeVary(vary []string) string {
 	var b []byte
@@ -199,7 +253,7 @@ func (s *Store) Get(ctx context.Context, k cachestore.Key, req []cachestore.Head
 	args := make([]any, 1, 1+2*len(req))
 	args[0] = grp.g
 	for _, h := range req {
-		args = append(args, h.Name, h.Value)
+		args = append(args, h.Name, protect(h))
 	}
 	v, err := run(ctx, s.client, getScript, []string{grp.slot + "k:" + k.Primary}, args)
 	if errors.Is(err, redis.Nil) {
@@ -229,7 +283,7 @@ func (s *Store) Put(ctx context.Context, k cachestore.Key, vary []string, req []
 		return errors.New("rediscache: put: nil entry")
 	}
 	grp := s.group(k.Host, k.Path)
-	vid := cachestore.VariantID(vary, req)
+	vid := cachestore.VariantID(vary, protectAll(req))
 	expires := e.Expires.UnixMilli()
 	size := e.Size()
 	stamp := strconv.FormatUint(rand.Uint64(), 36)

@@ -250,20 +250,51 @@ func TestExpiredByRedis(t *testing.T) {
 	}
 }
 
-// counter counts the commands a client sends (a pipeline's one by one).
+// counter counts the commands a client sends (a pipeline's one by one),
+// but for the handshake of a new connection (HELLO, CLIENT SETINFO).
 type counter struct{ n atomic.Int64 }
+
+func handshake(cmd redis.Cmder) bool { return cmd.Name() == "hello" || cmd.Name() == "client" }
 
 func (c *counter) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (c *counter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.n.Add(1)
+		if !handshake(cmd) {
+			c.n.Add(1)
+		}
 		return next(ctx, cmd)
 	}
 }
 func (c *counter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.n.Add(int64(len(cmds)))
+		for _, cmd := range cmds {
+			if !handshake(cmd) {
+				c.n.Add(1)
+			}
+		}
 		return next(ctx, cmds)
+	}
+}
+
+// loadScripts loads the store's scripts on every node.
+func loadScripts(t *testing.T, c redis.UniversalClient) {
+	t.Helper()
+	load := func(ctx context.Context, n *redis.Client) error {
+		for _, sc := range []*redis.Script{getScript, putScript, purgeScript, indexScript} {
+			if err := sc.Load(ctx, n).Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var err error
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, load)
+	} else {
+		err = load(ctx, c.(*redis.Client))
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -281,11 +312,12 @@ func TestCommandCounts(t *testing.T) {
 			vary := []string{"accept-encoding", "accept"}
 			req := []cachestore.Header{{Name: "accept", Value: "*/*"}, {Name: "accept-encoding", Value: "gzip"}, {Name: "user-agent", Value: "t"}}
 			e := cachestoretest.NewEntry(now, time.Hour, "x", "a", "b")
-			// Warm up: the first use of each script loads it (EVAL after
-			// NOSCRIPT) on the node.
-			s.Put(ctx, k, vary, req, e)
-			s.Get(ctx, k, req, now)
-			s.Stats(ctx)
+			// The first use of a script on a node is EVALSHA, NOSCRIPT, EVAL;
+			// count what follows.
+			loadScripts(t, c)
+			if err := s.Put(ctx, k, vary, req, e); err != nil {
+				t.Fatal(err)
+			}
 			count := func(what string, want int64, f func() error) {
 				t.Helper()
 				before := cnt.n.Load()
@@ -452,4 +484,86 @@ func BenchmarkPut(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestSecretsStayOut: a Vary on Cookie works, and the cookie's value is
+// in no key or field of Redis.
+func TestSecretsStayOut(t *testing.T) {
+	t.Parallel()
+	c := targets[0].client(t)
+	s := open(t, c)
+	now := time.Now()
+	k := cachestore.Key{Host: "h", Path: "/me", Primary: "u"}
+	vary := []string{"cookie"}
+	alice := []cachestore.Header{{Name: "cookie", Value: "session=alice-secret"}}
+	bob := []cachestore.Header{{Name: "Cookie", Value: "session=bob-secret"}}
+	e := cachestoretest.NewEntry(now, time.Hour, "alice's")
+	if err := s.Put(ctx, k, vary, alice, e); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get(ctx, k, alice, now); cachestoretest.SameEntry(got, e) != "" {
+		t.Errorf("Get with alice's cookie = %v", got)
+	}
+	if got, _ := s.Get(ctx, k, bob, now); got != nil {
+		t.Errorf("Get with bob's cookie = %v, want a miss", got)
+	}
+	for key := range keysOf(t, c, s.prefix) {
+		var dump []string
+		switch typ, _ := c.Type(ctx, key).Result(); typ {
+		case "hash":
+			dump, _ = c.HKeys(ctx, key).Result()
+		case "zset":
+			dump, _ = c.ZRange(ctx, key, 0, -1).Result()
+		case "set":
+			dump, _ = c.SMembers(ctx, key).Result()
+		}
+		for _, d := range append(dump, key) {
+			if strings.Contains(d, "secret") {
+				t.Errorf("key %q holds %q", key, d)
+			}
+		}
+	}
+}
+
+// TestConformanceSentinel runs the suite through a Sentinel failover
+// client.
+func TestConformanceSentinel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starting Sentinel takes seconds")
+	}
+	t.Parallel()
+	g := redistest.StartSentinel(t)
+	c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: g.MasterName, SentinelAddrs: g.Addrs()})
+	t.Cleanup(func() { c.Close() })
+	cachestoretest.Run(t, func(t testing.TB) cachestore.Store { return open(t, c) })
+}
+
+// TestInvalidateCommands: invalidating exact paths of a host needs no
+// index look-up: one purge per group, then the index.
+func TestInvalidateCommands(t *testing.T) {
+	for _, tg := range targets {
+		t.Run(tg.name, func(t *testing.T) {
+			t.Parallel()
+			c := tg.client(t)
+			var cnt counter
+			c.AddHook(&cnt)
+			s := open(t, c)
+			now := time.Now()
+			for i := 0; i < 10; i++ {
+				k := cachestore.Key{Host: "h", Path: fmt.Sprint("/", i%2), Primary: fmt.Sprint("u", i)}
+				if err := s.Put(ctx, k, nil, nil, cachestoretest.NewEntry(now, time.Hour, "x")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			loadScripts(t, c)
+			before := cnt.n.Load()
+			n, err := s.Invalidate(ctx, cachestore.Selector{Host: "h", Paths: []string{"/0", "/1"}})
+			if n != 10 || err != nil {
+				t.Fatalf("Invalidate = %d, %v", n, err)
+			}
+			if got := cnt.n.Load() - before; got != 3 {
+				t.Errorf("%d commands, want 3 (two purges, one index update)", got)
+			}
+		})
+	}
 }
