@@ -3,9 +3,11 @@ package extprocsvc_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,10 +21,13 @@ import (
 
 	"github.com/floodgate/floodgate/internal/backendtest"
 	"github.com/floodgate/floodgate/internal/extproctest"
+	"github.com/floodgate/floodgate/internal/redistest"
 	"github.com/floodgate/floodgate/pkg/cacheconfig"
 	"github.com/floodgate/floodgate/pkg/cachestore"
 	"github.com/floodgate/floodgate/pkg/extprocsvc"
+	"github.com/floodgate/floodgate/pkg/rediscache"
 	"github.com/floodgate/floodgate/pkg/respcache"
+	"github.com/redis/go-redis/v9"
 )
 
 const rules = `
@@ -59,7 +64,7 @@ type fixture struct {
 	conn  *grpc.ClientConn
 }
 
-func newFixture(t *testing.T, opts respcache.Options) *fixture {
+func newFixture(t *testing.T, store storeKind, opts respcache.Options) *fixture {
 	t.Helper()
 	cfg, err := cacheconfig.Parse("cache.yaml", []byte(rules))
 	if err != nil {
@@ -67,11 +72,7 @@ func newFixture(t *testing.T, opts respcache.Options) *fixture {
 	}
 	f := &fixture{t: t, clock: backendtest.NewClock(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)), reg: prometheus.NewRegistry()}
 	if opts.Store == nil {
-		st, err := cachestore.NewMemory(cachestore.MemoryOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		opts.Store = st
+		opts.Store = store(t)
 	}
 	f.store = opts.Store
 	opts.Now = f.clock.Now
@@ -160,8 +161,8 @@ func ok(cc string, extra ...[2]string) extproctest.Response {
 var alice = map[string]string{"auth": "api_key", "tenant": "acme", "user": "alice", "key_id": "k1"}
 var bob = map[string]string{"auth": "api_key", "tenant": "acme", "user": "bob", "key_id": "k2"}
 
-func TestMissThenHit(t *testing.T) {
-	f := newFixture(t, respcache.Options{})
+func testMissThenHit(t *testing.T, store storeKind) {
+	f := newFixture(t, store, respcache.Options{})
 	req := extproctest.Request{Path: "/v1/catalog/items?b=2&a=1"}
 	first := f.do(req, ok("max-age=120", [2]string{"etag", `"v1"`}))
 	if first.Hit() || first.BodyMode != procmodev3.ProcessingMode_BUFFERED {
@@ -201,7 +202,7 @@ func TestMissThenHit(t *testing.T) {
 	}
 }
 
-func TestNotStored(t *testing.T) {
+func testNotStored(t *testing.T, store storeKind) {
 	cases := []struct {
 		name string
 		req  extproctest.Request
@@ -224,7 +225,7 @@ func TestNotStored(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			f := newFixture(t, respcache.Options{MaxEntryBytes: 1500})
+			f := newFixture(t, store, respcache.Options{MaxEntryBytes: 1500})
 			res := f.do(c.req, c.resp)
 			if strings.Contains(res.Get("cache-status"), "stored") {
 				t.Fatalf("Cache-Status %q says stored", res.Get("cache-status"))
@@ -239,9 +240,9 @@ func TestNotStored(t *testing.T) {
 	}
 }
 
-func TestPersonalPublicResponseStored(t *testing.T) {
+func testPersonalPublicResponseStored(t *testing.T, store storeKind) {
 	for _, cc := range []string{"public, max-age=60", "s-maxage=60", "must-revalidate, max-age=60"} {
-		f := newFixture(t, respcache.Options{})
+		f := newFixture(t, store, respcache.Options{})
 		req := extproctest.Request{Path: "/v1/catalog/a", Header: [][2]string{{"authorization", "Bearer t"}}}
 		f.do(req, ok(cc))
 		if !f.do(extproctest.Request{Path: "/v1/catalog/a"}, ok(cc)).Hit() {
@@ -250,8 +251,8 @@ func TestPersonalPublicResponseStored(t *testing.T) {
 	}
 }
 
-func TestBypass(t *testing.T) {
-	f := newFixture(t, respcache.Options{})
+func testBypass(t *testing.T, store storeKind) {
+	f := newFixture(t, store, respcache.Options{})
 	f.do(extproctest.Request{Path: "/v1/catalog/a"}, ok("max-age=60"))
 	for _, c := range []struct {
 		name string
@@ -281,16 +282,16 @@ func TestBypass(t *testing.T) {
 	}
 }
 
-func TestUnmatchedSkipsResponse(t *testing.T) {
-	f := newFixture(t, respcache.Options{})
+func testUnmatchedSkipsResponse(t *testing.T, store storeKind) {
+	f := newFixture(t, store, respcache.Options{})
 	res := f.do(extproctest.Request{Path: "/v2/other"}, ok("max-age=60"))
 	if !res.SkippedResponse || res.Get("cache-status") != "" || res.Messages != 1 {
 		t.Fatalf("skipped %v, Cache-Status %q, %d messages; want the response skipped", res.SkippedResponse, res.Get("cache-status"), res.Messages)
 	}
 }
 
-func TestScopes(t *testing.T) {
-	f := newFixture(t, respcache.Options{})
+func testScopes(t *testing.T, store storeKind) {
+	f := newFixture(t, store, respcache.Options{})
 	f.do(extproctest.Request{Path: "/v1/users/me", Identity: alice}, ok("private, max-age=60"))
 	if !f.do(extproctest.Request{Path: "/v1/users/me", Identity: alice}, ok("max-age=60")).Hit() {
 		t.Fatal("alice's own entry missed")
@@ -314,8 +315,8 @@ func TestScopes(t *testing.T) {
 	}
 }
 
-func TestVaryAndKeyHeaders(t *testing.T) {
-	f := newFixture(t, respcache.Options{})
+func testVaryAndKeyHeaders(t *testing.T, store storeKind) {
+	f := newFixture(t, store, respcache.Options{})
 	en := [][2]string{{"accept-language", "en"}, {"accept", "application/json"}}
 	de := [][2]string{{"accept-language", "de"}, {"accept", "application/json"}}
 	vary := [2]string{"vary", "Accept-Language"}
@@ -333,8 +334,8 @@ func TestVaryAndKeyHeaders(t *testing.T) {
 	}
 }
 
-func TestFreshnessCapped(t *testing.T) {
-	f := newFixture(t, respcache.Options{})
+func testFreshnessCapped(t *testing.T, store storeKind) {
+	f := newFixture(t, store, respcache.Options{})
 	f.do(extproctest.Request{Path: "/v1/catalog/long"}, ok("max-age=86400"))
 	if got := f.do(extproctest.Request{Path: "/v1/catalog/long"}, ok("")).Get("cache-status"); got != "floodgate; hit; ttl=600" {
 		t.Fatalf("Cache-Status %q, want ttl capped at max_ttl 600", got)
@@ -345,8 +346,8 @@ func TestFreshnessCapped(t *testing.T) {
 	}
 }
 
-func TestInvalidation(t *testing.T) {
-	f := newFixture(t, respcache.Options{})
+func testInvalidation(t *testing.T, store storeKind) {
+	f := newFixture(t, store, respcache.Options{})
 	f.do(extproctest.Request{Path: "/v1/catalog/1?x=1"}, ok("max-age=60"))
 	f.do(extproctest.Request{Path: "/v1/catalog/1?x=2"}, ok("max-age=60"))
 	f.do(extproctest.Request{Path: "/v1/catalog/2"}, ok("max-age=60"))
@@ -375,8 +376,8 @@ func TestInvalidation(t *testing.T) {
 	}
 }
 
-func TestTagsAndPurge(t *testing.T) {
-	f := newFixture(t, respcache.Options{})
+func testTagsAndPurge(t *testing.T, store storeKind) {
+	f := newFixture(t, store, respcache.Options{})
 	f.do(extproctest.Request{Path: "/v1/catalog/a"}, ok("max-age=60", [2]string{"cache-tag", "red, blue"}))
 	f.do(extproctest.Request{Path: "/v1/catalog/b"}, ok("max-age=60", [2]string{"surrogate-key", "blue green"}))
 	f.do(extproctest.Request{Path: "/v1/catalog/c"}, ok("max-age=60"))
@@ -397,8 +398,8 @@ func TestTagsAndPurge(t *testing.T) {
 	}
 }
 
-func TestCollapsed(t *testing.T) {
-	f := newFixture(t, respcache.Options{CollapseWait: time.Minute})
+func testCollapsed(t *testing.T, store storeKind) {
+	f := newFixture(t, store, respcache.Options{CollapseWait: time.Minute})
 	ctx := context.Background()
 	req := extproctest.Request{Authority: "api.example.com", Path: "/v1/catalog/hot"}
 	leader, err := f.c.Open(ctx, req)
@@ -437,8 +438,8 @@ func TestCollapsed(t *testing.T) {
 	}
 }
 
-func TestCollapsedNotShared(t *testing.T) {
-	f := newFixture(t, respcache.Options{CollapseWait: time.Minute})
+func testCollapsedNotShared(t *testing.T, store storeKind) {
+	f := newFixture(t, store, respcache.Options{CollapseWait: time.Minute})
 	ctx := context.Background()
 	req := extproctest.Request{Authority: "api.example.com", Path: "/v1/catalog/p"}
 	leader, _ := f.c.Open(ctx, req)
@@ -455,7 +456,9 @@ func TestCollapsedNotShared(t *testing.T) {
 	if res := <-done; res == nil || res.Hit() {
 		t.Fatal("a follower was served a response that was not stored")
 	}
-	// A leader whose client goes away releases its followers.
+	// A leader whose client goes away releases its followers (on another
+	// key: the follower above stored its own response).
+	req.Path = "/v1/catalog/q"
 	leader, _ = f.c.Open(ctx, req)
 	go func() {
 		res, err := f.c.Do(ctx, req, ok("max-age=60"))
@@ -473,7 +476,7 @@ func TestCollapsedNotShared(t *testing.T) {
 }
 
 func TestInvalidArgument(t *testing.T) {
-	f := newFixture(t, respcache.Options{})
+	f := newFixture(t, memory, respcache.Options{})
 	s, err := extprocv3.NewExternalProcessorClient(dialFor(t, f)).Process(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -501,8 +504,8 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-func TestMetricsNames(t *testing.T) {
-	f := newFixture(t, respcache.Options{})
+func testMetricsNames(t *testing.T, store storeKind) {
+	f := newFixture(t, store, respcache.Options{})
 	f.do(extproctest.Request{Path: "/v1/catalog/m"}, ok("max-age=60"))
 	f.do(extproctest.Request{Path: "/v1/catalog/m"}, ok("max-age=60"))
 	if got := f.metric("floodgate_cache_entries"); got != 1 {
@@ -515,3 +518,62 @@ func TestMetricsNames(t *testing.T) {
 		t.Fatal("requests/stores series")
 	}
 }
+
+// storeKind builds an empty store for one test.
+type storeKind func(t *testing.T) cachestore.Store
+
+func memory(t *testing.T) cachestore.Store {
+	st, err := cachestore.NewMemory(cachestore.MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+var prefixes atomic.Int64
+
+// onRedis is a store on the shared real redis-server, under a prefix of
+// the test's own.
+func onRedis(t *testing.T) cachestore.Store {
+	c := redis.NewClient(&redis.Options{Addr: redistest.Shared(t).Addr})
+	t.Cleanup(func() { c.Close() })
+	st, err := rediscache.New(c, rediscache.Options{KeyPrefix: fmt.Sprintf("door%d:", prefixes.Add(1))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// both runs a test on the memory store and on Redis.
+func both(t *testing.T, test func(*testing.T, storeKind)) {
+	t.Run("memory", func(t *testing.T) { test(t, memory) })
+	t.Run("redis", func(t *testing.T) { test(t, onRedis) })
+}
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+func TestMissThenHit(t *testing.T) { both(t, testMissThenHit) }
+
+func TestNotStored(t *testing.T) { both(t, testNotStored) }
+
+func TestPersonalPublicResponseStored(t *testing.T) { both(t, testPersonalPublicResponseStored) }
+
+func TestBypass(t *testing.T) { both(t, testBypass) }
+
+func TestUnmatchedSkipsResponse(t *testing.T) { both(t, testUnmatchedSkipsResponse) }
+
+func TestScopes(t *testing.T) { both(t, testScopes) }
+
+func TestVaryAndKeyHeaders(t *testing.T) { both(t, testVaryAndKeyHeaders) }
+
+func TestFreshnessCapped(t *testing.T) { both(t, testFreshnessCapped) }
+
+func TestInvalidation(t *testing.T) { both(t, testInvalidation) }
+
+func TestTagsAndPurge(t *testing.T) { both(t, testTagsAndPurge) }
+
+func TestCollapsed(t *testing.T) { both(t, testCollapsed) }
+
+func TestCollapsedNotShared(t *testing.T) { both(t, testCollapsedNotShared) }
+
+func TestMetricsNames(t *testing.T) { both(t, testMetricsNames) }
