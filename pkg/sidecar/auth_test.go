@@ -142,7 +142,8 @@ func TestStartFailsOnBadAuthConfig(t *testing.T) {
 }
 
 // TestAuthConfigNeedsLoopback: with --auth-config, a gRPC listener that is
-// not loopback stops start-up unless --grpc-allow-remote is set.
+// not loopback (nor a Unix socket) stops start-up unless client
+// certificates are required or --grpc-allow-remote is set.
 func TestAuthConfigNeedsLoopback(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -161,6 +162,11 @@ func TestAuthConfigNeedsLoopback(t *testing.T) {
 		{env: map[string]string{"SIDECAR_AUTH_CONFIG": "a.yaml", "SIDECAR_GRPC_ALLOW_REMOTE": "true"}, ok: true},
 		{env: map[string]string{"SIDECAR_AUTH_CONFIG": "a.yaml"}},
 		{args: []string{"--grpc-addr=0.0.0.0:8081"}, ok: true}, // no Check, no constraint
+		// A Unix socket is reached only from the pod's file system.
+		{args: []string{"--auth-config=a.yaml", "--grpc-addr=unix:///run/fg/grpc.sock"}, ok: true},
+		// Required client certificates fence the listener; TLS alone does not.
+		{args: []string{"--auth-config=a.yaml", "--grpc-tls-cert=c.pem", "--grpc-tls-key=k.pem", "--grpc-tls-client-ca=ca.pem"}, ok: true},
+		{args: []string{"--auth-config=a.yaml", "--grpc-tls-cert=c.pem", "--grpc-tls-key=k.pem"}},
 	} {
 		s, err := sidecar.ParseSettings(tc.args, func(k string) string { return tc.env[k] }, io.Discard)
 		if tc.ok {

@@ -35,6 +35,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/quota"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 	"github.com/floodgate/floodgate/pkg/respcache"
+	"github.com/floodgate/floodgate/pkg/tlsreload"
 )
 
 // gRPC server settings (see Start).
@@ -86,6 +87,7 @@ type Main struct {
 	grpcSrv    *grpc.Server
 	httpSrv    *http.Server
 	grpcLn     net.Listener
+	grpcTLS    *tlsreload.Server // nil without --grpc-tls-cert
 	httpLn     net.Listener
 
 	mu      sync.Mutex // held by Start throughout
@@ -130,7 +132,8 @@ func (m *Main) doors() []door {
 }
 
 // GRPCAddr is the bound gRPC address ("" before Start).
-func (m *Main) GRPCAddr() string { return addr(m.grpcLn) }
+// A Unix socket is unix:///path, as grpc-go dials it.
+func (m *Main) GRPCAddr() string { return grpcAddr(m.grpcLn) }
 
 // HTTPAddr is the bound HTTP address ("" before Start).
 func (m *Main) HTTPAddr() string { return addr(m.httpLn) }
@@ -203,6 +206,10 @@ func (m *Main) build() (err error) {
 			return fmt.Errorf("auth config %s: %w", s.AuthConfig, err)
 		}
 	}
+	grpcCreds, err := m.loadGRPCTLS(sourceMetrics)
+	if err != nil {
+		return err
+	}
 	for _, d := range m.limits.Snapshot().Config.Domains() {
 		m.log.Info("domain loaded", "domain", d.Name, "rules", len(d.Rules()), "files", d.Files)
 	}
@@ -254,7 +261,7 @@ func (m *Main) build() (err error) {
 		})
 	}
 
-	if m.grpcLn, err = net.Listen("tcp", s.GRPCAddr); err != nil {
+	if m.grpcLn, err = listenGRPC(s.GRPCAddr); err != nil {
 		m.closeBackend()
 		return fmt.Errorf("--grpc-addr %s: %w", s.GRPCAddr, err)
 	}
@@ -280,6 +287,7 @@ func (m *Main) build() (err error) {
 		grpc.InitialConnWindowSize(flowWindow),
 		grpc.ChainUnaryInterceptor(m.recoverUnary),
 		grpc.ChainStreamInterceptor(m.recoverStream),
+		grpcCreds,
 	)
 	m.health = health.NewServer()
 	healthpb.RegisterHealthServer(m.grpcSrv, m.health)
@@ -320,6 +328,9 @@ func (m *Main) actors() *group {
 		for _, run := range d.run {
 			g.add(cancelable(run))
 		}
+	}
+	if m.grpcTLS != nil {
+		g.add(cancelable(m.grpcTLS.Run))
 	}
 	// gRPC: in-flight calls finish, until the hard stop cuts them.
 	g.add(func() error { return m.grpcSrv.Serve(m.grpcLn) }, m.stopGRPC)

@@ -47,6 +47,8 @@ type Settings struct {
 	// GRPCAllowRemote lets --auth-config serve on a gRPC listener that is
 	// not loopback (--grpc-allow-remote): the network is fenced otherwise.
 	GRPCAllowRemote bool
+	// GRPCTLS serves the gRPC listener over TLS (--grpc-tls-*).
+	GRPCTLS GRPCTLSSettings
 
 	ShadowMode      bool // --shadow-mode: overall_code always OK (the reference's SHADOW_MODE)
 	QuotaMode       bool // --quota-mode: every rule in quota_mode (QUOTA_MODE)
@@ -111,7 +113,8 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.StringVar(&s.Config, "config", DefaultConfig, "descriptor config: a YAML file, or a directory whose *.yaml/*.yml files are each one domain")
 	fs.StringVar(&s.AuthConfig, "auth-config", "", "ext_authz config: a YAML file or a directory of them; when set, envoy.service.auth.v3.Authorization is served (hot-reloaded with its keys and JWKS files)")
 	fs.BoolVar(&s.GRPCAllowRemote, "grpc-allow-remote", false, "with --auth-config, allow a gRPC listener that is not loopback (the network is fenced some other way, say a NetworkPolicy)")
-	fs.StringVar(&s.GRPCAddr, "grpc-addr", ":8081", "gRPC listener (RateLimitService, grpc.health.v1, reflection)")
+	fs.StringVar(&s.GRPCAddr, "grpc-addr", ":8081", "gRPC listener (RateLimitService, grpc.health.v1, reflection): host:port, or unix:///path for a Unix socket")
+	s.GRPCTLS.flags(fs)
 	fs.StringVar(&s.HTTPAddr, "http-addr", ":8080", "HTTP listener (/healthz, /readyz, /healthcheck, /metrics, /debug/config)")
 	fs.StringVar(&s.Backend, "backend", "", "where counters live: memory or redis (default: redis when --redis-url or --redis-sentinel-master is set, else memory)")
 	fs.BoolVar(&s.FailOpen, "fail-open", false, "on a backend error answer OK (and count it) instead of gRPC UNAVAILABLE")
@@ -220,10 +223,13 @@ func (s *Settings) check() error {
 	if s.Config == "" {
 		bad("--config: must not be empty")
 	}
-	if s.AuthConfig != "" && !s.GRPCAllowRemote && !loopback(s.GRPCAddr) {
+	s.GRPCTLS.check(s.GRPCAddr, bad)
+	if s.AuthConfig != "" && !s.GRPCAllowRemote && !loopback(s.GRPCAddr) && s.GRPCTLS.ClientCA == "" {
 		// Whoever reaches the listener can ask Check about any client
 		// address, so an open one would let anyone probe keys and tokens.
-		bad("--auth-config needs a loopback --grpc-addr (got %q), since whoever reaches the gRPC listener can ask Check about any address; set --grpc-allow-remote when the network is fenced some other way (a NetworkPolicy)", s.GRPCAddr)
+		// Required client certificates fence it as well as loopback does:
+		// only holders of a certificate from the CA get a call in.
+		bad("--auth-config needs a loopback --grpc-addr (got %q), since whoever reaches the gRPC listener can ask Check about any address; require client certificates (--grpc-tls-client-ca), or set --grpc-allow-remote when the network is fenced some other way (a NetworkPolicy)", s.GRPCAddr)
 	}
 	// Zero means the default; negative is an error (see Settings).
 	for _, n := range []struct {
@@ -269,8 +275,12 @@ func (s *Settings) check() error {
 }
 
 // loopback says whether a listener address binds only loopback: an IP
-// loopback address or localhost (an empty host binds every interface).
+// loopback address, localhost (an empty host binds every interface), or a
+// Unix socket, which only processes sharing its file system reach.
 func loopback(addr string) bool {
+	if _, ok := socketPath(addr); ok {
+		return true
+	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
