@@ -25,6 +25,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -53,7 +54,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, reports <-chan os.Signal) int {
 	fs := flag.NewFlagSet("floorserver", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", "127.0.0.1:8081", "gRPC listen `host:port` (port 0 picks a free one)")
+	addr := fs.String("addr", "127.0.0.1:8081", "gRPC listen `host:port` (port 0 picks a free one), or unix:///path for a Unix socket")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -107,7 +108,12 @@ type Main struct {
 // Start listens on Addr and serves in the background; it returns once the
 // listener accepts connections.
 func (m *Main) Start() error {
-	ln, err := net.Listen("tcp", m.Addr)
+	network, address := "tcp", m.Addr
+	if path, ok := strings.CutPrefix(m.Addr, "unix://"); ok {
+		// A Unix socket, to measure the transport against TCP.
+		network, address = "unix", path
+	}
+	ln, err := net.Listen(network, address)
 	if err != nil {
 		return fmt.Errorf("--addr %s: %w", m.Addr, err)
 	}

@@ -29,7 +29,7 @@ func ParseArgs(args []string, usage io.Writer) (o Options, jsonOut bool, err err
 		hits     uint64
 		requests uint64
 	)
-	fs.StringVar(&o.Addr, "addr", o.Addr, "server `host:port`")
+	fs.StringVar(&o.Addr, "addr", o.Addr, "server `host:port`, or unix:///path for a Unix socket")
 	fs.StringVar(&o.Mode, "mode", o.Mode, "`ratelimit` (ShouldRateLimit) or check (ext_authz Check, as Envoy sends it)")
 	fs.StringVar(&o.Domain, "domain", "", "rate-limit domain (required with --mode ratelimit)")
 	fs.Var(&descs, "descriptor", "descriptor `k=v[,k=v...]`, repeatable, in request order; {n} in a key or value is replaced by a key index drawn per request")

@@ -300,3 +300,32 @@ func TestRunFailsFast(t *testing.T) {
 		}
 	}
 }
+
+// TestRunOverUnixSocket: --addr unix:///path drives a server on a Unix
+// socket (Envoy's pipe address), each connection its own.
+func TestRunOverUnixSocket(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp("", "fg-loadgen-") // socket paths are short
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := dir + "/rls.sock"
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	floor := &FloorServer{}
+	s := grpc.NewServer()
+	rlsv3.RegisterRateLimitServiceServer(s, floor)
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(s.Stop)
+
+	res, err := Run(t.Context(), testOptions("unix://"+sock, 200))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 200 || res.ErrorsTotal != 0 || floor.Served() != 200 {
+		t.Fatalf("ok %d errors %d served %d, want 200 OK over the socket", res.OK, res.ErrorsTotal, floor.Served())
+	}
+}
