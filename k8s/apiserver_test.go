@@ -418,6 +418,22 @@ func TestAPIServer(t *testing.T) {
 					}
 				}
 			}
+			// So must those that another installation creates (Envoy
+			// Gateway's envoy-gateway-system, which its chart makes).
+			for _, o := range b.objects {
+				var meta struct {
+					Metadata metav1.ObjectMeta `json:"metadata"`
+				}
+				if err := sigsyaml.Unmarshal(o.yaml, &meta); err != nil {
+					t.Fatal(err)
+				}
+				if n := meta.Metadata.Namespace; n != "" {
+					doc := fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", n)
+					if err := c.apply(ctx, []byte(doc), "", false); err != nil {
+						t.Fatalf("%s: Namespace %s: %v", b.name, n, err)
+					}
+				}
+			}
 			for _, o := range b.objects {
 				if err := c.apply(ctx, o.yaml, ns, true); err != nil {
 					t.Errorf("%s: %s %s: %v", b.name, o.kind, o.name, err)

@@ -84,6 +84,7 @@ var kustomizations = []struct{ name, dir, combine string }{
 	{name: "istio-authz", dir: "overlays/istio-authz"},
 	{name: "cache", dir: "overlays/cache"},
 	{name: "injector", dir: "injector"},
+	{name: "envoy-gateway", dir: "envoy-gateway"},
 }
 
 var (
@@ -190,6 +191,9 @@ func decodeStrict(y []byte) (any, error) {
 		var sm serviceMonitor
 		return &sm, strictJSON(js, &sm)
 	}
+	if obj, ok, err := decodeGatewayKinds(tm, js); ok {
+		return obj, err
+	}
 	obj, _, err := strictSerializer.Decode(js, nil, nil)
 	if err != nil {
 		return nil, err
@@ -266,6 +270,9 @@ func TestStrictDecodingCatches(t *testing.T) {
 		{"unknown kind", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n", "no kind"},
 		{"EnvoyFilter spec field", "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: e}\nspec: {configPatchez: []}\n", "configPatchez"},
 		{"ServiceMonitor field", "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata: {name: m}\nspec: {endpoints: [{prot: metrics}]}\n", "prot"},
+		{"HTTPRoute field", "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec: {parentRefs: [{name: eg, sectionNam: http}]}\n", "sectionNam"},
+		{"BackendTrafficPolicy field", "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {name: p}\nspec: {rateLimit: {global: {rules: [{limit: {requests: 1, unit: Minute, per: x}}]}}}\n", "per"},
+		{"BackendTrafficPolicy type", "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {name: p}\nspec: {rateLimit: {global: {rules: [{limit: {requests: ten, unit: Minute}}]}}}\n", "requests"},
 	}
 	for _, tt := range tests {
 		if _, err := decodeStrict([]byte(tt.yaml)); err == nil || !strings.Contains(err.Error(), tt.want) {
