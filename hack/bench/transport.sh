@@ -75,4 +75,14 @@ for line in open(sys.argv[1]):
 med = lambda v, i: statistics.median(x[i] for x in v)
 for (load, name), v in sorted(rows.items()):
     print("%-11s %-13s %6.1f us  %8.0f req/s  p50 %6.0f us  p99 %7.0f us   (cpu per round: %s)" % (load, name, med(v, 0), med(v, 1), med(v, 2), med(v, 3), " ".join("%.1f" % x[0] for x in v)))
+# Within a round the two transports run back to back: their ratio is the
+# fairest comparison on a machine whose speed drifts.
+print()
+print("unix/tcp server CPU within each round (median, then the rounds):")
+for load in sorted({l for l, _ in rows}):
+    for srv in ("floor", "sidecar"):
+        t, u = rows.get((load, srv + "-tcp")), rows.get((load, srv + "-unix"))
+        if t and u:
+            r = [b[0] / a[0] for a, b in zip(t, u)]
+            print("%-11s %-8s %.2f  (%s)" % (load, srv, statistics.median(r), " ".join("%.2f" % x for x in r)))
 PY
