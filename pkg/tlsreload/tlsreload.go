@@ -96,10 +96,12 @@ func New(opts Options) (*Server, error) {
 		func(*Certs) []string { return []string{opts.CertFile, opts.KeyFile, opts.ClientCAFile} })
 	s.src = configsource.New[*Certs](w, configsource.Options[*Certs]{
 		Describe: describe,
-		Summary:  func(c *Certs) []any { return []any{"source", opts.Name, "not_after", c.NotAfter().UTC().Format(time.RFC3339)} },
-		Metrics:  opts.Metrics,
-		Name:     opts.Name,
-		Log:      opts.Log,
+		Summary: func(c *Certs) []any {
+			return []any{"source", opts.Name, "not_after", c.NotAfter().UTC().Format(time.RFC3339)}
+		},
+		Metrics: opts.Metrics,
+		Name:    opts.Name,
+		Log:     opts.Log,
 	})
 	if err := s.src.Load(); err != nil {
 		return nil, err
