@@ -19,6 +19,8 @@ type debugStatus struct {
 	configsource.Status
 	Auth  *configsource.Status `json:"auth,omitempty"`
 	Cache *configsource.Status `json:"cache,omitempty"`
+	// GRPCTLS is the gRPC listener's certificates (--grpc-tls-*).
+	GRPCTLS *configsource.Status `json:"grpc_tls,omitempty"`
 }
 
 // debugConfig serves /debug/config as indented JSON.
@@ -31,6 +33,10 @@ func (m *Main) debugConfig(w http.ResponseWriter, r *http.Request) {
 	if m.cacheSrc != nil {
 		c := m.cacheSrc.Status()
 		st.Cache = &c
+	}
+	if m.grpcTLS != nil {
+		t := m.grpcTLS.Status()
+		st.GRPCTLS = &t
 	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)

@@ -3,10 +3,12 @@ package sidecar_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"io"
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -227,6 +229,28 @@ func TestGRPCMutualTLS(t *testing.T) {
 	conn := dial(t, envoy.TLS(t))
 	if _, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatalf("after the rotation: %v", err)
+	}
+
+	// /debug/config shows the certificate in force.
+	resp, err := http.Get("http://" + m.HTTPAddr() + "/debug/config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		GRPCTLS struct {
+			Path   string `json:"path"`
+			Config struct {
+				Subject  string `json:"subject"`
+				Required bool   `json:"client_certificates_required"`
+			} `json:"config"`
+		} `json:"grpc_tls"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if st.GRPCTLS.Path != cert || st.GRPCTLS.Config.Subject != "CN=second" || !st.GRPCTLS.Config.Required {
+		t.Errorf("/debug/config grpc_tls = %+v, want the rotated certificate, client certificates required", st.GRPCTLS)
 	}
 }
 
