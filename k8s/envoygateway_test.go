@@ -24,14 +24,16 @@ import (
 // itself decodes into), strictly; ok is false for other kinds.
 func decodeGatewayKinds(tm metav1.TypeMeta, js []byte) (obj any, ok bool, err error) {
 	var v any
-	switch tm.GroupVersionKind().String() {
-	case gwapiv1.SchemeGroupVersion.WithKind("GatewayClass").String():
+	gvk := tm.GroupVersionKind()
+	gwapi := gvk.Group == gwapiv1.GroupName && gvk.Version == gwapiv1.GroupVersion.Version
+	switch {
+	case gwapi && gvk.Kind == "GatewayClass":
 		v = &gwapiv1.GatewayClass{}
-	case gwapiv1.SchemeGroupVersion.WithKind("Gateway").String():
+	case gwapi && gvk.Kind == "Gateway":
 		v = &gwapiv1.Gateway{}
-	case gwapiv1.SchemeGroupVersion.WithKind("HTTPRoute").String():
+	case gwapi && gvk.Kind == "HTTPRoute":
 		v = &gwapiv1.HTTPRoute{}
-	case egv1a1.GroupVersion.WithKind(egv1a1.KindBackendTrafficPolicy).String():
+	case gvk == egv1a1.GroupVersion.WithKind(egv1a1.KindBackendTrafficPolicy):
 		v = &egv1a1.BackendTrafficPolicy{}
 	default:
 		return nil, false, nil

@@ -18,8 +18,8 @@ import (
 )
 
 // handshake runs a TLS handshake between server and client over a pipe and
-// returns the server's error and the server certificate the client saw.
-func handshake(t *testing.T, server, client *tls.Config) (serverErr error, seen *x509.Certificate) {
+// returns the server certificate the client saw and the server's error.
+func handshake(t *testing.T, server, client *tls.Config) (seen *x509.Certificate, serverErr error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -49,7 +49,7 @@ func handshake(t *testing.T, server, client *tls.Config) (serverErr error, seen 
 	}
 	// Under TLS 1.3 the client finishes before the server has checked the
 	// client's certificate: the server's verdict is the one that counts.
-	return <-done, seen
+	return seen, <-done
 }
 
 type fixture struct {
@@ -80,7 +80,7 @@ func TestServesAndRequiresClientCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err, seen := handshake(t, plain.Config(), f.client()); err != nil || seen == nil || seen.Subject.CommonName != "one" {
+	if seen, err := handshake(t, plain.Config(), f.client()); err != nil || seen == nil || seen.Subject.CommonName != "one" {
 		t.Fatalf("server TLS: err %v, saw %v", err, seen)
 	}
 
@@ -107,7 +107,7 @@ func TestServesAndRequiresClientCertificates(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err, _ = handshake(t, s.Config(), f.client(tc.client...))
+			_, err = handshake(t, s.Config(), f.client(tc.client...))
 			if (err == nil) != tc.ok {
 				t.Fatalf("handshake error %v, want success %v", err, tc.ok)
 			}
@@ -160,7 +160,7 @@ func TestReloadsChangedFilesAndKeepsTheOldOnAnError(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	serving := func() string {
 		t.Helper()
-		err, seen := handshake(t, s.Config(), f.client())
+		seen, err := handshake(t, s.Config(), f.client())
 		if err != nil || seen == nil {
 			t.Fatalf("handshake: %v", err)
 		}
