@@ -211,8 +211,11 @@ func NewClient(o ClientOptions) (redis.UniversalClient, error) {
 		if u, err = url.Parse(o.URL); err != nil {
 			return nil, optErr("URL: %v", err)
 		}
-		if u.Scheme != "redis" && u.Scheme != "rediss" {
-			return nil, optErr("URL %q: scheme must be redis:// or rediss://", redact(u))
+		switch {
+		case u.Scheme == "unix" && !o.Cluster && o.SentinelMaster == "":
+			// One Redis on a Unix socket: unix://[user:pass@]/path[?db=N].
+		case u.Scheme != "redis" && u.Scheme != "rediss":
+			return nil, optErr("URL %q: scheme must be redis:// or rediss:// (or unix:// for one Redis)", redact(u))
 		}
 	}
 	if o.TLSConfig != nil && (u == nil || u.Scheme != "rediss") {

@@ -70,11 +70,12 @@ func newRateLimitService(s Settings, limiter quota.Limiter, metrics *engine.Metr
 		return nil, nil, err
 	}
 	svc, err := ratelimitsvc.New(eng, ratelimitsvc.Options{
-		NoHeaders:       !s.Headers,
-		MaxDescriptors:  s.MaxDescriptors,
-		MaxEntries:      s.MaxEntries,
-		MaxValueBytes:   s.MaxValueBytes,
-		DynamicMetadata: s.DynamicMetadata,
+		NoHeaders:        !s.Headers,
+		MaxDescriptors:   s.MaxDescriptors,
+		MaxEntries:       s.MaxEntries,
+		MaxValueBytes:    s.MaxValueBytes,
+		DynamicMetadata:  s.DynamicMetadata,
+		ReferenceHeaders: referenceHeaders(s),
 	})
 	if err != nil {
 		return nil, nil, err
@@ -200,5 +201,17 @@ func (m *Main) closeVerifiers() {
 	}
 	if built != nil && built != v {
 		built.Close()
+	}
+}
+
+// referenceHeaders is --ratelimit-header-style=reference's header set, or
+// nil for the IETF ones.
+func referenceHeaders(s Settings) *ratelimitsvc.ReferenceHeaders {
+	if s.Ref.HeaderStyle != "reference" {
+		return nil
+	}
+	return &ratelimitsvc.ReferenceHeaders{
+		Limit: s.Ref.HeaderLimit, Remaining: s.Ref.HeaderRemaining, Reset: s.Ref.HeaderReset,
+		QuotaMode: s.QuotaMode,
 	}
 }

@@ -39,6 +39,9 @@ import (
 
 // gRPC server settings (see Start).
 const (
+	// httpHeaderTimeout bounds reading a request's headers on the HTTP
+	// and debug listeners.
+	httpHeaderTimeout = 5 * time.Second
 	// streamWorkers covers the calls a sidecar has in flight under load.
 	streamWorkers = 128
 	flowWindow    = 1 << 20
@@ -87,6 +90,7 @@ type Main struct {
 	httpSrv    *http.Server
 	grpcLn     net.Listener
 	httpLn     net.Listener
+	debugLn    net.Listener // nil without --debug-addr
 
 	mu      sync.Mutex // held by Start throughout
 	started bool       // Start was called
@@ -106,16 +110,25 @@ type Main struct {
 // New returns a Main for s, logging to log. Nothing starts until Start.
 func New(s Settings, log *slog.Logger) *Main {
 	return &Main{
-		settings: s,
-		log:      log,
-		registry: prometheus.NewRegistry(),
-		loadLimits: func(path string) (*descriptors.Config, error) {
-			return descriptors.Load(path, descriptors.Options{MergeDomains: s.MergeDomains})
-		},
-		loadAuth: loadAuth,
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		settings:   s,
+		log:        log,
+		registry:   prometheus.NewRegistry(),
+		loadLimits: limitsLoader(s),
+		loadAuth:   loadAuth,
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
 	}
+}
+
+// limitsLoader reads the limits config in the layout --config-layout names.
+func limitsLoader(s Settings) configsource.Loader[*descriptors.Config] {
+	opts := descriptors.Options{MergeDomains: s.MergeDomains}
+	switch s.Ref.ConfigLayout {
+	case "runtime", "runtime-dotfiles":
+		dotfiles := s.Ref.ConfigLayout == "runtime-dotfiles"
+		return func(path string) (*descriptors.Config, error) { return loadRuntimeDir(path, dotfiles, opts) }
+	}
+	return func(path string) (*descriptors.Config, error) { return descriptors.Load(path, opts) }
 }
 
 // doors are the services on the gRPC listener, each with its health
@@ -134,6 +147,10 @@ func (m *Main) GRPCAddr() string { return addr(m.grpcLn) }
 
 // HTTPAddr is the bound HTTP address ("" before Start).
 func (m *Main) HTTPAddr() string { return addr(m.httpLn) }
+
+// DebugAddr is the bound debug address ("" before Start or without
+// --debug-addr).
+func (m *Main) DebugAddr() string { return addr(m.debugLn) }
 
 func addr(ln net.Listener) string {
 	if ln == nil {
@@ -186,7 +203,11 @@ func (m *Main) build() (err error) {
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	sourceMetrics := configsource.NewMetrics(m.registry)
-	m.limits = configsource.New(configsource.NewFile(s.Config, s.ReloadEvery, m.loadLimits), configsource.Options[*descriptors.Config]{
+	var follow func(*descriptors.Config) []string
+	if s.Ref.ConfigLayout != "yaml" && s.Ref.ConfigLayout != "" {
+		follow = runtimeDirs(s.Config)
+	}
+	m.limits = configsource.New(configsource.NewFiles(s.Config, s.ReloadEvery, m.loadLimits, follow), configsource.Options[*descriptors.Config]{
 		Describe: func(c *descriptors.Config) any { return c.Describe() },
 		Summary:  func(c *descriptors.Config) []any { return []any{"domains", domainNames(c)} },
 		Metrics:  sourceMetrics,
@@ -263,6 +284,14 @@ func (m *Main) build() (err error) {
 		m.closeBackend()
 		return fmt.Errorf("--http-addr %s: %w", s.HTTPAddr, err)
 	}
+	if s.Ref.DebugAddr != "" {
+		if m.debugLn, err = net.Listen("tcp", s.Ref.DebugAddr); err != nil {
+			m.grpcLn.Close()
+			m.httpLn.Close()
+			m.closeBackend()
+			return fmt.Errorf("--debug-addr %s: %w", s.Ref.DebugAddr, err)
+		}
+	}
 
 	m.grpcSrv = grpc.NewServer(
 		// ext_proc bodies come in one message: the receive limit stays
@@ -296,7 +325,12 @@ func (m *Main) build() (err error) {
 		}
 	}
 
-	m.httpSrv = &http.Server{Handler: m.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+	if s.Ref.HealthyNeedsConfig {
+		// The reference's name follows whether a domain is loaded.
+		m.limits.Subscribe(func(*descriptors.Config) { m.referenceHealth() })
+		m.referenceHealth()
+	}
+	m.httpSrv = &http.Server{Handler: m.httpHandler(), ReadHeaderTimeout: httpHeaderTimeout}
 	return nil
 }
 
@@ -323,6 +357,9 @@ func (m *Main) actors() *group {
 	}
 	// gRPC: in-flight calls finish, until the hard stop cuts them.
 	g.add(func() error { return m.grpcSrv.Serve(m.grpcLn) }, m.stopGRPC)
+	if m.debugLn != nil {
+		g.add(m.serveDebug())
+	}
 	// HTTP last, so probes see the shutdown until the end.
 	g.add(func() error {
 		if err := m.httpSrv.Serve(m.httpLn); !errors.Is(err, http.ErrServerClosed) {
@@ -462,12 +499,15 @@ func (m *Main) httpHandler() http.Handler {
 	// envoyproxy/ratelimit's probe: 200 "OK" while serving, 500 with no
 	// body once not.
 	mux.HandleFunc("GET /healthcheck", func(w http.ResponseWriter, r *http.Request) {
-		if !m.serving() {
+		if !m.serving() || !m.configHealthy() {
 			w.WriteHeader(http.StatusInternalServerError)
 			return
 		}
 		io.WriteString(w, "OK")
 	})
+	// envoyproxy/ratelimit's JSON door to ShouldRateLimit, for clients
+	// without gRPC.
+	mux.HandleFunc("/json", m.jsonHandler)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry}))
 	// Admin endpoints: loopback peers only, or the admin token.
 	admin := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, m.adminOnly(h)) }
@@ -501,6 +541,9 @@ func (m *Main) serving() bool {
 func (m *Main) readiness(ctx context.Context) error {
 	if !m.serving() {
 		return errors.New("shutting down")
+	}
+	if !m.configHealthy() {
+		return errors.New("no domain loaded (--healthy-needs-config)")
 	}
 	for _, d := range m.open {
 		if d.ready == nil {

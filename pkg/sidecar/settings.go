@@ -68,6 +68,35 @@ type Settings struct {
 	AdminTokenFile string
 
 	Redis RedisSettings
+
+	Ref RefSettings
+}
+
+// RefSettings are what envoyproxy/ratelimit's users rely on beyond serve's
+// own surface; the ratelimit mode (pkg/refenv) sets them from the
+// reference's environment, and each is a flag of serve too.
+type RefSettings struct {
+	// DebugAddr is the debug listener (--debug-addr): GET /rlconfig in
+	// the reference's line format. "" = none.
+	DebugAddr string
+	// LogFormat is json (default) or text (--log-format).
+	LogFormat string
+	// HeaderStyle is ietf (RateLimit-Policy, RateLimit, Retry-After) or
+	// reference: the three headers of LIMIT_RESPONSE_HEADERS_ENABLED,
+	// named by HeaderLimit, HeaderRemaining and HeaderReset
+	// (--ratelimit-header-style, --ratelimit-header-limit, ...).
+	HeaderStyle                               string
+	HeaderLimit, HeaderRemaining, HeaderReset string
+	// ConfigLayout says which files of a --config directory are read:
+	// yaml (its *.yaml and *.yml files, no dotfiles, no subdirectories),
+	// runtime (every file below it, recursively, as the reference's
+	// runtime loader reads it, dotfiles skipped) or runtime-dotfiles (the
+	// same with dotfiles, RUNTIME_IGNOREDOTFILES=false) (--config-layout).
+	ConfigLayout string
+	// HealthyNeedsConfig fails /healthcheck and readiness while the config
+	// in force has no domain (--healthy-needs-config: the reference's
+	// HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED).
+	HealthyNeedsConfig bool
 }
 
 // CacheSettings select and tune the response cache (the ext_proc door).
@@ -91,6 +120,11 @@ type RedisSettings struct {
 	WriteTimeout   time.Duration // --redis-write-timeout
 	BatchMax       int           // --redis-batch-max (1 = no batching)
 	BatchWindow    time.Duration // --redis-batch-window (0 = no bound)
+	// TLS client certificate, key and CA bundle (--redis-tls-cert,
+	// --redis-tls-key, --redis-tls-ca), with a rediss:// URL. Without a CA
+	// the system's roots are trusted.
+	TLSCert, TLSKey, TLSCA string
+	SentinelPassword       string // --redis-sentinel-password: to the sentinels themselves
 }
 
 // Defaults of the settings the sidecar itself consumes (the others are
@@ -146,6 +180,18 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&s.Redis.WriteTimeout, "redis-write-timeout", redisstore.DefaultWriteTimeout, "Redis write timeout")
 	fs.IntVar(&s.Redis.BatchMax, "redis-batch-max", redisstore.DefaultBatchMax, "most concurrent decisions sent to one Redis node as one pipeline; 1 sends each on its own")
 	fs.DurationVar(&s.Redis.BatchWindow, "redis-batch-window", 0, "longest a queued decision waits for a pipeline in flight before its queue goes on its own; 0 sets no bound (a decision that finds at most one other in flight never waits)")
+	fs.StringVar(&s.Redis.TLSCert, "redis-tls-cert", "", "with rediss://: a client certificate (PEM) to present to Redis (needs --redis-tls-key)")
+	fs.StringVar(&s.Redis.TLSKey, "redis-tls-key", "", "with rediss://: the client certificate's private key (PEM)")
+	fs.StringVar(&s.Redis.TLSCA, "redis-tls-ca", "", "with rediss://: CA certificates (PEM) that Redis's certificate must chain to, instead of the system's")
+	fs.StringVar(&s.Redis.SentinelPassword, "redis-sentinel-password", "", "Sentinel: the password of the sentinels themselves")
+	fs.StringVar(&s.Ref.DebugAddr, "debug-addr", "", "debug listener: GET /rlconfig lists the limits in envoyproxy/ratelimit's line format; empty: none")
+	fs.StringVar(&s.Ref.LogFormat, "log-format", "json", "json (one object a line) or text (key=value lines)")
+	fs.StringVar(&s.Ref.HeaderStyle, "ratelimit-header-style", "ietf", "ietf: RateLimit-Policy, RateLimit and Retry-After; reference: envoyproxy/ratelimit's three headers of the descriptor nearest its limit, named by --ratelimit-header-limit/-remaining/-reset")
+	fs.StringVar(&s.Ref.HeaderLimit, "ratelimit-header-limit", "RateLimit-Limit", "with --ratelimit-header-style=reference: the header carrying the limit")
+	fs.StringVar(&s.Ref.HeaderRemaining, "ratelimit-header-remaining", "RateLimit-Remaining", "with --ratelimit-header-style=reference: the header carrying the hits left")
+	fs.StringVar(&s.Ref.HeaderReset, "ratelimit-header-reset", "RateLimit-Reset", "with --ratelimit-header-style=reference: the header carrying the seconds until the window ends")
+	fs.StringVar(&s.Ref.ConfigLayout, "config-layout", "yaml", "which files of a --config directory are read: yaml (its *.yaml/*.yml files), runtime (every file below it, recursively, as envoyproxy/ratelimit reads its runtime directory; dotfiles skipped) or runtime-dotfiles (the same with dotfiles)")
+	fs.BoolVar(&s.Ref.HealthyNeedsConfig, "healthy-needs-config", false, "/healthcheck and readiness fail while the config in force has no domain (envoyproxy/ratelimit's HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED)")
 	return fs
 }
 
@@ -211,8 +257,39 @@ func (s *Settings) check() error {
 	if (s.Redis.SentinelMaster == "") != (s.Redis.SentinelAddrs == "") {
 		bad("--redis-sentinel-master and --redis-sentinel-addrs go together")
 	}
-	if s.Redis.URL != "" && !strings.HasPrefix(s.Redis.URL, "redis://") && !strings.HasPrefix(s.Redis.URL, "rediss://") {
-		bad("--redis-url=%q: must start with redis:// or rediss://", s.Redis.URL)
+	if s.Redis.URL != "" && !strings.HasPrefix(s.Redis.URL, "redis://") && !strings.HasPrefix(s.Redis.URL, "rediss://") && !strings.HasPrefix(s.Redis.URL, "unix://") {
+		bad("--redis-url=%q: must start with redis://, rediss:// or unix://", s.Redis.URL)
+	}
+	if strings.HasPrefix(s.Redis.URL, "unix://") && (s.Redis.Cluster || s.Redis.SentinelMaster != "") {
+		bad("--redis-url=%q: a unix:// socket is one Redis, not a cluster or sentinels", s.Redis.URL)
+	}
+	if (s.Redis.TLSCert == "") != (s.Redis.TLSKey == "") {
+		bad("--redis-tls-cert and --redis-tls-key go together")
+	}
+	if (s.Redis.TLSCert != "" || s.Redis.TLSCA != "") && !strings.HasPrefix(s.Redis.URL, "rediss://") {
+		bad("--redis-tls-cert/--redis-tls-ca need a rediss:// --redis-url")
+	}
+	switch s.Ref.LogFormat {
+	case "json", "text":
+	default:
+		bad("--log-format=%q: must be json or text", s.Ref.LogFormat)
+	}
+	switch s.Ref.HeaderStyle {
+	case "ietf", "reference":
+	default:
+		bad("--ratelimit-header-style=%q: must be ietf or reference", s.Ref.HeaderStyle)
+	}
+	for _, h := range []struct{ flag, v string }{
+		{"--ratelimit-header-limit", s.Ref.HeaderLimit}, {"--ratelimit-header-remaining", s.Ref.HeaderRemaining}, {"--ratelimit-header-reset", s.Ref.HeaderReset},
+	} {
+		if !headerName(h.v) {
+			bad("%s=%q: must be a header name (letters, digits and -)", h.flag, h.v)
+		}
+	}
+	switch s.Ref.ConfigLayout {
+	case "yaml", "runtime", "runtime-dotfiles":
+	default:
+		bad("--config-layout=%q: must be yaml, runtime or runtime-dotfiles", s.Ref.ConfigLayout)
 	}
 	if _, err := ParseLogLevel(s.LogLevel); err != nil {
 		bad("--log-level: %v", err)
@@ -280,6 +357,19 @@ func loopback(addr string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
+}
+
+// headerName says whether h is an HTTP header name: a non-empty token.
+func headerName(h string) bool {
+	if h == "" {
+		return false
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", c)) {
+			return false
+		}
+	}
+	return true
 }
 
 // ParseLogLevel maps debug, info, warn or error to a slog level.
