@@ -38,12 +38,20 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	args := os.Args[1:]
-	if filepath.Base(os.Args[0]) == "ratelimit" {
-		// Run as envoyproxy/ratelimit's binary (the image's /bin/ratelimit).
-		args = append([]string{"ratelimit"}, args...)
+	os.Exit(run(ctx, commandLine(os.Args), os.Getenv, os.Stdout, os.Stderr))
+}
+
+// commandLine is run's arguments for the process's argv: run as
+// envoyproxy/ratelimit's binary (a name of ratelimit, as the image's
+// /bin/ratelimit link), it is the ratelimit mode.
+func commandLine(argv []string) []string {
+	if len(argv) == 0 {
+		return nil
 	}
-	os.Exit(run(ctx, args, os.Getenv, os.Stdout, os.Stderr))
+	if filepath.Base(argv[0]) == "ratelimit" {
+		return append([]string{"ratelimit"}, argv[1:]...)
+	}
+	return argv[1:]
 }
 
 // run dispatches to a subcommand and returns the process's exit code.
