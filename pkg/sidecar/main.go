@@ -327,8 +327,8 @@ func (m *Main) build() (err error) {
 
 	if s.Ref.HealthyNeedsConfig {
 		// The reference's name follows whether a domain is loaded.
-		m.limits.Subscribe(func(*descriptors.Config) { m.referenceHealth() })
-		m.referenceHealth()
+		m.limits.Subscribe(m.referenceHealth)
+		m.referenceHealth(m.limits.Snapshot().Config)
 	}
 	m.httpSrv = &http.Server{Handler: m.httpHandler(), ReadHeaderTimeout: httpHeaderTimeout}
 	return nil

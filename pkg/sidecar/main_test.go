@@ -474,6 +474,14 @@ func defaultSettings() sidecar.Settings {
 			WriteTimeout: 500 * time.Millisecond,
 			BatchMax:     64,
 		},
+		Ref: sidecar.RefSettings{
+			LogFormat:       "json",
+			HeaderStyle:     "ietf",
+			HeaderLimit:     "RateLimit-Limit",
+			HeaderRemaining: "RateLimit-Remaining",
+			HeaderReset:     "RateLimit-Reset",
+			ConfigLayout:    "yaml",
+		},
 	}
 }
 

@@ -128,8 +128,11 @@ func (m *Main) configHealthy() bool {
 		return true
 	}
 	snap := m.limits.Snapshot()
-	return snap.Loaded && len(snap.Config.Domains()) > 0
+	return snap.Loaded && hasDomain(snap.Config)
 }
+
+// hasDomain says whether c defines a domain.
+func hasDomain(c *descriptors.Config) bool { return c != nil && len(c.Domains()) > 0 }
 
 // serveDebug is the debug listener's actor pair; nil without --debug-addr.
 func (m *Main) serveDebug() (func() error, func()) {
@@ -151,12 +154,12 @@ func (m *Main) serveDebug() (func() error, func()) {
 // referenceHealth sets the reference's grpc.health.v1 name by whether a
 // domain is loaded, as it does with HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED
 // (the shutdown turns every name NOT_SERVING for good).
-func (m *Main) referenceHealth() {
+func (m *Main) referenceHealth(c *descriptors.Config) {
 	if m.health == nil {
 		return
 	}
 	st := healthpb.HealthCheckResponse_NOT_SERVING
-	if m.configHealthy() {
+	if hasDomain(c) {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
 	m.health.SetServingStatus(referenceHealthName, st)
