@@ -186,7 +186,7 @@ func (m *Main) Start(ctx context.Context) error {
 		close(m.done)
 	}()
 	m.running = true
-	m.log.Info("listening", "grpc", m.GRPCAddr(), "http", m.HTTPAddr(), "backend", m.settings.Backend, "config", m.settings.Config)
+	m.log.Info("listening", "grpc", m.GRPCAddr(), "http", m.HTTPAddr(), "debug", m.DebugAddr(), "backend", m.settings.Backend, "config", m.settings.Config)
 	return nil
 }
 
