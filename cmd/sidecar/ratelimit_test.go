@@ -183,7 +183,7 @@ func TestRatelimitModeEnvoyGateway(t *testing.T) {
 		"GRPC_SERVER_TLS_CERT": cert, "GRPC_SERVER_TLS_KEY": key, "GRPC_SERVER_TLS_CA_CERT": ca,
 		"CONFIG_GRPC_XDS_CLIENT_TLS_CERT": cert, "CONFIG_GRPC_XDS_CLIENT_TLS_KEY": key, "CONFIG_GRPC_XDS_SERVER_TLS_CACERT": ca,
 		"CONFIG_GRPC_XDS_SERVER_URL": closed,
-		"REDIS_URL": redis.Addr, "REDIS_TLS_CLIENT_CERT": cert, "REDIS_TLS_CLIENT_KEY": key, "REDIS_TLS_CACERT": ca,
+		"REDIS_URL":                  redis.Addr, "REDIS_TLS_CLIENT_CERT": cert, "REDIS_TLS_CLIENT_KEY": key, "REDIS_TLS_CACERT": ca,
 		"PROMETHEUS_ADDR": "127.0.0.1:0", "PROMETHEUS_MAPPER_YAML": "",
 	} {
 		env[k] = v
