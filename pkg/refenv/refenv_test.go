@@ -335,3 +335,31 @@ func TestEnvoyGateway(t *testing.T) {
 		t.Errorf("TRACING_ENABLED not among the ignored: %q", got.Ignored)
 	}
 }
+
+// TestMigrationDocListsEveryVar: docs/migration.md's table has a row for
+// every variable, with its default.
+func TestMigrationDocListsEveryVar(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../../docs/migration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		cols := strings.Split(line, "|")
+		if len(cols) < 5 || !strings.HasPrefix(strings.TrimSpace(cols[1]), "`") {
+			continue
+		}
+		rows[strings.Trim(strings.TrimSpace(cols[1]), "`")] = strings.TrimSpace(cols[2])
+	}
+	for _, v := range Vars {
+		def, ok := rows[v.Name]
+		want := "`" + v.Default + "`"
+		if v.Default == "" {
+			want = "empty"
+		}
+		if !ok || def != want {
+			t.Errorf("docs/migration.md: %s row %q, want default %s", v.Name, def, want)
+		}
+	}
+}
