@@ -86,7 +86,8 @@ type Options struct {
 // (no retries), is only given in the URL.
 type ClientOptions struct {
 	// URL is the Redis to use: redis://[user:pass@]host:port[/db], or
-	// rediss:// for TLS. With Cluster, it lists seed nodes as go-redis does:
+	// rediss:// for TLS, or unix://[user:pass@]/path[?db=N] for one Redis
+	// on a Unix socket. With Cluster, it lists seed nodes as go-redis does:
 	// redis://[user:pass@]h1:p1?addr=h2:p2&addr=h3:p3 (no /db: a cluster has
 	// only database 0). With SentinelMaster, it is optional and must have no
 	// host: only its user, password, /db and scheme (rediss:// for TLS to the

@@ -541,7 +541,7 @@ func TestClientOptions(t *testing.T) {
 		{"url timeouts", redisstore.ClientOptions{URL: srv.URL + "?dial_timeout=2s&pool_size=4&max_retries=-1"}, ""},
 		{"no url", redisstore.ClientOptions{}, "URL is required"},
 		{"bad scheme", redisstore.ClientOptions{URL: "http://" + srv.Addr}, "scheme"},
-		{"unix", redisstore.ClientOptions{URL: "unix:///tmp/redis.sock"}, "scheme"},
+		{"unix cluster", redisstore.ClientOptions{URL: "unix:///tmp/redis.sock", Cluster: true}, "scheme"},
 		{"unknown param", redisstore.ClientOptions{URL: srv.URL + "?colour=blue"}, "colour"},
 		{"cluster db", redisstore.ClientOptions{URL: srv.URL + "/2", Cluster: true}, "database"},
 		{"cluster and sentinel", redisstore.ClientOptions{URL: srv.URL, Cluster: true, SentinelMaster: "m", SentinelAddrs: []string{srv.Addr}}, "exclude"},
