@@ -363,11 +363,15 @@ func Translate(getenv func(string) string) (Translation, error) {
 		if ca == "" {
 			ca = e.str("GRPC_SERVER_TLS_CA_CERT")
 		}
-		if ca != "" {
+		san := e.str("GRPC_CLIENT_TLS_SAN")
+		switch {
+		case ca != "":
 			flag("grpc-tls-client-ca", ca)
-			if san := e.str("GRPC_CLIENT_TLS_SAN"); san != "" {
+			if san != "" {
 				flag("grpc-tls-client-san", san)
 			}
+		case san != "":
+			e.bad("GRPC_CLIENT_TLS_SAN", san, "needs GRPC_CLIENT_TLS_CACERT: a client certificate's SAN is checked only when client certificates are required")
 		}
 	}
 

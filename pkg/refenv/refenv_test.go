@@ -217,6 +217,7 @@ func TestBadValues(t *testing.T) {
 		{map[string]string{"STATSD_PROTOCOL": "quic"}, "STATSD_PROTOCOL", "tcp or udp"},
 		{map[string]string{"TRACING_EXPORTER_PROTOCOL": "zipkin"}, "TRACING_EXPORTER_PROTOCOL", "http or grpc"},
 		{map[string]string{"GRPC_SERVER_USE_TLS": "true"}, "GRPC_SERVER_USE_TLS", "GRPC_SERVER_TLS_CERT"},
+		{map[string]string{"GRPC_SERVER_USE_TLS": "true", "GRPC_SERVER_TLS_CERT": "c", "GRPC_SERVER_TLS_KEY": "k", "GRPC_CLIENT_TLS_SAN": "envoy"}, "GRPC_CLIENT_TLS_SAN", "needs GRPC_CLIENT_TLS_CACERT"},
 		{map[string]string{"RUNTIME_SUBDIRECTORY": ""}, "RUNTIME_SUBDIRECTORY", "loads no config"},
 		// Cannot be honoured.
 		{map[string]string{"BACKEND_TYPE": "memcache"}, "BACKEND_TYPE", "cannot be honoured"},
