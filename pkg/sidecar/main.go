@@ -146,9 +146,10 @@ func addr(ln net.Listener) string {
 }
 
 // Start loads the config, connects the backend and starts both listeners.
-// It returns once both accept connections; a config that does not load,
-// a backend that cannot be built or an address that cannot be bound fails
-// it. Start runs once: called again, or after Shutdown, it fails and
+// It returns once both accept connections; a config that does not load
+// (unless --force-start), a backend that cannot be built or an address
+// that cannot be bound fails it. Limits over xDS are not waited for: they
+// arrive when the server sends them (see waitForLimits). Start runs once: called again, or after Shutdown, it fails and
 // changes nothing.
 func (m *Main) Start(ctx context.Context) error {
 	m.mu.Lock()

@@ -324,8 +324,8 @@ func (s *Settings) checkXDS(bad func(string, ...any)) {
 			}
 		}
 	} else {
-		if _, _, err := net.SplitHostPort(x.URL); err != nil {
-			bad("--config-xds-url=%q: must be host:port (%v)", x.URL, err)
+		if host, port, err := net.SplitHostPort(x.URL); err != nil || host == "" || port == "" || strings.Contains(x.URL, "/") {
+			bad("--config-xds-url=%q: must be host:port, without a scheme", x.URL)
 		}
 		if x.NodeID == "" {
 			bad("--config-xds-url needs --config-xds-node-id: the xDS server keys its snapshots by node id")
