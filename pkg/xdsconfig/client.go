@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -46,6 +47,9 @@ const (
 	// next NACK waits; a good version set meanwhile arrives after at most
 	// this wait.
 	DefaultNACKInterval = time.Second
+	// keepaliveEvery and keepaliveTimeout: see Client.stream.
+	keepaliveEvery   = 6 * time.Minute
+	keepaliveTimeout = 20 * time.Second
 	// maxErrorDetail bounds the problems sent back in a NACK.
 	maxErrorDetail = 16 << 10
 )
@@ -183,7 +187,15 @@ func (c *Client) stream(ctx context.Context, st *streamState, publish func(*desc
 	if c.opts.TLS != nil {
 		creds = credentials.NewTLS(c.opts.TLS)
 	}
-	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, c.opts.DialOptions...)
+	dial := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		// A server that vanishes without closing the connection (a
+		// partition, a frozen process) would hold the stream forever:
+		// pings find it out. Not more often than every five minutes, the
+		// least interval a grpc-go server (go-control-plane's, Envoy
+		// Gateway's) tolerates by default before it drops the connection.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveEvery, Timeout: keepaliveTimeout}),
+	}, c.opts.DialOptions...)
 	// A connection per stream: grpc's own reconnect backoff (up to two
 	// minutes) would otherwise stand between a restarted server and us.
 	conn, err := grpc.NewClient(c.opts.Addr, dial...)

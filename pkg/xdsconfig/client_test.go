@@ -353,3 +353,43 @@ func TestNoServer(t *testing.T) {
 		t.Errorf("%d log lines in 2 s:\n%s", n, logs.joined())
 	}
 }
+
+// TestStopWhileNACKWaits: Watch returns at once when its context ends,
+// even while a NACK waits out its interval.
+func TestStopWhileNACKWaits(t *testing.T) {
+	t.Parallel()
+	srv := xdstest.Start(t)
+	srv.Set(node, "1", badConfig("a"))
+	c, err := xdsconfig.New(xdsconfig.Options{Addr: srv.Addr, NodeID: node, NACKInterval: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Watch(ctx, func(*descriptors.Config, error) {}) }()
+	eventually(t, 5*time.Second, "the first NACK", func() bool { return len(srv.NACKs()) == 1 })
+	time.Sleep(100 * time.Millisecond) // the resend has arrived; its NACK waits a minute
+	if n := len(srv.NACKs()); n != 1 {
+		t.Fatalf("%d NACKs within the interval", n)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Watch still running a second after its context ended")
+	}
+}
+
+// TestNewChecksOptions: an address and a node id are required.
+func TestNewChecksOptions(t *testing.T) {
+	t.Parallel()
+	if _, err := xdsconfig.New(xdsconfig.Options{NodeID: "n"}); err == nil {
+		t.Error("no address accepted")
+	}
+	if _, err := xdsconfig.New(xdsconfig.Options{Addr: "127.0.0.1:1"}); err == nil {
+		t.Error("no node id accepted")
+	}
+}
