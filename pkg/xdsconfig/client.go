@@ -77,8 +77,6 @@ type Options struct {
 	// NACKInterval is the least time between two NACKs (default
 	// DefaultNACKInterval).
 	NACKInterval time.Duration
-	// DialOptions are added to the connection's own (tests).
-	DialOptions []grpc.DialOption
 }
 
 // Client is an xDS client for the limits config: a configsource.Watcher.
@@ -129,10 +127,6 @@ func (c *Client) Origin() string {
 	return o
 }
 
-// Version is the version_info of the config in force, "" before the
-// first.
-func (c *Client) Version() string { return *c.accepted.Load() }
-
 // Watch keeps a stream to the server open until ctx ends, publishing each
 // config it accepts and the problems of each version it rejects. A lost
 // stream (or one that cannot open) is opened again after a backoff that
@@ -151,7 +145,7 @@ func (c *Client) Watch(ctx context.Context, publish func(*descriptors.Config, er
 		// Up to 20% more, so that sidecars restarted together do not
 		// reconnect in step.
 		d := wait + time.Duration(rand.Int64N(int64(wait)/5+1))
-		c.opts.Log.Warn("xDS stream lost; reconnecting", "server", c.opts.Addr, "err", err.Error(), "retry_in", d.String())
+		c.opts.Log.Warn("xDS stream failed; reconnecting", "server", c.opts.Addr, "err", err.Error(), "retry_in", d.String())
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
@@ -187,7 +181,7 @@ func (c *Client) stream(ctx context.Context, st *streamState, publish func(*desc
 	if c.opts.TLS != nil {
 		creds = credentials.NewTLS(c.opts.TLS)
 	}
-	dial := append([]grpc.DialOption{
+	dial := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		// A server that vanishes without closing the connection (a
 		// partition, a frozen process) would hold the stream forever:
@@ -195,7 +189,7 @@ func (c *Client) stream(ctx context.Context, st *streamState, publish func(*desc
 		// least interval a grpc-go server (go-control-plane's, Envoy
 		// Gateway's) tolerates by default before it drops the connection.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveEvery, Timeout: keepaliveTimeout}),
-	}, c.opts.DialOptions...)
+	}
 	// A connection per stream: grpc's own reconnect backoff (up to two
 	// minutes) would otherwise stand between a restarted server and us.
 	conn, err := grpc.NewClient(c.opts.Addr, dial...)
