@@ -12,12 +12,10 @@ import (
 )
 
 // otherBranches are flags that other branches add to serve (counting,
-// xDS, gRPC TLS, reference metrics). TODO(after the merge into dropin):
+// gRPC TLS, reference metrics; xDS has been merged). TODO(after the merge into dropin):
 // empty this list, so that every translated flag must parse.
 var otherBranches = []string{
 	"count-rejected", "stop-increment-over-limit", "default-algorithm", "near-limit-ratio",
-	"config-xds-url", "config-xds-node-id", "config-xds-tls", "config-xds-tls-cert", "config-xds-tls-key",
-	"config-xds-tls-ca", "config-xds-tls-san", "force-start",
 	"grpc-tls-cert", "grpc-tls-key", "grpc-tls-client-ca", "grpc-tls-client-san",
 	"statsd-addr", "statsd-protocol", "reference-metrics-addr", "prometheus-mapper-yaml",
 }

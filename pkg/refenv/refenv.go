@@ -100,7 +100,7 @@ var Vars = []Var{
 	{"RUNTIME_IGNOREDOTFILES", "false", "bool", Mapped, "skip files and directories starting with '.'", "--config-layout=runtime (true) or runtime-dotfiles (false)"},
 	{"RUNTIME_WATCH_ROOT", "true", "bool", Mapped, "watch RUNTIME_ROOT for a swapped symlink (true) or the config directory for changes (false)", "the same directory either way; the poller sees both kinds of change"},
 	{"MERGE_DOMAIN_CONFIG", "false", "bool", Mapped, "files sharing a domain merge", "--merge-domains"},
-	{"FORCE_START_WITHOUT_INITIAL_CONFIG", "false", "bool", Mapped, "start before a first config arrives", "with GRPC_XDS_SOTW: --force-start; with FILE no effect (the files are read before the listeners open)"},
+	{"FORCE_START_WITHOUT_INITIAL_CONFIG", "false", "bool", Mapped, "start before a first config arrives", "--force-start"},
 	{"CONFIG_GRPC_XDS_SERVER_URL", "localhost:18000", "", Mapped, "xDS server host:port", "--config-xds-url"},
 	{"CONFIG_GRPC_XDS_NODE_ID", "default", "", Mapped, "xDS node id", "--config-xds-node-id"},
 	{"CONFIG_GRPC_XDS_NODE_METADATA", "", "", Refused, "xDS node metadata", "refused when set: no node metadata is sent"},
@@ -399,6 +399,9 @@ func Translate(getenv func(string) string) (Translation, error) {
 	if e.boolean("MERGE_DOMAIN_CONFIG") {
 		flag("merge-domains", "true")
 	}
+	if e.boolean("FORCE_START_WITHOUT_INITIAL_CONFIG") {
+		flag("force-start", "true")
+	}
 	switch ct := e.str("CONFIG_TYPE"); ct {
 	case "FILE":
 		root, sub, app := e.str("RUNTIME_ROOT"), e.str("RUNTIME_SUBDIRECTORY"), e.str("RUNTIME_APPDIRECTORY")
@@ -415,15 +418,9 @@ func Translate(getenv func(string) string) (Translation, error) {
 			layout = "runtime"
 		}
 		flag("config-layout", layout)
-		// FORCE_START_WITHOUT_INITIAL_CONFIG changes nothing here: the
-		// files are read before the listeners open, and a config that does
-		// not load stops start-up.
 	case "GRPC_XDS_SOTW":
 		flag("config-xds-url", e.str("CONFIG_GRPC_XDS_SERVER_URL"))
 		flag("config-xds-node-id", e.str("CONFIG_GRPC_XDS_NODE_ID"))
-		if e.boolean("FORCE_START_WITHOUT_INITIAL_CONFIG") {
-			flag("force-start", "true")
-		}
 		if e.boolean("CONFIG_GRPC_XDS_SERVER_USE_TLS") {
 			flag("config-xds-tls", "true")
 			for _, x := range []struct{ env, flag string }{
