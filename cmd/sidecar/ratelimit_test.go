@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/floodgate/floodgate/internal/redistest"
+	"github.com/floodgate/floodgate/internal/xdstest"
 )
 
 type lockedBuffer struct {
@@ -163,27 +163,24 @@ func TestRatelimitModeFile(t *testing.T) {
 // TestRatelimitModeEnvoyGateway starts the mode with the environment
 // Envoy Gateway gives its envoy-ratelimit Deployment
 // (../../pkg/refenv/testdata/envoy-gateway.env), changed only where the
-// test needs local things: file paths to generated certificates, Redis to
-// a local TLS redis-server, the xDS server to a port nobody listens on,
-// listeners to loopback. With FORCE_START_WITHOUT_INITIAL_CONFIG it serves
-// before any config: /healthcheck OK, /json refused (no config yet: 400),
-// /rlconfig empty.
+// test needs local things: file paths to generated certificates, the xDS
+// server (go-control-plane's, over mutual TLS) and Redis (over TLS) on
+// loopback, listeners on loopback. With FORCE_START_WITHOUT_INITIAL_CONFIG
+// it serves before any config (/healthcheck OK, /json refused with 400,
+// /rlconfig empty); once the xDS server sends a config for node
+// envoy-ratelimit, /rlconfig lists it and /json decides with it.
 func TestRatelimitModeEnvoyGateway(t *testing.T) {
 	t.Parallel()
 	env := readEnv(t, "../../pkg/refenv/testdata/envoy-gateway.env")
+	certs := xdstest.NewCerts(t)
+	xds := xdstest.StartTLS(t, certs.ServerTLS(t, true))
 	redis := redistest.StartTLSServer(t)
-	cert, key, ca := redis.TLSFiles()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close()
+	_, _, redisCA := redis.TLSFiles()
 	for k, v := range map[string]string{
-		"GRPC_SERVER_TLS_CERT": cert, "GRPC_SERVER_TLS_KEY": key, "GRPC_SERVER_TLS_CA_CERT": ca,
-		"CONFIG_GRPC_XDS_CLIENT_TLS_CERT": cert, "CONFIG_GRPC_XDS_CLIENT_TLS_KEY": key, "CONFIG_GRPC_XDS_SERVER_TLS_CACERT": ca,
-		"CONFIG_GRPC_XDS_SERVER_URL": closed,
-		"REDIS_URL":                  redis.Addr, "REDIS_TLS_CLIENT_CERT": cert, "REDIS_TLS_CLIENT_KEY": key, "REDIS_TLS_CACERT": ca,
+		"GRPC_SERVER_TLS_CERT": certs.ServerCert, "GRPC_SERVER_TLS_KEY": certs.ServerKey, "GRPC_SERVER_TLS_CA_CERT": certs.CAFile,
+		"CONFIG_GRPC_XDS_CLIENT_TLS_CERT": certs.ClientCert, "CONFIG_GRPC_XDS_CLIENT_TLS_KEY": certs.ClientKey,
+		"CONFIG_GRPC_XDS_SERVER_TLS_CACERT": certs.CAFile, "CONFIG_GRPC_XDS_SERVER_URL": xds.Addr,
+		"REDIS_URL": redis.Addr, "REDIS_TLS_CLIENT_CERT": certs.ClientCert, "REDIS_TLS_CLIENT_KEY": certs.ClientKey, "REDIS_TLS_CACERT": redisCA,
 		"PROMETHEUS_ADDR": "127.0.0.1:0", "PROMETHEUS_MAPPER_YAML": "",
 	} {
 		env[k] = v
@@ -193,11 +190,30 @@ func TestRatelimitModeEnvoyGateway(t *testing.T) {
 	if code, body := get(t, "http://"+a.http+"/healthcheck"); code != 200 || body != "OK" {
 		t.Errorf("/healthcheck: %d %q", code, body)
 	}
-	if code, _ := post(t, "http://"+a.http+"/json", `{"domain":"d","descriptors":[{"entries":[{"key":"k","value":"v"}]}]}`); code != 400 {
+	req := `{"domain":"eg","descriptors":[{"entries":[{"key":"k","value":"v"}]}]}`
+	if code, _ := post(t, "http://"+a.http+"/json", req); code != 400 {
 		t.Errorf("/json before any config: %d, want 400", code)
 	}
 	if code, body := get(t, "http://"+a.debug+"/rlconfig"); code != 200 || body != "" {
 		t.Errorf("/rlconfig before any config: %d %q", code, body)
+	}
+
+	xds.Set(env["CONFIG_GRPC_XDS_NODE_ID"], "1", xdstest.Limit("eg", 2, "k", "v"))
+	want := "eg.k_v: unit=MINUTE requests_per_unit=2, shadow_mode: false, quota_mode: false\n"
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, body := get(t, "http://"+a.debug+"/rlconfig"); body == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/rlconfig never showed the xDS config")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i, wantCode := range []int{200, 200, 429} {
+		if code, body := post(t, "http://"+a.http+"/json", req); code != wantCode {
+			t.Errorf("/json call %d: %d %s, want %d", i, code, body, wantCode)
+		}
 	}
 }
 
