@@ -81,7 +81,8 @@ type Main struct {
 	cacheSrc *configsource.Source[*cacheconfig.Config] // nil without --cache-config
 	// adminToken is --admin-token-file's token (nil: loopback peers only).
 	adminToken []byte
-	open       []door // what doors returned, once the services are built
+	open       []door    // what doors returned, once the services are built
+	ref        *refStats // nil without --statsd-addr and --reference-metrics-addr
 	health     *health.Server
 	grpcSrv    *grpc.Server
 	httpSrv    *http.Server
@@ -169,7 +170,7 @@ func (m *Main) Start(ctx context.Context) error {
 		close(m.done)
 	}()
 	m.running = true
-	m.log.Info("listening", "grpc", m.GRPCAddr(), "http", m.HTTPAddr(), "backend", m.settings.Backend, "config", m.settings.Config)
+	m.log.Info("listening", "grpc", m.GRPCAddr(), "http", m.HTTPAddr(), "reference_metrics", m.ref.addr(), "backend", m.settings.Backend, "config", m.settings.Config)
 	return nil
 }
 
@@ -181,12 +182,16 @@ func (m *Main) build() (err error) {
 	defer func() {
 		if err != nil {
 			m.closeVerifiers()
+			m.ref.close()
 		}
 	}()
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	if m.ref, err = newRefStats(s.RefStats, m.log); err != nil {
+		return err
+	}
 	sourceMetrics := configsource.NewMetrics(m.registry)
-	m.limits = configsource.New(configsource.NewFile(s.Config, s.ReloadEvery, m.loadLimits), configsource.Options[*descriptors.Config]{
+	m.limits = configsource.New(configsource.NewFile(s.Config, s.ReloadEvery, m.ref.counted(m.loadLimits)), configsource.Options[*descriptors.Config]{
 		Describe: func(c *descriptors.Config) any { return c.Describe() },
 		Summary:  func(c *descriptors.Config) []any { return []any{"domains", domainNames(c)} },
 		Metrics:  sourceMetrics,
@@ -229,7 +234,7 @@ func (m *Main) build() (err error) {
 		}
 		m.cacheSrc.Subscribe(m.cache.SetConfig)
 	}
-	m.eng, m.svc, err = newRateLimitService(s, be.limiter, engine.NewMetrics(m.registry), m.log)
+	m.eng, m.svc, err = newRateLimitService(s, be.limiter, engine.NewMetrics(m.registry), m.ref.observer(), m.log)
 	if err != nil {
 		m.closeBackend()
 		return err
@@ -278,7 +283,7 @@ func (m *Main) build() (err error) {
 		// messages are far smaller than these windows.
 		grpc.InitialWindowSize(flowWindow),
 		grpc.InitialConnWindowSize(flowWindow),
-		grpc.ChainUnaryInterceptor(m.recoverUnary),
+		grpc.ChainUnaryInterceptor(m.unaryInterceptors()...),
 		grpc.ChainStreamInterceptor(m.recoverStream),
 	)
 	m.health = health.NewServer()
@@ -323,6 +328,10 @@ func (m *Main) actors() *group {
 	}
 	// gRPC: in-flight calls finish, until the hard stop cuts them.
 	g.add(func() error { return m.grpcSrv.Serve(m.grpcLn) }, m.stopGRPC)
+	// The reference's stats after gRPC, so the last calls are sent.
+	if m.ref != nil {
+		g.add(m.ref.actor())
+	}
 	// HTTP last, so probes see the shutdown until the end.
 	g.add(func() error {
 		if err := m.httpSrv.Serve(m.httpLn); !errors.Is(err, http.ErrServerClosed) {

@@ -474,6 +474,7 @@ func defaultSettings() sidecar.Settings {
 			WriteTimeout: 500 * time.Millisecond,
 			BatchMax:     64,
 		},
+		RefStats: sidecar.RefStatsSettings{StatsdProtocol: "tcp", FlushInterval: 10 * time.Second},
 	}
 }
 

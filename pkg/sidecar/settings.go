@@ -68,6 +68,9 @@ type Settings struct {
 	AdminTokenFile string
 
 	Redis RedisSettings
+
+	// RefStats: envoyproxy/ratelimit's stats, to statsd and Prometheus.
+	RefStats RefStatsSettings
 }
 
 // CacheSettings select and tune the response cache (the ext_proc door).
@@ -146,6 +149,7 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&s.Redis.WriteTimeout, "redis-write-timeout", redisstore.DefaultWriteTimeout, "Redis write timeout")
 	fs.IntVar(&s.Redis.BatchMax, "redis-batch-max", redisstore.DefaultBatchMax, "most concurrent decisions sent to one Redis node as one pipeline; 1 sends each on its own")
 	fs.DurationVar(&s.Redis.BatchWindow, "redis-batch-window", 0, "longest a queued decision waits for a pipeline in flight before its queue goes on its own; 0 sets no bound (a decision that finds at most one other in flight never waits)")
+	s.RefStats.flags(fs)
 	return fs
 }
 
@@ -256,6 +260,7 @@ func (s *Settings) check() error {
 			bad("%s=%s: must not be negative (0 means the default)", d.flag, d.v)
 		}
 	}
+	errs = append(errs, s.RefStats.check()...)
 	if s.Cache.MaxBytes < 0 {
 		bad("--cache-max-bytes=%d: must not be negative (0 means the default)", s.Cache.MaxBytes)
 	}
