@@ -422,3 +422,14 @@ func sanitize(s string) string {
 	s = strings.NewReplacer(":", "_", "|", "_").Replace(s)
 	return ipv4.ReplaceAllStringFunc(s, func(ip string) string { return strings.ReplaceAll(ip, ".", "_") })
 }
+
+// Counters returns every counter that has moved, by its statsd name.
+func (s *Stats) Counters() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, c := range s.snapshot() {
+		if v := c.v.Load(); v != 0 {
+			out[c.name] = v
+		}
+	}
+	return out
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,8 +61,9 @@ type statsdSink struct {
 	conn net.Conn // the sender's alone
 	down bool     // the last connect or write failed (logged once)
 
-	stop chan struct{}
-	done chan struct{}
+	started, closed atomic.Bool
+	stop            chan struct{}
+	done            chan struct{}
 }
 
 func newStatsdSink(o StatsdOptions, log *slog.Logger) *statsdSink {
@@ -275,17 +277,18 @@ func (t *timer) add(ms int64) {
 	}
 }
 
-// Start starts sending to statsd (when an address is set).
+// Start starts sending to statsd (when an address is set). It runs once;
+// later calls do nothing.
 func (s *Stats) Start() {
-	if s.statsd != nil {
+	if s.statsd != nil && s.statsd.started.CompareAndSwap(false, true) {
 		go s.statsd.run(s)
 	}
 }
 
-// Close sends what is left to statsd (one try) and stops. Call it once,
-// after Start.
+// Close sends what is left to statsd (one try) and stops sending; without
+// Start, or called again, it does nothing.
 func (s *Stats) Close() {
-	if s.statsd != nil {
+	if s.statsd != nil && s.statsd.started.Load() && s.statsd.closed.CompareAndSwap(false, true) {
 		close(s.statsd.stop)
 		<-s.statsd.done
 	}
