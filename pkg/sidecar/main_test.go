@@ -474,7 +474,7 @@ func defaultSettings() sidecar.Settings {
 			WriteTimeout: 500 * time.Millisecond,
 			BatchMax:     64,
 		},
-		RefStats: sidecar.RefStatsSettings{StatsdProtocol: "tcp", FlushInterval: 10 * time.Second},
+		RefStats: sidecar.RefStatsSettings{StatsdProtocol: "tcp", FlushInterval: 10 * time.Second, NearLimitRatio: 0.8},
 	}
 }
 
