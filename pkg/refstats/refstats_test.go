@@ -381,7 +381,7 @@ func TestPrometheus(t *testing.T) {
 			t.Errorf("missing %s", w)
 		}
 	}
-	if t.Failed() {
+	if t.Failed() || testing.Verbose() {
 		t.Logf("exposition:\n%s", b)
 	}
 }
