@@ -326,6 +326,11 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 		e.metrics.backendErrs.Inc()
 		if e.observer != nil {
 			e.observer.BackendFailed()
+			for i, h := range sc.slot {
+				if h >= 0 {
+					e.observer.Decided(req.Domain, &ds[i], sc.limits[i], &sc.hits[h], nil)
+				}
+			}
 		}
 		e.errLog.backendFailed(err)
 		if e.failOpen {

@@ -15,7 +15,8 @@ type Observer interface {
 	Prepare(domain string, r *descriptors.Rule) any
 	// Decided is called for each descriptor d that limit l applied to,
 	// with the backend's answer dec for hit (as the backend gave it: the
-	// hits of a rejected request not yet given back).
+	// hits of a rejected request not yet given back); dec is nil when the
+	// backend failed, after BackendFailed.
 	Decided(domain string, d *Descriptor, l *Limit, hit *quota.Hit, dec *quota.Decision)
 	// UnknownDomain is called for a request whose domain no config
 	// defines, with its number of descriptors.

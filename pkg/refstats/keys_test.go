@@ -161,7 +161,7 @@ func TestServiceStats(t *testing.T) {
 		"ratelimit.service.global_shadow_mode":                    2,
 		"ratelimit.service.rate_limit.elsewhere.domain_not_found": 3,
 		"ratelimit.service.call.should_rate_limit.redis_error":    1,
-		"ratelimit.service.rate_limit.k.strict.total_hits":        3,
+		"ratelimit.service.rate_limit.k.strict.total_hits":        4, // the failed call's too
 		"ratelimit.service.rate_limit.k.strict.within_limit":      1,
 		"ratelimit.service.rate_limit.k.strict.near_limit":        1,
 		"ratelimit.service.rate_limit.k.strict.over_limit":        2,

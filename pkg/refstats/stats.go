@@ -345,7 +345,8 @@ func (s *Stats) Decided(domain string, d *engine.Descriptor, l *engine.Limit, hi
 	s.count(k, l, hit, dec)
 }
 
-// count adds one decision to k: every hit to total_hits; a hit that did
+// count adds one decision to k: every hit to total_hits (those the backend
+// failed to decide too, as the reference counts them first); a hit that did
 // not fit to over_limit (and shadow_mode on a shadow rule); one that did
 // to within_limit, and to near_limit too for the part of it above the
 // near-limit threshold, floor(limit × NearLimitRatio).
@@ -357,6 +358,9 @@ func (s *Stats) Decided(domain string, d *engine.Descriptor, l *engine.Limit, hi
 func (s *Stats) count(k *keyStats, l *engine.Limit, hit *quota.Hit, dec *quota.Decision) {
 	n := hit.N
 	k.total.add(n)
+	if dec == nil {
+		return // the backend failed: asked, not decided
+	}
 	if !dec.Fits {
 		k.over.add(n)
 		if l.Shadow {
