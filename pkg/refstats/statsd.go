@@ -58,8 +58,10 @@ type statsdSink struct {
 	pending []byte
 	dropped uint64 // bytes of lines dropped since the last log line
 
-	conn net.Conn // the sender's alone
-	down bool     // the last connect or write failed (logged once)
+	conn       net.Conn  // the sender's alone
+	down       bool      // the last connect or write failed (logged once)
+	droppedLog time.Time // when dropped lines were last logged (at most once a minute)
+	droppedSum uint64    // bytes dropped since then
 
 	started, closed atomic.Bool
 	stop            chan struct{}
@@ -163,8 +165,10 @@ func (s *statsdSink) send(spare *[]byte) {
 	dropped := s.dropped
 	s.dropped = 0
 	s.mu.Unlock()
-	if dropped > 0 {
-		s.log.Warn("statsd: lines dropped, too many bytes waiting", "bytes", dropped, "max_pending", s.maxPending)
+	s.droppedSum += dropped
+	if s.droppedSum > 0 && time.Since(s.droppedLog) >= time.Minute {
+		s.log.Warn("statsd: lines dropped, too many bytes waiting", "bytes", s.droppedSum, "max_pending", s.maxPending)
+		s.droppedLog, s.droppedSum = time.Now(), 0
 	}
 	if len(buf) == 0 {
 		*spare = buf
