@@ -52,7 +52,19 @@ func (failing) Take(context.Context, []quota.Hit, []quota.Decision) error {
 	return errors.New("redis: connection refused")
 }
 
-func newEngine(t *testing.T, stats *refstats.Stats, opts engine.Options) *engine.Engine {
+func newEngine(t testing.TB, stats *refstats.Stats, opts engine.Options) *engine.Engine {
+	t.Helper()
+	if stats != nil {
+		opts.Observer = stats
+	}
+	return newEngineOpts(t, opts)
+}
+
+func newEngineB(b *testing.B, obs engine.Observer) *engine.Engine {
+	return newEngineOpts(b, engine.Options{Observer: obs})
+}
+
+func newEngineOpts(t testing.TB, opts engine.Options) *engine.Engine {
 	t.Helper()
 	if opts.Limiter == nil {
 		clock := backendtest.NewClock(start)
@@ -62,7 +74,6 @@ func newEngine(t *testing.T, stats *refstats.Stats, opts engine.Options) *engine
 		}
 		opts.Limiter = store
 	}
-	opts.Observer = stats
 	eng, err := engine.New(opts)
 	if err != nil {
 		t.Fatal(err)
