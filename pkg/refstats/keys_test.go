@@ -40,6 +40,13 @@ descriptors:
         value: GET
         detailed_metric: true
         rate_limit: {unit: minute, requests_per_unit: 100, algorithm: fixed_window}
+  - key: k1
+    descriptors:
+      - key: k2
+        value_to_metric: true
+        descriptors:
+          - key: k3
+            rate_limit: {unit: minute, requests_per_unit: 100, algorithm: fixed_window}
   - key: free
     rate_limit: {unlimited: true}
   - key: strict
@@ -123,6 +130,7 @@ func TestStatKeys(t *testing.T) {
 		{"share_threshold keeps the pattern, detailed or not", entries("path", "files/a.txt"), "k.path_files*"},
 		{"value_to_metric on a pattern names the value", entries("route", "api/v1"), "k.route_api/v1"},
 		{"a pattern without flags names the pattern", entries("pattern", "pq"), "k.pattern_p*"},
+		{"value_to_metric on a level above the rule's", entries("k1", "X", "k2", "Y", "k3", "Z"), "k.k1.k2_Y.k3"},
 		{"detailed_metric names values; IPv4 dots become _", entries("remote_address", "10.1.2.3"), "k.remote_address_10_1_2_3"},
 		{"detailed_metric on a nested rule", entries("host", "a:b", "method", "GET"), "k.host_a_b.method_GET"},
 		{"an override on an unmatched descriptor names the request", func() engine.Descriptor {

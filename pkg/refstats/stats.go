@@ -191,11 +191,10 @@ type ruleState struct {
 	// perRequest: the stat key depends on the request's values
 	// (detailed_metric, or value_to_metric on a level that matched a
 	// default or a pattern).
-	perRequest    bool
-	detailed      bool
-	valueToMetric bool
-	path          []descriptors.PathEntry
-	shared        []string
+	perRequest bool
+	detailed   bool
+	path       []descriptors.PathEntry
+	shared     []string
 }
 
 // Prepare makes a rule's stat key, as the reference names the rule's
@@ -211,12 +210,11 @@ func (s *Stats) Prepare(domain string, r *descriptors.Rule) any {
 			b = append(b, p.Value...)
 		}
 	}
-	st := &ruleState{
-		detailed: r.DetailedMetric, valueToMetric: r.ValueToMetric,
-		path: r.Path, shared: r.SharedValue,
-	}
-	if n := len(r.Path); r.ValueToMetric && n > 0 && (r.Path[n-1].Value == "" || strings.Contains(r.Path[n-1].Value, "*")) {
-		st.perRequest = true
+	st := &ruleState{detailed: r.DetailedMetric, path: r.Path, shared: r.SharedValue}
+	for _, p := range r.Path {
+		if p.ValueToMetric && (p.Value == "" || strings.Contains(p.Value, "*")) {
+			st.perRequest = true
+		}
 	}
 	st.perRequest = st.perRequest || r.DetailedMetric
 	s.mu.Lock()
@@ -254,23 +252,22 @@ func (st *ruleState) key(b []byte, domain string, entries []engine.Entry) []byte
 		}
 		return b
 	}
-	// value_to_metric, which the rule's own (last) level has.
+	// value_to_metric, on some level of the rule's path.
 	for i, e := range entries {
 		b = append(b, '.')
 		b = append(b, e.Key...)
 		v := ""
 		if i < len(st.path) {
 			p := st.path[i]
-			last := i == len(st.path)-1
 			switch {
 			case strings.Contains(p.Value, "*"):
 				v = p.Value
-				if sharedAt(i) == "" && last && st.valueToMetric {
+				if sharedAt(i) == "" && p.ValueToMetric {
 					v = e.Value
 				}
 			case p.Value != "":
 				v = e.Value
-			case last && st.valueToMetric:
+			case p.ValueToMetric:
 				v = e.Value
 			}
 		}
