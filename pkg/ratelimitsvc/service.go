@@ -110,6 +110,12 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		s.engine.Metrics().Invalid()
 		return nil, grpcstatus.FromError(err)
 	}
+	if s.engine.Config() == nil {
+		// Before the first config (over xDS it comes after Start) every
+		// domain would look unknown and be allowed: UNAVAILABLE instead, so
+		// that Envoy applies its failure mode.
+		return nil, grpcstatus.FromError(grpcstatus.ErrNoConfig)
+	}
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
 	sc.convert(req)

@@ -40,14 +40,15 @@ type door struct {
 const referenceHealthName = "ratelimit"
 
 // rateLimitDoor serves Envoy's rate-limit API with the limits that come
-// from limits (which svc follows: see Main.build).
-func rateLimitDoor(svc *ratelimitsvc.Service, limits *configsource.Source[*descriptors.Config]) door {
+// from limits (which svc follows: see Main.build). With forceStart it is
+// ready without a config (and answers UNAVAILABLE until one is in force).
+func rateLimitDoor(svc *ratelimitsvc.Service, limits *configsource.Source[*descriptors.Config], forceStart bool) door {
 	return door{
 		register: func(g *grpc.Server) { rlsv3.RegisterRateLimitServiceServer(g, svc) },
 		health:   []string{rlsv3.RateLimitService_ServiceDesc.ServiceName, referenceHealthName},
 		run:      []func(context.Context) error{limits.Run},
 		ready: func() error {
-			if !limits.Snapshot().Loaded {
+			if !forceStart && !limits.Snapshot().Loaded {
 				return errors.New("no config loaded")
 			}
 			return nil
@@ -143,8 +144,13 @@ func (m *Main) newAuthSource(metrics *configsource.Metrics) *configsource.Source
 		if err != nil {
 			return nil, err
 		}
-		if err := cfg.CheckDomains(m.limits.Snapshot().Config); err != nil {
-			return nil, err
+		// Checked against the limits in force, when there are any yet
+		// (over xDS they may come after the auth config; the limits'
+		// subscriber in Main.build checks again then).
+		if limits := m.limits.Snapshot(); limits.Loaded {
+			if err := cfg.CheckDomains(limits.Config); err != nil {
+				return nil, err
+			}
 		}
 		m.vmu.Lock()
 		prev, built := m.verifier, m.built

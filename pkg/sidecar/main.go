@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -35,6 +37,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/quota"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 	"github.com/floodgate/floodgate/pkg/respcache"
+	"github.com/floodgate/floodgate/pkg/xdsconfig"
 )
 
 // gRPC server settings (see Start).
@@ -111,7 +114,7 @@ func New(s Settings, log *slog.Logger) *Main {
 		log:      log,
 		registry: prometheus.NewRegistry(),
 		loadLimits: func(path string) (*descriptors.Config, error) {
-			return descriptors.Load(path, descriptors.Options{MergeDomains: s.MergeDomains})
+			return descriptors.Load(path, limitsOptions(s))
 		},
 		loadAuth: loadAuth,
 		stop:     make(chan struct{}),
@@ -124,7 +127,7 @@ func New(s Settings, log *slog.Logger) *Main {
 // line here.
 func (m *Main) doors() []door {
 	return []door{
-		rateLimitDoor(m.svc, m.limits),
+		rateLimitDoor(m.svc, m.limits, m.settings.ForceStart),
 		authDoor(m.auth, m.authSrc),
 		cacheDoor(m.cacheSvc, m.cacheSrc),
 	}
@@ -144,9 +147,10 @@ func addr(ln net.Listener) string {
 }
 
 // Start loads the config, connects the backend and starts both listeners.
-// It returns once both accept connections; a config that does not load,
-// a backend that cannot be built or an address that cannot be bound fails
-// it. Start runs once: called again, or after Shutdown, it fails and
+// It returns once both accept connections; a config that does not load
+// (unless --force-start), a backend that cannot be built or an address
+// that cannot be bound fails it. Limits over xDS are not waited for: they
+// arrive when the server sends them (see waitForLimits). Start runs once: called again, or after Shutdown, it fails and
 // changes nothing.
 func (m *Main) Start(ctx context.Context) error {
 	m.mu.Lock()
@@ -170,7 +174,11 @@ func (m *Main) Start(ctx context.Context) error {
 		close(m.done)
 	}()
 	m.running = true
-	m.log.Info("listening", "grpc", m.GRPCAddr(), "http", m.HTTPAddr(), "reference_metrics", m.ref.addr(), "backend", m.settings.Backend, "config", m.settings.Config)
+	from := m.settings.Config
+	if u := m.settings.XDS.URL; u != "" {
+		from = "xds://" + u
+	}
+	m.log.Info("listening", "grpc", m.GRPCAddr(), "http", m.HTTPAddr(), "reference_metrics", m.ref.addr(), "backend", m.settings.Backend, "config", from)
 	return nil
 }
 
@@ -191,7 +199,11 @@ func (m *Main) build() (err error) {
 		return err
 	}
 	sourceMetrics := configsource.NewMetrics(m.registry)
-	m.limits = configsource.New(configsource.NewFile(s.Config, s.ReloadEvery, m.ref.counted(m.loadLimits)), configsource.Options[*descriptors.Config]{
+	limitsWatcher, err := m.limitsWatcher()
+	if err != nil {
+		return err
+	}
+	m.limits = configsource.New(m.ref.counted(limitsWatcher), configsource.Options[*descriptors.Config]{
 		Describe: func(c *descriptors.Config) any { return c.Describe() },
 		Summary:  func(c *descriptors.Config) []any { return []any{"domains", domainNames(c)} },
 		Metrics:  sourceMetrics,
@@ -199,7 +211,11 @@ func (m *Main) build() (err error) {
 		Log:      m.log,
 	})
 	if err := m.limits.Load(); err != nil {
-		return fmt.Errorf("config %s: %w", s.Config, err)
+		if !s.ForceStart {
+			return fmt.Errorf("config %s: %w", s.Config, err)
+		}
+		m.log.Error("the limits config does not load; starting without it (--force-start): ShouldRateLimit answers UNAVAILABLE until it loads",
+			"config", s.Config, "errors", strings.Split(err.Error(), "\n"))
 	}
 	if s.AuthConfig != "" {
 		m.jwtMetrics = jwtauth.NewMetrics(m.registry)
@@ -300,9 +316,71 @@ func (m *Main) build() (err error) {
 			m.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 		}
 	}
+	m.waitForLimits()
 
 	m.httpSrv = &http.Server{Handler: m.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 	return nil
+}
+
+// limitsOptions are how the limits are compiled, from a file or over xDS.
+func limitsOptions(s Settings) descriptors.Options {
+	return descriptors.Options{MergeDomains: s.MergeDomains}
+}
+
+// limitsWatcher is where the limits config comes from: the xDS server of
+// --config-xds-url, else the --config path.
+func (m *Main) limitsWatcher() (configsource.Watcher[*descriptors.Config], error) {
+	s := m.settings
+	x := s.XDS
+	if x.URL == "" {
+		return configsource.NewFile(s.Config, s.ReloadEvery, m.loadLimits), nil
+	}
+	if s.Config != "" {
+		return nil, fmt.Errorf("--config=%s and --config-xds-url=%s are exclusive: the limits config comes from a file or from an xDS server, drop one", s.Config, x.URL)
+	}
+	var tlsCfg *tls.Config
+	if x.TLS {
+		var err error
+		if tlsCfg, err = xdsconfig.ClientTLS(x.URL, xdsconfig.TLSFiles{CA: x.CA, Cert: x.Cert, Key: x.Key, SAN: x.SAN}); err != nil {
+			return nil, fmt.Errorf("--config-xds-tls: %w", err)
+		}
+	}
+	c, err := xdsconfig.New(xdsconfig.Options{
+		Addr:        x.URL,
+		NodeID:      x.NodeID,
+		TLS:         tlsCfg,
+		Descriptors: limitsOptions(s),
+		Log:         m.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--config-xds-url: %w", err)
+	}
+	return c, nil
+}
+
+// waitForLimits reports the whole server and the rate-limit door
+// NOT_SERVING (so /healthcheck and /readyz fail too) until the first limits
+// config is in force, as envoyproxy/ratelimit does: with xDS it arrives
+// after Start. --force-start skips this (the door still answers
+// UNAVAILABLE until then). A config loaded from a file at Start is in
+// force already.
+func (m *Main) waitForLimits() {
+	if m.settings.ForceStart || m.limits.Snapshot().Loaded {
+		return
+	}
+	names := []string{"", rlsv3.RateLimitService_ServiceDesc.ServiceName, referenceHealthName}
+	for _, name := range names {
+		m.health.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+	var once sync.Once
+	m.limits.Subscribe(func(*descriptors.Config) {
+		// After Shutdown has begun the health server ignores this.
+		once.Do(func() {
+			for _, name := range names {
+				m.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+			}
+		})
+	})
 }
 
 // actors is the sidecar's group. Shutdown interrupts them in this order,
@@ -509,7 +587,12 @@ func (m *Main) serving() bool {
 // reachable.
 func (m *Main) readiness(ctx context.Context) error {
 	if !m.serving() {
-		return errors.New("shutting down")
+		select {
+		case <-m.stop:
+			return errors.New("shutting down")
+		default:
+			return errors.New("no limits config loaded yet")
+		}
 	}
 	for _, d := range m.open {
 		if d.ready == nil {

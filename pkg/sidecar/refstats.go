@@ -109,17 +109,41 @@ func (rs *refStats) observer() engine.Observer {
 	return rs.stats
 }
 
-// counted wraps the limits loader so that every load counts
-// config_load_success or config_load_error.
-func (rs *refStats) counted(load configsource.Loader[*descriptors.Config]) configsource.Loader[*descriptors.Config] {
+// counted wraps the limits watcher so that every config it gives, from a
+// file or over xDS, counts config_load_success, and every one that does
+// not load (a NACKed xDS version too) config_load_error.
+func (rs *refStats) counted(w configsource.Watcher[*descriptors.Config]) configsource.Watcher[*descriptors.Config] {
 	if rs == nil {
-		return load
+		return w
 	}
-	return func(path string) (*descriptors.Config, error) {
-		c, err := load(path)
-		rs.stats.ConfigLoaded(err == nil)
-		return c, err
+	cw := countingWatcher{Watcher: w, stats: rs.stats}
+	if i, ok := w.(configsource.Initial[*descriptors.Config]); ok {
+		return countingInitial{cw, i}
 	}
+	return cw
+}
+
+type countingWatcher struct {
+	configsource.Watcher[*descriptors.Config]
+	stats *refstats.Stats
+}
+
+func (w countingWatcher) Watch(ctx context.Context, publish func(*descriptors.Config, error)) error {
+	return w.Watcher.Watch(ctx, func(c *descriptors.Config, err error) {
+		w.stats.ConfigLoaded(err == nil)
+		publish(c, err)
+	})
+}
+
+type countingInitial struct {
+	countingWatcher
+	initial configsource.Initial[*descriptors.Config]
+}
+
+func (w countingInitial) Load() (*descriptors.Config, error) {
+	c, err := w.initial.Load()
+	w.stats.ConfigLoaded(err == nil)
+	return c, err
 }
 
 // addr is the listener's address, "" without one.

@@ -32,7 +32,7 @@ import (
 // the setting. --near-cache-size is the one exception: 0 turns the
 // near-cache off, as it always has.
 type Settings struct {
-	Config       string        // --config: a YAML file, or a directory of them
+	Config       string        // --config: a YAML file, or a directory of them ("" with --config-xds-url)
 	AuthConfig   string        // --auth-config: the ext_authz door's config ("" = no Check)
 	GRPCAddr     string        // --grpc-addr
 	HTTPAddr     string        // --http-addr
@@ -62,6 +62,15 @@ type Settings struct {
 
 	Cache CacheSettings
 
+	// XDS fetches the limits config from an xDS server instead of
+	// --config (the reference's CONFIG_TYPE=GRPC_XDS_SOTW).
+	XDS XDSSettings
+	// ForceStart makes the sidecar ready without a limits config: before
+	// the first arrives over xDS, or when --config does not load at start
+	// (--force-start; the reference's FORCE_START_WITHOUT_INITIAL_CONFIG).
+	// ShouldRateLimit answers UNAVAILABLE until a config is in force.
+	ForceStart bool
+
 	// AdminTokenFile holds the bearer token that /cache/purge, /debug/
 	// and /debug/pprof/ require (--admin-token-file); without it they
 	// answer loopback peers only.
@@ -79,6 +88,17 @@ type CacheSettings struct {
 	MaxBytes      int64         // --cache-max-bytes (memory store)
 	MaxEntryBytes int           // --cache-max-entry-bytes
 	CollapseWait  time.Duration // --cache-collapse-wait
+}
+
+// XDSSettings say where the limits config comes from over xDS.
+type XDSSettings struct {
+	URL    string // --config-xds-url: the xDS server's host:port ("" = the limits come from --config)
+	NodeID string // --config-xds-node-id
+	TLS    bool   // --config-xds-tls
+	Cert   string // --config-xds-tls-cert: client certificate (mTLS)
+	Key    string // --config-xds-tls-key: its key
+	CA     string // --config-xds-tls-ca: CAs of the server's certificate ("" = the system's)
+	SAN    string // --config-xds-tls-san: the name the server's certificate must carry ("" = the URL's host)
 }
 
 // RedisSettings select and tune the Redis backend.
@@ -112,6 +132,14 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("sidecar serve", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&s.Config, "config", DefaultConfig, "descriptor config: a YAML file, or a directory whose *.yaml/*.yml files are each one domain")
+	fs.StringVar(&s.XDS.URL, "config-xds-url", "", "fetch the limits config from this xDS server (host:port) over a state-of-the-world ADS stream of RateLimitConfig resources, instead of --config")
+	fs.StringVar(&s.XDS.NodeID, "config-xds-node-id", "", "with --config-xds-url: the node id sent to the xDS server (required)")
+	fs.BoolVar(&s.XDS.TLS, "config-xds-tls", false, "with --config-xds-url: connect over TLS")
+	fs.StringVar(&s.XDS.Cert, "config-xds-tls-cert", "", "with --config-xds-tls: client certificate (PEM) for servers that require one")
+	fs.StringVar(&s.XDS.Key, "config-xds-tls-key", "", "with --config-xds-tls: the client certificate's key (PEM)")
+	fs.StringVar(&s.XDS.CA, "config-xds-tls-ca", "", "with --config-xds-tls: CA certificates (PEM) that sign the server's certificate (default: the system's)")
+	fs.StringVar(&s.XDS.SAN, "config-xds-tls-san", "", "with --config-xds-tls: the name the server's certificate must carry (default: the host of --config-xds-url)")
+	fs.BoolVar(&s.ForceStart, "force-start", false, "start and be ready without a limits config: before the first arrives over xDS, or when --config does not load (it is loaded once it changes); ShouldRateLimit answers UNAVAILABLE until a config is in force")
 	fs.StringVar(&s.AuthConfig, "auth-config", "", "ext_authz config: a YAML file or a directory of them; when set, envoy.service.auth.v3.Authorization is served (hot-reloaded with its keys and JWKS files)")
 	fs.BoolVar(&s.GRPCAllowRemote, "grpc-allow-remote", false, "with --auth-config, allow a gRPC listener that is not loopback (the network is fenced some other way, say a NetworkPolicy)")
 	fs.StringVar(&s.GRPCAddr, "grpc-addr", ":8081", "gRPC listener (RateLimitService, grpc.health.v1, reflection)")
@@ -181,6 +209,15 @@ func ParseSettings(args []string, getenv func(string) string, usage io.Writer) (
 	if err := errors.Join(errs...); err != nil {
 		return s, err
 	}
+	if s.XDS.URL != "" {
+		// The limits come from the xDS server: --config's default does
+		// not apply, and a --config given as well contradicts it.
+		if !given["config"] && getenv(EnvPrefix+"CONFIG") == "" {
+			s.Config = ""
+		} else if s.Config != "" {
+			return s, fmt.Errorf("--config=%s and --config-xds-url=%s are exclusive: the limits config comes from a file or from an xDS server, drop one", s.Config, s.XDS.URL)
+		}
+	}
 	return s, s.check()
 }
 
@@ -221,9 +258,13 @@ func (s *Settings) check() error {
 	if _, err := ParseLogLevel(s.LogLevel); err != nil {
 		bad("--log-level: %v", err)
 	}
-	if s.Config == "" {
+	switch {
+	case s.XDS.URL == "" && s.Config == "":
 		bad("--config: must not be empty")
+	case s.XDS.URL != "" && s.Config != "":
+		bad("--config=%s and --config-xds-url=%s are exclusive: the limits config comes from a file or from an xDS server, drop one", s.Config, s.XDS.URL)
 	}
+	s.checkXDS(bad)
 	if s.AuthConfig != "" && !s.GRPCAllowRemote && !loopback(s.GRPCAddr) {
 		// Whoever reaches the listener can ask Check about any client
 		// address, so an open one would let anyone probe keys and tokens.
@@ -271,6 +312,42 @@ func (s *Settings) check() error {
 		s.ShutdownWait = DefaultShutdownTimeout
 	}
 	return errors.Join(errs...)
+}
+
+// checkXDS rejects xDS settings that cannot work together.
+func (s *Settings) checkXDS(bad func(string, ...any)) {
+	x := s.XDS
+	if x.URL == "" {
+		for _, f := range []struct {
+			flag string
+			set  bool
+		}{
+			{"--config-xds-node-id", x.NodeID != ""}, {"--config-xds-tls", x.TLS},
+		} {
+			if f.set {
+				bad("%s needs --config-xds-url", f.flag)
+			}
+		}
+	} else {
+		if host, port, err := net.SplitHostPort(x.URL); err != nil || host == "" || port == "" || strings.Contains(x.URL, "/") {
+			bad("--config-xds-url=%q: must be host:port, without a scheme", x.URL)
+		}
+		if x.NodeID == "" {
+			bad("--config-xds-url needs --config-xds-node-id: the xDS server keys its snapshots by node id")
+		}
+	}
+	if !x.TLS {
+		for _, f := range []struct{ flag, v string }{
+			{"--config-xds-tls-cert", x.Cert}, {"--config-xds-tls-key", x.Key},
+			{"--config-xds-tls-ca", x.CA}, {"--config-xds-tls-san", x.SAN},
+		} {
+			if f.v != "" {
+				bad("%s needs --config-xds-tls", f.flag)
+			}
+		}
+	} else if (x.Cert == "") != (x.Key == "") {
+		bad("--config-xds-tls-cert and --config-xds-tls-key go together")
+	}
 }
 
 // loopback says whether a listener address binds only loopback: an IP
