@@ -385,3 +385,37 @@ func TestPrometheus(t *testing.T) {
 		t.Logf("exposition:\n%s", b)
 	}
 }
+
+// TestNoConfigIsServiceError: a ShouldRateLimit call before any config is
+// in force counts service_error, as the reference counts "no rate limit
+// configuration loaded".
+func TestNoConfigIsServiceError(t *testing.T) {
+	t.Parallel()
+	stats := refstats.New(refstats.Options{})
+	clock := backendtest.NewClock(start)
+	store, err := memstore.New(memstore.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.New(engine.Options{Limiter: store, Observer: stats})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := ratelimitsvc.New(eng, ratelimitsvc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	intercept := stats.UnaryServerInterceptor(func() bool { return eng.Config() != nil })
+	info := &grpc.UnaryServerInfo{FullMethod: "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"}
+	_, err = intercept(context.Background(), &rlsv3.RateLimitRequest{Domain: "rl", Descriptors: []*rlv3.RateLimitDescriptor{desc("foo", "a")}}, info,
+		func(ctx context.Context, req any) (any, error) {
+			return svc.ShouldRateLimit(ctx, req.(*rlsv3.RateLimitRequest))
+		})
+	if err == nil {
+		t.Fatal("answered without a config")
+	}
+	got := stats.Counters()
+	if got["ratelimit.service.call.should_rate_limit.service_error"] != 1 || got["ratelimit_server.ShouldRateLimit.total_requests"] != 1 || len(got) != 2 {
+		t.Errorf("counters %v", got)
+	}
+}

@@ -93,6 +93,13 @@ func TestReferenceStats(t *testing.T) {
 	if t.Failed() {
 		t.Log(body)
 	}
+	// A reload that fails counts config_load_error.
+	writeFile(t, file, "domain: rl\ndescriptors:\n  - key: k\n    ratelimit: {}\n")
+	eventually(t, "config_load_error", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return counters["ratelimit.service.config_load_error"] == 1
+	})
 }
 
 // TestBadMapperFailsStart: a --prometheus-mapper-yaml that does not load
