@@ -49,6 +49,9 @@ type PathEntry struct {
 	// Value is the configured value, a pattern when it holds '*', or ""
 	// when the level matches any value of the key.
 	Value string `json:"value,omitempty"`
+	// ValueToMetric is the level's value_to_metric: envoyproxy/ratelimit
+	// names the request's value at this level in the stat key.
+	ValueToMetric bool `json:"-"`
 }
 
 // Rule is one configured limit: a descriptor with a rate_limit. Rules are
@@ -189,7 +192,7 @@ func (b *builder) insert(parent *node, specs []*descSpec, path []PathEntry, shar
 		}
 		n := parent.add(s.key, s.value)
 		n.file, n.line = s.file, s.line
-		p := append(slices.Clip(path), PathEntry{Key: s.key, Value: s.value})
+		p := append(slices.Clip(path), PathEntry{Key: s.key, Value: s.value, ValueToMetric: s.valueToMetric})
 		sv := ""
 		if s.shareThreshold {
 			sv = s.value

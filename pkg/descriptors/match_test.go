@@ -238,7 +238,7 @@ descriptors:
 		files.StatName, files.Path, files.SharedValue, len(files.Path), files.Line, files.Limit.Algorithm,
 		files.Limit.Requests, files.Limit.Burst, files.Shadow, files.DetailedMetric, files.ValueToMetric,
 		files.QuotaMode, files.Replaces, len(files.Metadata)); got !=
-		"tenant.path_/files/*|[{tenant } {path /files/*}]|[ /files/*]|2|10|token_bucket|0|7|true|true|true|true|[other]|1" {
+		"tenant.path_/files/*|[{tenant  false} {path /files/* true}]|[ /files/*]|2|10|token_bucket|0|7|true|true|true|true|[other]|1" {
 		t.Errorf("files rule = %s", got)
 	}
 	if got := rules[2].StatName; got != `with%20space_quote%22%20back%5C%20100%25` {

@@ -81,6 +81,7 @@ type descSpec struct {
 	// the fields it knows; compile adds the ones that depend on the path.
 	rule           *Rule
 	shareThreshold bool
+	valueToMetric  bool
 	children       []*descSpec
 }
 
@@ -250,6 +251,7 @@ func (p *parser) descriptor(n *yaml.Node, path string, depth int, ctx ruleContex
 		d.rule.DetailedMetric, d.rule.ValueToMetric = detailed, valueToMetric
 		d.rule.Metadata = metadata
 	}
+	d.valueToMetric = valueToMetric
 	if !keyOK {
 		return nil
 	}

@@ -129,6 +129,8 @@ type Options struct {
 	// Log receives backend failures (at most one line a second); nil
 	// discards them.
 	Log *slog.Logger
+	// Observer, when set, is told of every decision (see Observer).
+	Observer Observer
 }
 
 // Engine decides requests against the config in force. It is safe for
@@ -139,6 +141,7 @@ type Engine struct {
 	shadowMode bool
 	quotaMode  bool
 	metrics    *Metrics
+	observer   Observer
 	errLog     rateLimitedLog
 
 	plan    atomic.Pointer[plan]
@@ -157,6 +160,7 @@ func New(opts Options) (*Engine, error) {
 		shadowMode: opts.ShadowMode,
 		quotaMode:  opts.QuotaMode,
 		metrics:    opts.Metrics,
+		observer:   opts.Observer,
 		errLog:     rateLimitedLog{log: opts.Log},
 	}
 	if e.metrics == nil {
@@ -231,6 +235,9 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 		// domain.
 		if req.Domain != "" || !allOwnLimits(ds) {
 			e.metrics.unknownDomain.Inc()
+			if e.observer != nil {
+				e.observer.UnknownDomain(req.Domain, len(ds))
+			}
 		}
 		if !hasOwnLimits(ds) {
 			return nil
@@ -317,6 +324,14 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 			return cerr
 		}
 		e.metrics.backendErrs.Inc()
+		if e.observer != nil {
+			e.observer.BackendFailed()
+			for i, h := range sc.slot {
+				if h >= 0 {
+					e.observer.Decided(req.Domain, &ds[i], sc.limits[i], &sc.hits[h], nil)
+				}
+			}
+		}
 		e.errLog.backendFailed(err)
 		if e.failOpen {
 			e.metrics.failOpen.Inc()
@@ -331,6 +346,9 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 	if rejected {
 		out.Code = OverLimit
 	}
+	if e.observer != nil && e.shadowMode && !rejected && wouldReject(sc.hits, sc.decs, sc.limits, sc.slot) {
+		e.observer.ShadowAdmitted()
+	}
 	for i := range ds {
 		h := sc.slot[i]
 		if h < 0 {
@@ -343,6 +361,9 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 		st.Hits = hit.N
 		if !dec.Fits && !lim.Shadow {
 			st.Code = OverLimit
+		}
+		if e.observer != nil {
+			e.observer.Decided(req.Domain, &ds[i], lim, hit, dec)
 		}
 		if rejected && dec.Fits {
 			untake(hit, dec)

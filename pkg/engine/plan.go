@@ -38,6 +38,7 @@ type Limit struct {
 	header    string            // ID as a structured-field string
 	policy    string            // the RateLimit-Policy member; "" until needed for overrides
 	counters  ruleCounters
+	obs       any // the Observer's state for the rule (ObserverState)
 }
 
 // NewLimit makes a door's own limit (see Descriptor.Limit), counted in
@@ -95,6 +96,9 @@ func (e *Engine) SetConfig(cfg *descriptors.Config) {
 			}
 			l.header = quoteSF(l.ID)
 			l.policy = policyMember(l.header, l.Quota)
+			if e.observer != nil {
+				l.obs = e.observer.Prepare(d.Name, r)
+			}
 			p.limits[r] = l
 		}
 	}

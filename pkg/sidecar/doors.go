@@ -58,13 +58,14 @@ func rateLimitDoor(svc *ratelimitsvc.Service, limits *configsource.Source[*descr
 
 // newRateLimitService is the one place the rate-limit engine and its
 // door are built from the settings.
-func newRateLimitService(s Settings, limiter quota.Limiter, metrics *engine.Metrics, log *slog.Logger) (*engine.Engine, *ratelimitsvc.Service, error) {
+func newRateLimitService(s Settings, limiter quota.Limiter, metrics *engine.Metrics, obs engine.Observer, log *slog.Logger) (*engine.Engine, *ratelimitsvc.Service, error) {
 	eng, err := engine.New(engine.Options{
 		Limiter:    limiter,
 		FailOpen:   s.FailOpen,
 		ShadowMode: s.ShadowMode,
 		QuotaMode:  s.QuotaMode,
 		Metrics:    metrics,
+		Observer:   obs,
 		Log:        log,
 	})
 	if err != nil {

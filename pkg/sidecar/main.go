@@ -87,7 +87,8 @@ type Main struct {
 	cacheSrc *configsource.Source[*cacheconfig.Config] // nil without --cache-config
 	// adminToken is --admin-token-file's token (nil: loopback peers only).
 	adminToken []byte
-	open       []door // what doors returned, once the services are built
+	open       []door    // what doors returned, once the services are built
+	ref        *refStats // nil without --statsd-addr and --reference-metrics-addr
 	health     *health.Server
 	grpcSrv    *grpc.Server
 	httpSrv    *http.Server
@@ -194,7 +195,7 @@ func (m *Main) Start(ctx context.Context) error {
 	if u := m.settings.XDS.URL; u != "" {
 		from = "xds://" + u
 	}
-	m.log.Info("listening", "grpc", m.GRPCAddr(), "http", m.HTTPAddr(), "debug", m.DebugAddr(), "backend", m.settings.Backend, "config", from)
+	m.log.Info("listening", "grpc", m.GRPCAddr(), "http", m.HTTPAddr(), "debug", m.DebugAddr(), "reference_metrics", m.ref.addr(), "backend", m.settings.Backend, "config", from)
 	return nil
 }
 
@@ -206,16 +207,20 @@ func (m *Main) build() (err error) {
 	defer func() {
 		if err != nil {
 			m.closeVerifiers()
+			m.ref.close()
 		}
 	}()
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	if m.ref, err = newRefStats(s.RefStats, m.log); err != nil {
+		return err
+	}
 	sourceMetrics := configsource.NewMetrics(m.registry)
 	limitsWatcher, err := m.limitsWatcher()
 	if err != nil {
 		return err
 	}
-	m.limits = configsource.New(limitsWatcher, configsource.Options[*descriptors.Config]{
+	m.limits = configsource.New(m.ref.counted(limitsWatcher), configsource.Options[*descriptors.Config]{
 		Describe: func(c *descriptors.Config) any { return c.Describe() },
 		Summary:  func(c *descriptors.Config) []any { return []any{"domains", domainNames(c)} },
 		Metrics:  sourceMetrics,
@@ -262,7 +267,7 @@ func (m *Main) build() (err error) {
 		}
 		m.cacheSrc.Subscribe(m.cache.SetConfig)
 	}
-	m.eng, m.svc, err = newRateLimitService(s, be.limiter, engine.NewMetrics(m.registry), m.log)
+	m.eng, m.svc, err = newRateLimitService(s, be.limiter, engine.NewMetrics(m.registry), m.ref.observer(), m.log)
 	if err != nil {
 		m.closeBackend()
 		return err
@@ -319,7 +324,7 @@ func (m *Main) build() (err error) {
 		// messages are far smaller than these windows.
 		grpc.InitialWindowSize(flowWindow),
 		grpc.InitialConnWindowSize(flowWindow),
-		grpc.ChainUnaryInterceptor(m.recoverUnary),
+		grpc.ChainUnaryInterceptor(m.unaryInterceptors()...),
 		grpc.ChainStreamInterceptor(m.recoverStream),
 	)
 	m.health = health.NewServer()
@@ -438,6 +443,10 @@ func (m *Main) actors() *group {
 	g.add(func() error { return m.grpcSrv.Serve(m.grpcLn) }, m.stopGRPC)
 	if m.debugLn != nil {
 		g.add(m.serveDebug())
+	}
+	// The reference's stats after gRPC, so the last calls are sent.
+	if m.ref != nil {
+		g.add(m.ref.actor())
 	}
 	// HTTP last, so probes see the shutdown until the end.
 	g.add(func() error {

@@ -482,6 +482,7 @@ func defaultSettings() sidecar.Settings {
 			HeaderReset:     "RateLimit-Reset",
 			ConfigLayout:    "yaml",
 		},
+		RefStats: sidecar.RefStatsSettings{StatsdProtocol: "tcp", FlushInterval: 10 * time.Second, NearLimitRatio: 0.8},
 	}
 }
 

@@ -79,6 +79,8 @@ type Settings struct {
 	Redis RedisSettings
 
 	Ref RefSettings
+	// RefStats: envoyproxy/ratelimit's stats, to statsd and Prometheus.
+	RefStats RefStatsSettings
 }
 
 // RefSettings are what envoyproxy/ratelimit's users rely on beyond serve's
@@ -220,6 +222,7 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.StringVar(&s.Ref.HeaderReset, "ratelimit-header-reset", "RateLimit-Reset", "with --ratelimit-header-style=reference: the header carrying the seconds until the window ends")
 	fs.StringVar(&s.Ref.ConfigLayout, "config-layout", "yaml", "which files of a --config directory are read: yaml (its *.yaml/*.yml files), runtime (every file below it, recursively, as envoyproxy/ratelimit reads its runtime directory; dotfiles skipped) or runtime-dotfiles (the same with dotfiles)")
 	fs.BoolVar(&s.Ref.HealthyNeedsConfig, "healthy-needs-config", false, "/healthcheck and readiness fail while the config in force has no domain (envoyproxy/ratelimit's HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED)")
+	s.RefStats.flags(fs)
 	return fs
 }
 
@@ -374,6 +377,7 @@ func (s *Settings) check() error {
 			bad("%s=%s: must not be negative (0 means the default)", d.flag, d.v)
 		}
 	}
+	errs = append(errs, s.RefStats.check()...)
 	if s.Cache.MaxBytes < 0 {
 		bad("--cache-max-bytes=%d: must not be negative (0 means the default)", s.Cache.MaxBytes)
 	}
