@@ -28,23 +28,24 @@ func (r *refLimiter) Take(_ context.Context, hits []quota.Hit, out []quota.Decis
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := quota.Micros(r.now())
-	pending := make(map[string]quota.State)
-	for i, h := range hits {
-		s, ok := pending[h.Key]
+	chained := make(map[string]quota.State)
+	next := make([]quota.State, len(hits))
+	for i := range hits {
+		h := &hits[i]
+		s, ok := chained[h.Key]
 		if !ok {
 			s = r.m[h.Key]
 		}
-		d, next, _ := quota.Evaluate(h.Limit, s, now, h.N)
-		out[i] = d
-		if d.Fits {
-			pending[h.Key] = next
+		out[i], next[i], _ = quota.EvaluateHit(h, s, now)
+		if quota.Chains(h, &out[i]) {
+			chained[h.Key] = next[i]
 		}
 	}
-	if quota.Rejects(hits, out) {
-		return nil
-	}
-	for k, s := range pending {
-		r.m[k] = s
+	rejected, allFit := quota.Rejects(hits, out), quota.AllFit(out)
+	for i := range hits {
+		if quota.Taken(&hits[i], &out[i], rejected, allFit) {
+			r.m[hits[i].Key] = next[i]
+		}
 	}
 	return nil
 }

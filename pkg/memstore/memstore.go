@@ -171,7 +171,8 @@ func New(opts Options) (*Store, error) {
 // ErrBatchShape is returned by Take when out and hits differ in length.
 var ErrBatchShape = errors.New("decisions and hits differ in length")
 
-// Take decides hits as one all-or-nothing batch; see quota.Limiter.
+// Take decides hits as one batch, all or nothing unless the hits' Counting
+// says otherwise; see quota.Limiter.
 // It fails only when ctx is already done or out is not as long as hits.
 func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision) error {
 	if len(out) != len(hits) {
@@ -214,10 +215,10 @@ func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision
 		h := &hits[i]
 		st, seen := quota.State{}, false
 		// A key already decided in this batch is seen as the latest earlier
-		// hit on it that fits left it. A batch is small, so a scan beats a
-		// map.
+		// hit on it that would be taken (quota.Chains) left it. A batch is
+		// small, so a scan beats a map.
 		for j := i - 1; j >= 0; j-- {
-			if out[j].Fits && hits[j].Key == h.Key {
+			if hits[j].Key == h.Key && quota.Chains(&hits[j], &out[j]) {
 				st, seen = pend[j].state, true
 				break
 			}
@@ -225,22 +226,21 @@ func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision
 		if !seen {
 			st = s.shards[shardOf[i]].load(h.Key, now)
 		}
-		d, next, ttl := quota.Evaluate(h.Limit, st, now, h.N)
+		d, next, ttl := quota.EvaluateHit(h, st, now)
 		out[i] = d
 		pend[i] = pending{state: next, ttl: ttl}
 	}
 
 	evicted := 0
-	if !quota.Rejects(hits, out) {
-		for i := range hits {
-			// A check (N=0) changes nothing that a fresh read would not
-			// recompute, so it writes nothing: check floods use no memory.
-			if !out[i].Fits || hits[i].N == 0 {
-				continue
-			}
-			expires := now + pend[i].ttl.Microseconds()
-			evicted += s.shards[shardOf[i]].store(hits[i].Key, pend[i].state, expires, now, s.perShard)
+	rejected, allFit := quota.Rejects(hits, out), quota.AllFit(out)
+	for i := range hits {
+		// A check (N=0) changes nothing that a fresh read would not
+		// recompute, so it writes nothing: check floods use no memory.
+		if !quota.Taken(&hits[i], &out[i], rejected, allFit) {
+			continue
 		}
+		expires := now + pend[i].ttl.Microseconds()
+		evicted += s.shards[shardOf[i]].store(hits[i].Key, pend[i].state, expires, now, s.perShard)
 	}
 	for _, si := range order {
 		s.shards[si].sweep(now, sweepPerTake)

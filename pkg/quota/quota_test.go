@@ -276,13 +276,16 @@ func TestTokenBucket(t *testing.T) {
 		{
 			// 0.5 tokens, 2 needed: ceil(1.5e6/3) = 500 ms.
 			name: "over", l: l, s: State{Window: base, Tokens: 0.5, Set: true}, now: base, hits: 2,
-			want: Decision{ResetAfter: 500 * time.Millisecond}, wantTTL: 1_833_334 * time.Microsecond,
+			// The TTL is the overdrawn state's (0.5 - 2 = -1.5 tokens): full
+			// in 4.5 tokens × 1e6/3 = 1_500_000 µs, plus 1 s.
+			want: Decision{ResetAfter: 500 * time.Millisecond}, wantTTL: 2_500_000 * time.Microsecond,
 		},
 		{
 			// 0.9999995 tokens: the 5e-7 short takes ceil(5e-7 × 1e6/3) =
 			// ceil(0.17) = 1 µs; full in ceil(2.0000005e6/3) = 666_667 µs.
 			name: "just short", l: l, s: State{Window: base, Tokens: 0.9999995, Set: true}, now: base, hits: 1,
-			want: Decision{ResetAfter: time.Microsecond}, wantTTL: 1_666_667 * time.Microsecond,
+			// Overdrawn, -5e-7 tokens: full in ceil(3.0000005e6/3) = 1_000_001 µs, plus 1 s.
+			want: Decision{ResetAfter: time.Microsecond}, wantTTL: 2_000_001 * time.Microsecond,
 		},
 		{
 			// 1 per 7 s: 7e6 µs × 1/7e6 is 0.9999999999999999 in float64.
@@ -304,7 +307,8 @@ func TestTokenBucket(t *testing.T) {
 		{
 			// Never fits: one unit, not (1000-5) s.
 			name: "N above capacity", l: bucketLimit(1, time.Second, 5), now: base, hits: 1000,
-			want: Decision{ResetAfter: time.Second}, wantTTL: time.Second,
+			// Overdrawn, 5 - 1000 = -995 tokens: full in 1000 s, plus 1 s.
+			want: Decision{ResetAfter: time.Second}, wantTTL: 1001 * time.Second,
 		},
 		{
 			name: "requests 0 rejects a hit whatever the burst", l: bucketLimit(0, time.Minute, 5), now: base, hits: 1,

@@ -59,12 +59,15 @@ func rateLimitDoor(svc *ratelimitsvc.Service, limits *configsource.Source[*descr
 // door are built from the settings.
 func newRateLimitService(s Settings, limiter quota.Limiter, metrics *engine.Metrics, log *slog.Logger) (*engine.Engine, *ratelimitsvc.Service, error) {
 	eng, err := engine.New(engine.Options{
-		Limiter:    limiter,
-		FailOpen:   s.FailOpen,
-		ShadowMode: s.ShadowMode,
-		QuotaMode:  s.QuotaMode,
-		Metrics:    metrics,
-		Log:        log,
+		Limiter:                limiter,
+		FailOpen:               s.FailOpen,
+		ShadowMode:             s.ShadowMode,
+		QuotaMode:              s.QuotaMode,
+		CountRejected:          s.CountRejected,
+		StopIncrementOverLimit: s.StopIncrementOverLimit,
+		NearLimitRatio:         s.NearLimitRatio,
+		Metrics:                metrics,
+		Log:                    log,
 	})
 	if err != nil {
 		return nil, nil, err

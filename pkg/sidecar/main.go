@@ -110,7 +110,7 @@ func New(s Settings, log *slog.Logger) *Main {
 		log:      log,
 		registry: prometheus.NewRegistry(),
 		loadLimits: func(path string) (*descriptors.Config, error) {
-			return descriptors.Load(path, descriptors.Options{MergeDomains: s.MergeDomains})
+			return descriptors.Load(path, s.descriptorOptions())
 		},
 		loadAuth: loadAuth,
 		stop:     make(chan struct{}),
