@@ -45,7 +45,9 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	limitsGiven := false
-	fs.Visit(func(f *flag.Flag) { limitsGiven = limitsGiven || f.Name == "config" || f.Name == "merge-domains" || f.Name == "default-algorithm" })
+	fs.Visit(func(f *flag.Flag) {
+		limitsGiven = limitsGiven || f.Name == "config" || f.Name == "merge-domains" || f.Name == "default-algorithm"
+	})
 	code := exitOK
 	var limits *descriptors.Config
 	if (*authPath == "" && *cachePath == "") || limitsGiven {
