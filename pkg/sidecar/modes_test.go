@@ -7,6 +7,7 @@ import (
 
 	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // TestReferenceModes: the reference's global settings reach the engine and
@@ -37,6 +38,41 @@ func TestReferenceModes(t *testing.T) {
 	quota := start(t, "--config="+cfg, "--quota-mode")
 	if resp := ask(quota, "k"); resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
 		t.Fatalf("--quota-mode, the only quota descriptor over: %v, want OVER_LIMIT", resp)
+	}
+	// --count-rejected: a hit over the limit counts, so the check after it
+	// (hits_addend 0) is refused; by default it is not. The files name no
+	// algorithm: --default-algorithm=fixed_window makes their windows fixed.
+	check := func(r *running, n uint64) rlsv3.RateLimitResponse_Code {
+		t.Helper()
+		resp, err := r.rls.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{
+			Domain: "m",
+			Descriptors: []*rlv3.RateLimitDescriptor{{
+				Entries:    []*rlv3.RateLimitDescriptor_Entry{{Key: "free", Value: "v"}},
+				HitsAddend: wrapperspb.UInt64(n),
+			}},
+		})
+		if err != nil {
+			t.Fatalf("ShouldRateLimit: %v", err)
+		}
+		return resp.OverallCode
+	}
+	for _, tc := range []struct {
+		args      []string
+		wantCheck rlsv3.RateLimitResponse_Code
+	}{
+		{nil, rlsv3.RateLimitResponse_OK},
+		{[]string{"--count-rejected", "--default-algorithm=fixed_window"}, rlsv3.RateLimitResponse_OVER_LIMIT},
+	} {
+		r := start(t, append([]string{"--config=" + cfg}, tc.args...)...)
+		if got := check(r, 10); got != rlsv3.RateLimitResponse_OK {
+			t.Fatalf("%v: 10 of 10: %v", tc.args, got)
+		}
+		if got := check(r, 1); got != rlsv3.RateLimitResponse_OVER_LIMIT {
+			t.Fatalf("%v: the 11th: %v", tc.args, got)
+		}
+		if got := check(r, 0); got != tc.wantCheck {
+			t.Errorf("%v: a check after the 11th: %v, want %v", tc.args, got, tc.wantCheck)
+		}
 	}
 	md := start(t, "--config="+cfg, "--response-dynamic-metadata")
 	resp := ask(md, "free")
