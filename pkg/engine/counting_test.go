@@ -420,3 +420,23 @@ func TestNearLimitRatio(t *testing.T) {
 		}
 	}
 }
+
+// TestCountRejectedLeavesDoorLimits: --count-rejected is about the
+// config's limits; a door's own limit (the auth door's failed-auth
+// counter) still takes nothing when it is over.
+func TestCountRejectedLeavesDoorLimits(t *testing.T) {
+	t.Parallel()
+	f := newCountingFixture(t, backends[0].new, engine.Options{CountRejected: true}, mustParse(t, config))
+	own := f.eng.NewLimit("door", "failed-auth", quota.Limit{Algorithm: quota.FixedWindow, Requests: 1, Unit: time.Minute})
+	desc := d("client", "1.2.3.4")
+	desc.Limit = own
+	for i, want := range []engine.Code{engine.OK, engine.OverLimit, engine.OverLimit} {
+		if out := f.decide(t, "", desc); out.Code != want {
+			t.Fatalf("hit %d: %v, want %v", i+1, out.Code, want)
+		}
+	}
+	check := hits(desc, 0)
+	if out := f.decide(t, "", check); out.Code != engine.OK || out.Statuses[0].Remaining != 0 {
+		t.Errorf("check: %v %+v, want OK with 0 left: the rejected hits took nothing", out.Code, out.Statuses[0])
+	}
+}

@@ -331,8 +331,14 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 		var tagLen int
 		sc.key, tagLen = appendKey(sc.key[:0], namespace, d.Entries, shared, lim.Quota)
 		counting := e.counting
-		if lim.Overdraw {
+		switch {
+		case lim.Overdraw:
 			counting = quota.Always
+		case lim.namespace != "":
+			// A door's own limit (the auth door's failed-auth counter)
+			// keeps its door's rule: the reference's counting is about
+			// the config's limits.
+			counting = quota.AllOrNothing
 		}
 		sc.slot[i] = len(sc.hits)
 		sc.hits = append(sc.hits, quota.Hit{
@@ -392,7 +398,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 		}
 		st.Remaining = dec.Remaining
 		st.ResetAfter = wholeSeconds(dec.ResetAfter, !dec.Fits)
-		lim.counters.count(hit, dec, rejected, e.nearRatio)
+		lim.counters.count(hit, dec, dec.Fits && !taken, e.nearRatio)
 	}
 	return nil
 }

@@ -93,10 +93,11 @@ func (m *Metrics) drop(domain, rule string) {
 	}
 }
 
-// count records one hit's outcome. An admitted hit is near the limit when
+// count records one hit's outcome; notTaken says it fitted but was not
+// taken. An admitted hit is near the limit when
 // the capacity used after it exceeds nearRatio of the capacity, rounded
 // down, computed in float32 as the reference computes its threshold.
-func (c ruleCounters) count(hit *quota.Hit, dec *quota.Decision, rejected bool, nearRatio float32) {
+func (c ruleCounters) count(hit *quota.Hit, dec *quota.Decision, notTaken bool, nearRatio float32) {
 	n := float64(hit.N)
 	c.total.Add(n)
 	switch {
@@ -104,8 +105,9 @@ func (c ruleCounters) count(hit *quota.Hit, dec *quota.Decision, rejected bool, 
 		c.shadow.Add(n)
 	case !dec.Fits:
 		c.over.Add(n)
-	case rejected:
-		// This rule had room, but another rejected the request.
+	case notTaken:
+		// This rule had room, but another rejected the request (or was
+		// over, under --stop-increment-over-limit).
 	case nearLimit(hit.Limit.Capacity(), dec.Remaining, nearRatio):
 		c.near.Add(n)
 	default:
