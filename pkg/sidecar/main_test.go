@@ -511,7 +511,9 @@ func TestParseSettings(t *testing.T) {
 				s.CountRejected, s.StopIncrementOverLimit, s.DefaultAlgorithm, s.NearLimitRatio = true, true, "fixed_window", 0.5
 			}},
 		{name: "counting by env", env: map[string]string{"SIDECAR_COUNT_REJECTED": "true", "SIDECAR_DEFAULT_ALGORITHM": "token_bucket", "SIDECAR_NEAR_LIMIT_RATIO": "1"},
-			want: func(s *sidecar.Settings) { s.CountRejected, s.DefaultAlgorithm, s.NearLimitRatio = true, "token_bucket", 1 }},
+			want: func(s *sidecar.Settings) {
+				s.CountRejected, s.DefaultAlgorithm, s.NearLimitRatio = true, "token_bucket", 1
+			}},
 		{name: "near-limit ratio 0 is the default", args: []string{"--near-limit-ratio=0"}, want: func(s *sidecar.Settings) {}},
 		{name: "redis tuning", args: []string{"--redis-url=redis://h:1", "--redis-dial-timeout=3s", "--redis-read-timeout=1s", "--redis-write-timeout=2s", "--redis-pool-size=7", "--redis-key-prefix=x:"},
 			want: func(s *sidecar.Settings) {
