@@ -133,9 +133,9 @@ func TakesInFull(h *Hit, d *Decision) bool {
 	return !d.Fits && h.N > 0 && h.Counting != AllOrNothing
 }
 
-// Taken reports whether hit h, decided d, is taken from its counter in a
-// batch that rejected says is rejected (Rejects) and in which allFit says
-// every hit fits. A check (N = 0) takes nothing.
+// Taken reports whether hit h, decided d, is taken from its counter, given
+// whether its batch is rejected (Rejects) and whether every hit of the
+// batch fits (AllFit). A check (N = 0) takes nothing.
 func Taken(h *Hit, d *Decision, rejected, allFit bool) bool {
 	if h.N == 0 {
 		return false
