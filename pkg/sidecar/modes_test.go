@@ -3,7 +3,9 @@ package sidecar_test
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
@@ -78,5 +80,53 @@ func TestReferenceModes(t *testing.T) {
 	resp := ask(md, "free")
 	if got := resp.GetDynamicMetadata().AsMap()["domain"]; got != "m" {
 		t.Fatalf("--response-dynamic-metadata: %v, want the domain in dynamic_metadata", resp.GetDynamicMetadata())
+	}
+}
+
+// TestOverdrawThroughTheDoor: a stream-done charge past an overdraw
+// rule's budget answers OVER_LIMIT, and the check before the next request
+// is refused with reset values that tell the debt: owing 50 at 100 an
+// hour, 30 minutes, in duration_until_reset, Retry-After and RateLimit.
+func TestOverdrawThroughTheDoor(t *testing.T) {
+	t.Parallel()
+	cfg := filepath.Join(t.TempDir(), "ai.yaml")
+	writeFile(t, cfg, "domain: ai\ndescriptors:\n  - key: user\n    rate_limit: {unit: hour, requests_per_unit: 100, algorithm: token_bucket, overdraw: true, name: tokens}\n")
+	r := start(t, "--config="+cfg)
+	ask := func(n uint64) *rlsv3.RateLimitResponse {
+		t.Helper()
+		resp, err := r.rls.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{
+			Domain: "ai",
+			Descriptors: []*rlv3.RateLimitDescriptor{{
+				Entries:    []*rlv3.RateLimitDescriptor_Entry{{Key: "user", Value: "alice"}},
+				HitsAddend: wrapperspb.UInt64(n),
+			}},
+		})
+		if err != nil {
+			t.Fatalf("ShouldRateLimit: %v", err)
+		}
+		return resp
+	}
+	if resp := ask(150); resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("charge of 150 on 100: %v, want OVER_LIMIT", resp)
+	}
+	resp := ask(0)
+	st := resp.Statuses[0]
+	if resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT || st.Code != rlsv3.RateLimitResponse_OVER_LIMIT || st.LimitRemaining != 0 {
+		t.Fatalf("check after the charge: %v, want OVER_LIMIT with 0 left", resp)
+	}
+	// The wall clock moves a little between the calls: the debt is just
+	// under 30 minutes, rounded up to whole seconds.
+	if got := st.DurationUntilReset.AsDuration(); got != 30*time.Minute {
+		t.Errorf("duration_until_reset %v, want 30m", got)
+	}
+	headers := map[string]string{}
+	for _, h := range resp.ResponseHeadersToAdd {
+		headers[strings.ToLower(h.Key)] = h.Value
+	}
+	if got := headers["retry-after"]; got != "1800" {
+		t.Errorf("Retry-After %q, want 1800 (headers %v)", got, headers)
+	}
+	if got := headers["ratelimit"]; got != `"tokens";r=0;t=1800` {
+		t.Errorf("RateLimit %q, want \"tokens\";r=0;t=1800", got)
 	}
 }
