@@ -29,22 +29,25 @@ func (r *refLimiter) Take(_ context.Context, hits []quota.Hit, out []quota.Decis
 	defer r.mu.Unlock()
 	now := quota.Micros(r.now())
 	chained := make(map[string]quota.State)
-	next := make([]quota.State, len(hits))
 	for i := range hits {
 		h := &hits[i]
 		s, ok := chained[h.Key]
 		if !ok {
 			s = r.m[h.Key]
 		}
-		out[i], next[i], _ = quota.EvaluateHit(h, s, now)
+		var next quota.State
+		out[i], next, _ = quota.EvaluateHit(h, s, now)
 		if quota.Chains(h, &out[i]) {
-			chained[h.Key] = next[i]
+			chained[h.Key] = next
 		}
 	}
+	// What is written is the taken hits' effect, applied in order to the
+	// stored state.
 	rejected, allFit := quota.Rejects(hits, out), quota.AllFit(out)
 	for i := range hits {
-		if quota.Taken(&hits[i], &out[i], rejected, allFit) {
-			r.m[hits[i].Key] = next[i]
+		h := &hits[i]
+		if quota.Taken(h, &out[i], rejected, allFit) {
+			_, r.m[h.Key], _ = quota.Evaluate(h.Limit, r.m[h.Key], now, h.N)
 		}
 	}
 	return nil

@@ -154,6 +154,11 @@ func countingScenarios() []scenario {
 				batch(0, []quota.Hit{unless("y", fw5, 1), unless("z", fw1, 1)}, ok(3, 40*sec), over(40*sec)),
 				batch(0, []quota.Hit{hit("y", fw5, 0), hit("z", fw1, 0)}, ok(4, 40*sec), over(40*sec)),
 				one(0, unless("y", fw5, 2), ok(2, 40*sec)),
+				// The same key twice: the 4 is decided after the 2 (2 + 4 >
+				// 5, over), so the 2 is not taken, and what is written is
+				// the 4 alone: 1 left.
+				batch(0, []quota.Hit{unless("k", fw5, 2), unless("k", fw5, 4)}, ok(3, 40*sec), over(40*sec)),
+				one(0, hit("k", fw5, 0), ok(1, 40*sec)),
 			},
 		},
 		{

@@ -57,22 +57,25 @@ type model map[string]quota.State
 func (m model) take(now int64, hits []quota.Hit) []quota.Decision {
 	cur := map[string]quota.State{}
 	out := make([]quota.Decision, len(hits))
-	next := make([]quota.State, len(hits))
 	for i := range hits {
 		h := &hits[i]
 		s, ok := cur[h.Key]
 		if !ok {
 			s = m[h.Key]
 		}
-		out[i], next[i], _ = quota.EvaluateHit(h, s, now)
+		var next quota.State
+		out[i], next, _ = quota.EvaluateHit(h, s, now)
 		if quota.Chains(h, &out[i]) {
-			cur[h.Key] = next[i]
+			cur[h.Key] = next
 		}
 	}
+	// What is written is the taken hits' effect, applied in order to the
+	// stored state.
 	rejected, allFit := quota.Rejects(hits, out), quota.AllFit(out)
 	for i := range hits {
-		if quota.Taken(&hits[i], &out[i], rejected, allFit) {
-			m[hits[i].Key] = next[i]
+		h := &hits[i]
+		if quota.Taken(h, &out[i], rejected, allFit) {
+			_, m[h.Key], _ = quota.Evaluate(h.Limit, m[h.Key], now, h.N)
 		}
 	}
 	return out

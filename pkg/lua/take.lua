@@ -120,7 +120,8 @@ local nreply = 1
 -- key -> its counter, an array (cheaper than named fields):
 --   [1] key, [2] algorithm, [3] set, [4] w as read (for the TTL rule);
 --   [5] set, [6] w, [7] c, [8] p after the hits decided so far;
---   [9] the TTL of the latest hit taken, false while none is.
+--   [9] the TTL of the latest hit taken, false while none is;
+--   [10] c, [11] p as read.
 local counters = {}
 local dirty = {}  -- counters to write, in first-taken order
 local rejected = false
@@ -137,9 +138,9 @@ for i = 1, #KEYS do
     break
   end
 end
-local hit_ct, hit_fits, hit_counting, hit_state
+local hit_ct, hit_fits, hit_counting, hit_state, hit_prior
 if counted then
-  hit_ct, hit_fits, hit_counting, hit_state = {}, {}, {}, {}
+  hit_ct, hit_fits, hit_counting, hit_state, hit_prior = {}, {}, {}, {}, {}
 end
 
 for i = 1, #KEYS do
@@ -151,7 +152,7 @@ for i = 1, #KEYS do
   local ct = counters[key]
   if ct == nil then
     local set, w, c, p = load(key, alg)
-    ct = { key, alg, set, w, set, w, c, p, false }
+    ct = { key, alg, set, w, set, w, c, p, false, c, p }
     counters[key] = ct
   end
   local fits, remaining, reset, nw, nc, np, ttl = decide(alg, ct[5], ct[6], ct[7], ct[8], requests, unit, burst, n)
@@ -182,7 +183,8 @@ for i = 1, #KEYS do
   -- taken in a batch where every hit fits (quota.Chains).
   if n > 0 and (fits == 1 or counting ~= ALL_OR_NOTHING) then
     if counted then
-      hit_ct[i], hit_fits[i], hit_counting[i] = ct, fits, counting
+      -- hit_prior: an earlier hit on the key chained into this decision.
+      hit_ct[i], hit_fits[i], hit_counting[i], hit_prior[i] = ct, fits, counting, ct[9] ~= false
       hit_state[i] = { nw, nc, np, ttl }
     end
     if not ct[9] then
@@ -204,8 +206,11 @@ if not counted then
   return reply
 end
 
--- Some hit counts otherwise: write, per key, the state of its latest hit
--- that quota.Taken says is taken.
+-- Some hit counts otherwise: write, per key, the effect of its hits that
+-- quota.Taken says are taken, in order. When some hit is not taken, a
+-- later hit on its key may have been decided on a state that counted it;
+-- such a hit is applied again to the state the taken ones leave.
+local exact = rejected or not all_fit
 local final = {}
 local order = {}
 for i = 1, #KEYS do
@@ -220,10 +225,22 @@ for i = 1, #KEYS do
       taken = not rejected
     end
     if taken then
+      local st = hit_state[i]
+      if exact and hit_prior[i] then
+        local _, requests, unit, burst, n = hit_args(i)
+        local base = final[ct]
+        local _, nw, nc, np, ttl
+        if base then
+          _, _, _, nw, nc, np, ttl = decide(ct[2], true, base[1], base[2], base[3], requests, unit, burst, n)
+        else
+          _, _, _, nw, nc, np, ttl = decide(ct[2], ct[3], ct[4], ct[10], ct[11], requests, unit, burst, n)
+        end
+        st = { nw, nc, np, ttl }
+      end
       if not final[ct] then
         order[#order + 1] = ct
       end
-      final[ct] = hit_state[i]
+      final[ct] = st
     end
   end
 end

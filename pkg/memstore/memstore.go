@@ -233,11 +233,19 @@ func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision
 
 	evicted := 0
 	rejected, allFit := quota.Rejects(hits, out), quota.AllFit(out)
+	// When some hit is not taken, a later hit on its key may have been
+	// decided on a state that counted it: such hits are re-applied to the
+	// state the taken ones leave (quota.Limiter: what is written is the
+	// taken hits' effect, in order).
+	exact := rejected || !allFit
 	for i := range hits {
 		// A check (N=0) changes nothing that a fresh read would not
 		// recompute, so it writes nothing: check floods use no memory.
 		if !quota.Taken(&hits[i], &out[i], rejected, allFit) {
 			continue
+		}
+		if exact {
+			s.retake(hits, out, pend, shardOf[i], i, now, rejected, allFit)
 		}
 		expires := now + pend[i].ttl.Microseconds()
 		evicted += s.shards[shardOf[i]].store(hits[i].Key, pend[i].state, expires, now, s.perShard)
@@ -259,6 +267,32 @@ func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision
 		s.onEvict(evicted)
 	}
 	return nil
+}
+
+// retake recomputes pend[i] for taken hit i from the state the earlier taken
+// hits on its key leave (pend of the latest, already retaken, else the
+// stored state), when an earlier hit on the key chained into its decision.
+func (s *Store) retake(hits []quota.Hit, out []quota.Decision, pend []pending, shard uint32, i int, now int64, rejected, allFit bool) {
+	h := &hits[i]
+	prior, base, seen := false, quota.State{}, false
+	for j := i - 1; j >= 0; j-- {
+		if hits[j].Key != h.Key || !quota.Chains(&hits[j], &out[j]) {
+			continue
+		}
+		prior = true
+		if quota.Taken(&hits[j], &out[j], rejected, allFit) {
+			base, seen = pend[j].state, true
+			break
+		}
+	}
+	if !prior {
+		return
+	}
+	if !seen {
+		base = s.shards[shard].load(h.Key, now)
+	}
+	_, next, ttl := quota.Evaluate(h.Limit, base, now, h.N)
+	pend[i] = pending{state: next, ttl: ttl}
 }
 
 // Ping reports that the store can decide; memory is always there.

@@ -161,9 +161,10 @@ func AllFit(ds []Decision) bool {
 
 // Chains reports whether a later hit on h's key in the same batch is
 // decided on the state h leaves: whether h is taken if its batch is
-// admitted and every hit fits. (A hit of UnlessOtherOver counting that fits
-// is not taken when another hit turns out not to fit; the later hits on its
-// key were still decided as if it were.)
+// admitted and every hit fits. (A hit that fits is not taken when the batch
+// turns out rejected, or, under UnlessOtherOver, when another hit does not
+// fit; the later hits on its key were still decided as if it were, but what
+// is written is only the taken hits' effect.)
 func Chains(h *Hit, d *Decision) bool {
 	return h.N > 0 && (d.Fits || h.Counting != AllOrNothing)
 }
@@ -210,8 +211,10 @@ type Limiter interface {
 	// AllOrNothing counting, nothing is taken if the batch is rejected and
 	// otherwise every hit that fits. A hit taken although it does not fit
 	// is decided by EvaluateHit. Hits that share a Key are decided in
-	// order, each seeing the earlier ones that Chains says it does. An
-	// error means no decision was made and nothing was taken.
+	// order, each seeing the earlier ones that Chains says it does; what
+	// is written is the taken hits' next states (Evaluate) applied in
+	// order to the stored counter. An error means no decision was made and
+	// nothing was taken.
 	Take(ctx context.Context, hits []Hit, out []Decision) error
 }
 
