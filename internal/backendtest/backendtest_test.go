@@ -72,6 +72,14 @@ func TestConcurrentOnReference(t *testing.T) {
 	})
 }
 
+func TestConcurrentCountingOnReference(t *testing.T) {
+	t.Parallel()
+	RunConcurrentCounting(t, func(t *testing.T, clock *Clock) (a, b quota.Limiter) {
+		l := newRef(t, clock)
+		return l, l
+	})
+}
+
 func TestClock(t *testing.T) {
 	t.Parallel()
 	c := NewClock(Base)

@@ -214,6 +214,16 @@ func TestConcurrent(t *testing.T) {
 	})
 }
 
+// TestConcurrentCounting races two caches in front of one store with hits
+// counted whatever they decide: none is ever answered by a cache.
+func TestConcurrentCounting(t *testing.T) {
+	t.Parallel()
+	backendtest.RunConcurrentCounting(t, func(t *testing.T, clock *backendtest.Clock) (a, b quota.Limiter) {
+		st := newStore(t, clock)
+		return newCache(t, st, nearcache.Options{Now: clock.Now}), newCache(t, st, nearcache.Options{Now: clock.Now})
+	})
+}
+
 // TestRejectedBatchTakesNothing: with one cached hit in a batch, the others
 // are only checked, not taken.
 func TestRejectedBatchTakesNothing(t *testing.T) {

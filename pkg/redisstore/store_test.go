@@ -109,6 +109,21 @@ func TestConcurrent(t *testing.T) {
 	}
 }
 
+// TestConcurrentCounting races two stores sharing one Redis with hits
+// counted whatever they decide and unless another is over.
+func TestConcurrentCounting(t *testing.T) {
+	t.Parallel()
+	for _, tg := range targets() {
+		t.Run(tg.name, func(t *testing.T) {
+			t.Parallel()
+			backendtest.RunConcurrentCounting(t, func(t *testing.T, clock *backendtest.Clock) (a, b quota.Limiter) {
+				o := redisstore.Options{Now: clock.Now, KeyPrefix: newPrefix()}
+				return newStore(t, tg.client(t), o), newStore(t, tg.client(t), o)
+			})
+		})
+	}
+}
+
 // TestConcurrentRedisClock is the race on Redis's own clock (no pinned
 // time): see backendtest.RunConcurrentOwnClock.
 func TestConcurrentRedisClock(t *testing.T) {
