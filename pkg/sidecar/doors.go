@@ -60,13 +60,16 @@ func rateLimitDoor(svc *ratelimitsvc.Service, limits *configsource.Source[*descr
 // door are built from the settings.
 func newRateLimitService(s Settings, limiter quota.Limiter, metrics *engine.Metrics, obs engine.Observer, log *slog.Logger) (*engine.Engine, *ratelimitsvc.Service, error) {
 	eng, err := engine.New(engine.Options{
-		Limiter:    limiter,
-		FailOpen:   s.FailOpen,
-		ShadowMode: s.ShadowMode,
-		QuotaMode:  s.QuotaMode,
-		Metrics:    metrics,
-		Observer:   obs,
-		Log:        log,
+		Limiter:                limiter,
+		FailOpen:               s.FailOpen,
+		ShadowMode:             s.ShadowMode,
+		QuotaMode:              s.QuotaMode,
+		CountRejected:          s.CountRejected,
+		StopIncrementOverLimit: s.StopIncrementOverLimit,
+		NearLimitRatio:         s.NearLimitRatio,
+		Metrics:                metrics,
+		Observer:               obs,
+		Log:                    log,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -212,7 +212,7 @@ func (m *Main) build() (err error) {
 	}()
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	if m.ref, err = newRefStats(s.RefStats, m.log); err != nil {
+	if m.ref, err = newRefStats(s.RefStats, s.NearLimitRatio, m.log); err != nil {
 		return err
 	}
 	sourceMetrics := configsource.NewMetrics(m.registry)
@@ -353,9 +353,7 @@ func (m *Main) build() (err error) {
 }
 
 // limitsOptions are how the limits are compiled, from a file or over xDS.
-func limitsOptions(s Settings) descriptors.Options {
-	return descriptors.Options{MergeDomains: s.MergeDomains}
-}
+func limitsOptions(s Settings) descriptors.Options { return s.descriptorOptions() }
 
 // limitsWatcher is where the limits config comes from: the xDS server of
 // --config-xds-url, else the --config path.

@@ -27,7 +27,6 @@ type RefStatsSettings struct {
 	FlushInterval  time.Duration // --stats-flush-interval
 	MetricsAddr    string        // --reference-metrics-addr ("" = no listener)
 	MapperYAML     string        // --prometheus-mapper-yaml ("" = the reference's default mapping)
-	NearLimitRatio float64       // --near-limit-ratio
 }
 
 func (r *RefStatsSettings) flags(fs *flag.FlagSet) {
@@ -35,7 +34,6 @@ func (r *RefStatsSettings) flags(fs *flag.FlagSet) {
 	fs.StringVar(&r.StatsdProtocol, "statsd-protocol", "tcp", "statsd over tcp or udp")
 	fs.DurationVar(&r.FlushInterval, "stats-flush-interval", refstats.DefaultFlushInterval, "how often counter changes go to statsd (envoyproxy/ratelimit's STATS_FLUSH_INTERVAL)")
 	fs.StringVar(&r.MetricsAddr, "reference-metrics-addr", "", "serve envoyproxy/ratelimit's Prometheus metrics (its names and labels) at /metrics on this listener; empty serves none")
-	fs.Float64Var(&r.NearLimitRatio, "near-limit-ratio", refstats.DefaultNearLimitRatio, "in the reference's stats, hits that take a count above this share of its limit are near_limit (envoyproxy/ratelimit's NEAR_LIMIT_RATIO)")
 	fs.StringVar(&r.MapperYAML, "prometheus-mapper-yaml", "", "a statsd_exporter mapping file for --reference-metrics-addr, instead of envoyproxy/ratelimit's default mapping")
 }
 
@@ -46,9 +44,6 @@ func (r *RefStatsSettings) check() []error {
 	}
 	if r.FlushInterval < 0 {
 		errs = append(errs, fmt.Errorf("--stats-flush-interval=%s: must not be negative (0 means the default)", r.FlushInterval))
-	}
-	if r.NearLimitRatio < 0 || r.NearLimitRatio > 1 {
-		errs = append(errs, fmt.Errorf("--near-limit-ratio=%v: must be between 0 and 1 (0 means the default)", r.NearLimitRatio))
 	}
 	if r.MapperYAML != "" && r.MetricsAddr == "" {
 		errs = append(errs, errors.New("--prometheus-mapper-yaml needs --reference-metrics-addr"))
@@ -66,13 +61,13 @@ type refStats struct {
 
 // newRefStats builds the stats and binds their listener; a mapping file
 // that does not load fails it, naming the file.
-func newRefStats(r RefStatsSettings, log *slog.Logger) (*refStats, error) {
+func newRefStats(r RefStatsSettings, nearLimitRatio float64, log *slog.Logger) (*refStats, error) {
 	if r.StatsdAddr == "" && r.MetricsAddr == "" {
 		return nil, nil
 	}
 	opts := refstats.Options{
 		Statsd:         refstats.StatsdOptions{Addr: r.StatsdAddr, Protocol: r.StatsdProtocol, FlushInterval: r.FlushInterval},
-		NearLimitRatio: float32(r.NearLimitRatio),
+		NearLimitRatio: float32(nearLimitRatio),
 		Log:            log,
 	}
 	if r.MetricsAddr != "" {

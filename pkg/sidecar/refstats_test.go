@@ -132,7 +132,7 @@ func TestReferenceStatsSettingsErrors(t *testing.T) {
 		{[]string{"--statsd-addr=statsd"}, `--statsd-addr "statsd"`},
 		{[]string{"--prometheus-mapper-yaml=m.yaml"}, "--prometheus-mapper-yaml needs --reference-metrics-addr"},
 		{[]string{"--stats-flush-interval=-1s"}, "--stats-flush-interval=-1s: must not be negative"},
-		{[]string{"--near-limit-ratio=1.5"}, "--near-limit-ratio=1.5: must be between 0 and 1"},
+		{[]string{"--near-limit-ratio=1.5"}, "--near-limit-ratio=1.5: must be above 0 and at most 1"},
 	} {
 		_, err := sidecar.ParseSettings(tt.args, func(string) string { return "" }, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {

@@ -16,8 +16,11 @@ import (
 	"time"
 
 	"github.com/floodgate/floodgate/pkg/cachestore"
+	"github.com/floodgate/floodgate/pkg/descriptors"
+	"github.com/floodgate/floodgate/pkg/engine"
 	"github.com/floodgate/floodgate/pkg/memstore"
 	"github.com/floodgate/floodgate/pkg/nearcache"
+	"github.com/floodgate/floodgate/pkg/quota"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 	"github.com/floodgate/floodgate/pkg/redisstore"
 	"github.com/floodgate/floodgate/pkg/respcache"
@@ -51,6 +54,20 @@ type Settings struct {
 	ShadowMode      bool // --shadow-mode: overall_code always OK (the reference's SHADOW_MODE)
 	QuotaMode       bool // --quota-mode: every rule in quota_mode (QUOTA_MODE)
 	DynamicMetadata bool // --response-dynamic-metadata (RESPONSE_DYNAMIC_METADATA)
+
+	// CountRejected counts every hit, rejected ones too, as the reference
+	// does (--count-rejected); by default a rejected request takes nothing.
+	CountRejected bool
+	// StopIncrementOverLimit: with CountRejected, a request that one
+	// descriptor rejects adds nothing to its others
+	// (--stop-increment-over-limit, STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT).
+	StopIncrementOverLimit bool
+	// DefaultAlgorithm is the algorithm of limits that name none
+	// (--default-algorithm): sliding_window, fixed_window or token_bucket.
+	DefaultAlgorithm string
+	// NearLimitRatio is the share of a limit past which admitted hits count
+	// as near_limit (--near-limit-ratio, NEAR_LIMIT_RATIO).
+	NearLimitRatio float64
 
 	MaxDescriptors int // --max-descriptors
 	MaxEntries     int // --max-entries
@@ -188,6 +205,10 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&s.ShadowMode, "shadow-mode", false, "answer overall_code OK whatever the limits say; statuses still say OVER_LIMIT (envoyproxy/ratelimit's SHADOW_MODE)")
 	fs.BoolVar(&s.QuotaMode, "quota-mode", false, "treat every rule as quota_mode (envoyproxy/ratelimit's QUOTA_MODE)")
 	fs.BoolVar(&s.DynamicMetadata, "response-dynamic-metadata", false, "answers carry dynamic_metadata: domain, descriptors, hitsAddend and the matched rules' metadata (envoyproxy/ratelimit's RESPONSE_DYNAMIC_METADATA)")
+	fs.BoolVar(&s.CountRejected, "count-rejected", false, "count every hit, rejected ones and those of rejected requests too, as envoyproxy/ratelimit does; by default a request answered OVER_LIMIT takes nothing")
+	fs.BoolVar(&s.StopIncrementOverLimit, "stop-increment-over-limit", false, "with --count-rejected: a request that one descriptor rejects adds nothing to its other descriptors (envoyproxy/ratelimit's STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT)")
+	fs.StringVar(&s.DefaultAlgorithm, "default-algorithm", quota.SlidingWindow.String(), "algorithm of the limits whose file and rate_limit name none: sliding_window, fixed_window or token_bucket")
+	fs.Float64Var(&s.NearLimitRatio, "near-limit-ratio", engine.DefaultNearLimitRatio, "share of a limit past which admitted hits count as near_limit in the metrics, above 0 and at most 1 (envoyproxy/ratelimit's NEAR_LIMIT_RATIO)")
 	fs.IntVar(&s.MaxDescriptors, "max-descriptors", ratelimitsvc.DefaultMaxDescriptors, "most descriptors per request")
 	fs.IntVar(&s.MaxEntries, "max-entries", ratelimitsvc.DefaultMaxEntries, "most entries per descriptor")
 	fs.IntVar(&s.MaxValueBytes, "max-value-bytes", ratelimitsvc.DefaultMaxValueBytes, "most bytes per entry key or value")
@@ -361,6 +382,15 @@ func (s *Settings) check() error {
 			bad("%s=%d: must not be negative (0 means the default)", n.flag, n.v)
 		}
 	}
+	if _, ok := quota.ParseAlgorithm(s.DefaultAlgorithm); !ok {
+		bad("--default-algorithm=%q: must be sliding_window, fixed_window or token_bucket", s.DefaultAlgorithm)
+	}
+	if s.NearLimitRatio == 0 {
+		s.NearLimitRatio = engine.DefaultNearLimitRatio
+	}
+	if !(s.NearLimitRatio > 0 && s.NearLimitRatio <= 1) {
+		bad("--near-limit-ratio=%g: must be above 0 and at most 1 (0 means the default)", s.NearLimitRatio)
+	}
 	if s.NearCacheSize < 0 {
 		bad("--near-cache-size=%d: must not be negative (0 turns the near-cache off)", s.NearCacheSize)
 	}
@@ -466,4 +496,10 @@ func ParseLogLevel(s string) (slog.Level, error) {
 		return slog.LevelError, nil
 	}
 	return 0, fmt.Errorf("%q: must be debug, info, warn or error", s)
+}
+
+// descriptorOptions are the settings that shape how limit files load.
+func (s *Settings) descriptorOptions() descriptors.Options {
+	alg, _ := quota.ParseAlgorithm(s.DefaultAlgorithm) // checked by check
+	return descriptors.Options{MergeDomains: s.MergeDomains, DefaultAlgorithm: alg}
 }
