@@ -19,9 +19,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/floodgate/floodgate/pkg/refenv"
 	"github.com/floodgate/floodgate/pkg/sidecar"
 )
 
@@ -36,7 +38,20 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	os.Exit(run(ctx, commandLine(os.Args), os.Getenv, os.Stdout, os.Stderr))
+}
+
+// commandLine is run's arguments for the process's argv: run as
+// envoyproxy/ratelimit's binary (a name of ratelimit, as the image's
+// /bin/ratelimit link), it is the ratelimit mode.
+func commandLine(argv []string) []string {
+	if len(argv) == 0 {
+		return nil
+	}
+	if filepath.Base(argv[0]) == "ratelimit" {
+		return append([]string{"ratelimit"}, argv[1:]...)
+	}
+	return argv[1:]
 }
 
 // run dispatches to a subcommand and returns the process's exit code.
@@ -48,6 +63,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd {
 	case "serve":
 		return serve(ctx, args, getenv, stderr)
+	case "ratelimit":
+		return ratelimit(ctx, args, getenv, stderr)
 	case "validate":
 		return validate(args, stdout, stderr)
 	case "check":
@@ -68,6 +85,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 const usage = `usage:
   sidecar [serve] [flags]                 serve Envoy's rate-limit API (sidecar serve -h lists the flags)
+  sidecar ratelimit [flags]               the same, set by envoyproxy/ratelimit's environment variables
+                                          (as the binary runs when named ratelimit, e.g. /bin/ratelimit)
   sidecar validate --config PATH          check a config file or directory
   sidecar validate --auth-config PATH [--config PATH]
                                           check an auth config (and, given both, that its rate_limit domains exist)
@@ -88,8 +107,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		fmt.Fprintf(stderr, "sidecar: %v\n", err)
 		return exitUsage
 	}
-	level, _ := sidecar.ParseLogLevel(s.LogLevel)
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return runServe(ctx, s, getenv, stderr, nil)
+}
+
+// runServe runs a sidecar with settings s; ignored, when set, are the
+// reference's variables that were accepted and ignored, logged once.
+func runServe(ctx context.Context, s sidecar.Settings, getenv func(string) string, stderr io.Writer, ignored []string) int {
+	log := newLogger(s, stderr)
+	if len(ignored) > 0 {
+		log.Warn("accepted and ignored: these settings only tune envoyproxy/ratelimit itself", "vars", ignored)
+	}
 	rt := sidecar.TuneRuntime(getenv, "/sys/fs/cgroup", "/proc/self/cgroup")
 	log.Debug("runtime", "gc_percent", rt.GCPercent, "memory_limit_bytes", rt.MemoryLimit, "gomaxprocs", rt.MaxProcs)
 	if err := sidecar.New(s, log).Run(ctx); err != nil {
@@ -97,4 +124,36 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		return exitError
 	}
 	return exitOK
+}
+
+// newLogger is the process's logger: --log-format's handler at
+// --log-level, on stderr.
+func newLogger(s sidecar.Settings, stderr io.Writer) *slog.Logger {
+	level, _ := sidecar.ParseLogLevel(s.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if s.Ref.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(stderr, opts))
+}
+
+// ratelimit is the drop-in for envoyproxy/ratelimit: its environment
+// variables, not SIDECAR_*, set serve's flags (see pkg/refenv). Flags
+// given after it still win, for tests and one-off overrides.
+func ratelimit(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
+	t, err := refenv.Translate(getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "ratelimit: %v\n", err)
+		return exitUsage
+	}
+	noEnv := func(string) string { return "" }
+	s, err := sidecar.ParseSettings(append(t.Args, args...), noEnv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ratelimit: %v\n", err)
+		return exitUsage
+	}
+	return runServe(ctx, s, getenv, stderr, t.Ignored)
 }

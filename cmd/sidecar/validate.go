@@ -9,6 +9,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/authconfig"
 	"github.com/floodgate/floodgate/pkg/cacheconfig"
 	"github.com/floodgate/floodgate/pkg/descriptors"
+	"github.com/floodgate/floodgate/pkg/quota"
 	"github.com/floodgate/floodgate/pkg/sidecar"
 )
 
@@ -25,6 +26,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", sidecar.DefaultConfig, "a YAML file, or a directory of them")
 	merge := fs.Bool("merge-domains", false, "files that share a domain merge instead of failing")
+	defAlg := fs.String("default-algorithm", quota.SlidingWindow.String(), "algorithm of the limits whose file and rate_limit name none, as serve's --default-algorithm")
 	authPath := fs.String("auth-config", "", "an auth config file or directory (the ext_authz door's); checked alone unless --config is also given")
 	cachePath := fs.String("cache-config", "", "a cache config file (the ext_proc response cache's); checked alone unless --config is also given")
 	if err := fs.Parse(args); err != nil {
@@ -37,12 +39,19 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sidecar validate: unexpected argument %q (use --config PATH)\n", fs.Arg(0))
 		return exitUsage
 	}
+	alg, ok := quota.ParseAlgorithm(*defAlg)
+	if !ok {
+		fmt.Fprintf(stderr, "sidecar validate: --default-algorithm=%q: must be sliding_window, fixed_window or token_bucket\n", *defAlg)
+		return exitUsage
+	}
 	limitsGiven := false
-	fs.Visit(func(f *flag.Flag) { limitsGiven = limitsGiven || f.Name == "config" || f.Name == "merge-domains" })
+	fs.Visit(func(f *flag.Flag) {
+		limitsGiven = limitsGiven || f.Name == "config" || f.Name == "merge-domains" || f.Name == "default-algorithm"
+	})
 	code := exitOK
 	var limits *descriptors.Config
 	if (*authPath == "" && *cachePath == "") || limitsGiven {
-		cfg, err := descriptors.Load(*path, descriptors.Options{MergeDomains: *merge})
+		cfg, err := descriptors.Load(*path, descriptors.Options{MergeDomains: *merge, DefaultAlgorithm: alg})
 		if err != nil {
 			report(*path, err, stdout, stderr)
 			code = exitError

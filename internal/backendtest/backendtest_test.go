@@ -28,23 +28,27 @@ func (r *refLimiter) Take(_ context.Context, hits []quota.Hit, out []quota.Decis
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := quota.Micros(r.now())
-	pending := make(map[string]quota.State)
-	for i, h := range hits {
-		s, ok := pending[h.Key]
+	chained := make(map[string]quota.State)
+	for i := range hits {
+		h := &hits[i]
+		s, ok := chained[h.Key]
 		if !ok {
 			s = r.m[h.Key]
 		}
-		d, next, _ := quota.Evaluate(h.Limit, s, now, h.N)
-		out[i] = d
-		if d.Fits {
-			pending[h.Key] = next
+		var next quota.State
+		out[i], next, _ = quota.EvaluateHit(h, s, now)
+		if quota.Chains(h, &out[i]) {
+			chained[h.Key] = next
 		}
 	}
-	if quota.Rejects(hits, out) {
-		return nil
-	}
-	for k, s := range pending {
-		r.m[k] = s
+	// What is written is the taken hits' effect, applied in order to the
+	// stored state.
+	rejected, allFit := quota.Rejects(hits, out), quota.AllFit(out)
+	for i := range hits {
+		h := &hits[i]
+		if quota.Taken(h, &out[i], rejected, allFit) {
+			_, r.m[h.Key], _ = quota.Evaluate(h.Limit, r.m[h.Key], now, h.N)
+		}
 	}
 	return nil
 }
@@ -63,6 +67,14 @@ func TestScenariosOnReference(t *testing.T) {
 func TestConcurrentOnReference(t *testing.T) {
 	t.Parallel()
 	RunConcurrent(t, func(t *testing.T, clock *Clock) (a, b quota.Limiter) {
+		l := newRef(t, clock)
+		return l, l
+	})
+}
+
+func TestConcurrentCountingOnReference(t *testing.T) {
+	t.Parallel()
+	RunConcurrentCounting(t, func(t *testing.T, clock *Clock) (a, b quota.Limiter) {
 		l := newRef(t, clock)
 		return l, l
 	})

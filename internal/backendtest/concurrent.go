@@ -160,6 +160,145 @@ func runConcurrent(t *testing.T, ownClock bool, newShared func(t *testing.T, clo
 	}
 }
 
+// RunConcurrentCounting races goroutines as RunConcurrent does, through two
+// instances sharing one store on a frozen clock, for hits counted other
+// than all or nothing (a separate call, so that a backend's variants, such
+// as its batching settings, need not all run it):
+//
+//   - one key, limit 500, every hit counted whatever (quota.Always): exactly
+//     500 fit, and on a frozen clock a check afterwards shows every one of
+//     the 1024 hits counted, by the wait its debt of 524 implies;
+//   - two keys, limits 300 and 500, in batches counted unless another hit
+//     is over (quota.UnlessOtherOver), with singles on the second: as
+//     under all or nothing, the pairs both fit and the singles admitted
+//     add up to exactly 500, and the first key has 300 - pairs left;
+//   - the same pairs counted whatever: exactly 300 fits on the first key
+//     and 500 on the second, whatever the interleaving.
+func RunConcurrentCounting(t *testing.T, newShared func(t *testing.T, clock *Clock) (a, b quota.Limiter)) {
+	t.Helper()
+	const ownClock = false
+	begin := time.Now
+	judge := func(*testing.T, time.Time) {}
+	// Base is 800 s into its hour: 2800 s to the window's end. What a
+	// check waits after 1024 hits on a limit of 500 an hour:
+	debtWait := map[quota.Algorithm]time.Duration{
+		// The count starts again when the window ends.
+		quota.FixedWindow: 2800 * time.Second,
+		// cur = 1024 must weigh 500 in the next window: 1024 × (3600 s -
+		// e)/3600 s = 500 at e = 3600 - 500 × 3600/1024 = 1842.1875 s.
+		quota.SlidingWindow: 2800*time.Second + 1842187500*time.Microsecond,
+		// 500 - 1024 = -524 tokens, at 500 an hour: 524 × 7.2 s.
+		quota.TokenBucket: 3772800 * time.Millisecond,
+	}
+	for _, l := range raceLimits(raceLimit, ownClock) {
+		t.Run(l.Algorithm.String()+"/one key counted whatever", func(t *testing.T) {
+			clock := NewClock(Base)
+			a, b := newShared(t, clock)
+			h := counted(hit("race-always", l, 1), quota.Always)
+			var admitted atomic.Int64
+			start := begin()
+			Race(t, a, b, func(lim quota.Limiter, g, i int) {
+				out := make([]quota.Decision, 1)
+				if err := lim.Take(context.Background(), []quota.Hit{h}, out); err != nil {
+					t.Errorf("Take: %v", err)
+					return
+				}
+				if out[0].Fits {
+					admitted.Add(1)
+				}
+			})
+			h.N = 0
+			out := make([]quota.Decision, 1)
+			if err := a.Take(context.Background(), []quota.Hit{h}, out); err != nil {
+				t.Fatalf("check: %v", err)
+			}
+			judge(t, start)
+			if got := admitted.Load(); got != raceLimit {
+				t.Errorf("admitted %d hits, want exactly %d", got, raceLimit)
+			}
+			if out[0].Fits {
+				t.Errorf("after the race a check fits (%+v), want over: 524 more than the limit were counted", out[0])
+			}
+			if want := debtWait[l.Algorithm]; !ownClock && out[0].ResetAfter != want {
+				t.Errorf("after the race a check waits %v, want %v (all 1024 hits counted)", out[0].ResetAfter, want)
+			}
+		})
+	}
+	pairLimits := raceLimits(racePairLimit, ownClock)
+	for i, lb := range raceLimits(raceLimit, ownClock) {
+		la := pairLimits[i]
+		for _, c := range []quota.Counting{quota.UnlessOtherOver, quota.Always} {
+			name := "unless another is over"
+			if c == quota.Always {
+				name = "counted whatever"
+			}
+			t.Run(la.Algorithm.String()+"/two keys "+name, func(t *testing.T) {
+				clock := NewClock(Base)
+				a, b := newShared(t, clock)
+				ha := counted(hit("race-count/a", la, 1), c)
+				hb := counted(hit("race-count/b", lb, 1), c)
+				var pairs, singles, fitsA, fitsB atomic.Int64
+				start := begin()
+				Race(t, a, b, func(lim quota.Limiter, g, i int) {
+					batch := []quota.Hit{ha, hb}
+					ia, ib := 0, 1
+					if g%2 == 1 {
+						batch, ia, ib = []quota.Hit{hb, ha}, 1, 0
+					}
+					out := make([]quota.Decision, 2)
+					if err := lim.Take(context.Background(), batch, out); err != nil {
+						t.Errorf("Take: %v", err)
+						return
+					}
+					if out[ia].Fits {
+						fitsA.Add(1)
+					}
+					if out[ib].Fits {
+						fitsB.Add(1)
+					}
+					if out[0].Fits && out[1].Fits {
+						pairs.Add(1)
+					}
+					if i%2 == 0 {
+						if err := lim.Take(context.Background(), []quota.Hit{hb}, out[:1]); err != nil {
+							t.Errorf("Take: %v", err)
+							return
+						}
+						if out[0].Fits {
+							singles.Add(1)
+							fitsB.Add(1)
+						}
+					}
+				})
+				leftA, leftB := check(t, b, ha), check(t, a, hb)
+				judge(t, start)
+				p, s := pairs.Load(), singles.Load()
+				if c == quota.Always {
+					if got := fitsA.Load(); got != racePairLimit {
+						t.Errorf("first key: %d hits fit, want exactly %d", got, racePairLimit)
+					}
+					if got := fitsB.Load(); got != raceLimit {
+						t.Errorf("second key: %d hits fit, want exactly %d", got, raceLimit)
+					}
+					if leftA != 0 || leftB != 0 {
+						t.Errorf("left after the race: %d and %d, want 0 and 0", leftA, leftB)
+					}
+					return
+				}
+				if p+s != raceLimit {
+					t.Errorf("admitted %d pairs + %d singles on the second key, want %d in all", p, s, raceLimit)
+				}
+				if want := uint64(racePairLimit - p); leftA != want {
+					t.Errorf("first key has %d left after %d admitted pairs, want %d", leftA, p, want)
+				}
+				if leftB != 0 {
+					t.Errorf("second key has %d left after %d pairs + %d singles, want 0", leftB, p, s)
+				}
+			})
+		}
+	}
+}
+
 // Race runs do in 64 goroutines per instance (racersPerInstance), 8 times
 // each (attemptsPerRacer), all released together, and returns when every
 // one is done; g numbers the goroutine (0-63 use a, 64-127 b), i the

@@ -134,3 +134,13 @@ func makeCerts(dir string) (*tlsFiles, error) {
 	f.client = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	return f, nil
 }
+
+// TLSFiles returns a TLS server's certificate, key and CA files (PEM; the
+// certificate names 127.0.0.1 and localhost), for settings that take
+// paths, or "" for a plain server.
+func (s *Server) TLSFiles() (cert, key, ca string) {
+	if s.tls == nil {
+		return "", "", ""
+	}
+	return s.tls.certFile, s.tls.keyFile, s.tls.caFile
+}

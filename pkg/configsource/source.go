@@ -1,10 +1,11 @@
 // Package configsource delivers configs to the engines that use them. A
 // Source holds the config of one kind in force (the rate limits; later the
 // auth and cache configs) and tells its subscribers of each new one; a
-// Watcher is where the configs come from: File polls a path, an xDS client
-// will be the next. Whatever the watcher, the Source keeps the published
-// state in one atomic snapshot (so /debug/config never waits for a load),
-// counts reloads and logs their errors.
+// Watcher is where the configs come from: File polls a path, and
+// pkg/xdsconfig's Client follows an xDS stream. Whatever the watcher, the
+// Source keeps the published state in one atomic snapshot (so
+// /debug/config never waits for a load), counts reloads and logs their
+// errors.
 package configsource
 
 import (

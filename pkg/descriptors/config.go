@@ -1,6 +1,6 @@
 // Package descriptors loads, validates and compiles rate-limit descriptor
 // config in envoyproxy/ratelimit's YAML format, plus floodgate's extensions
-// (algorithm, burst), and matches request descriptors against it.
+// (algorithm, burst, overdraw), and matches request descriptors against it.
 //
 // Loading reports every problem in the config, each with its file, line and
 // field. The compiled Config is immutable and is shared by concurrent
@@ -22,6 +22,9 @@ type Options struct {
 	// trees are merged (a key and value defined twice at one level is still
 	// an error). When false, a domain in a second file is an error.
 	MergeDomains bool
+	// DefaultAlgorithm is the algorithm of limits whose file and
+	// rate_limit name none; the zero value is sliding_window.
+	DefaultAlgorithm quota.Algorithm
 }
 
 // Config is a compiled config: every domain's descriptor tree. It is
@@ -29,7 +32,13 @@ type Options struct {
 type Config struct {
 	domains map[string]*Domain
 	sorted  []*Domain
+	defAlg  quota.Algorithm
 }
+
+// DefaultAlgorithm is the algorithm the config was built with for limits
+// that name none (Options.DefaultAlgorithm); Envoy's overrides of
+// descriptors that match no rule count with it too.
+func (c *Config) DefaultAlgorithm() quota.Algorithm { return c.defAlg }
 
 // Domain is one domain's compiled descriptor tree.
 type Domain struct {
@@ -49,6 +58,9 @@ type PathEntry struct {
 	// Value is the configured value, a pattern when it holds '*', or ""
 	// when the level matches any value of the key.
 	Value string `json:"value,omitempty"`
+	// ValueToMetric is the level's value_to_metric: envoyproxy/ratelimit
+	// names the request's value at this level in the stat key.
+	ValueToMetric bool `json:"-"`
 }
 
 // Rule is one configured limit: a descriptor with a rate_limit. Rules are
@@ -68,9 +80,14 @@ type Rule struct {
 	// "~3", ...) appended.
 	StatName string
 	// Limit is the limit. Its Algorithm is the rule's, else the file's,
-	// else sliding_window; Burst is 0 unless configured (0 means
-	// Requests). Zero for an Unlimited rule.
+	// else Options.DefaultAlgorithm (sliding_window); Burst is 0 unless
+	// configured (0 means Requests). Zero for an Unlimited rule.
 	Limit quota.Limit
+	// Overdraw is rate_limit.overdraw (an extension): a charge bigger than
+	// what remains is taken in full, the counter going past its limit (a
+	// bucket below zero), and the hits that follow are refused until the
+	// debt is paid; its hits are taken even when the request is rejected.
+	Overdraw bool
 	// UnitName is the unit as a lower-case config name ("minute"), "" for
 	// an Unlimited rule.
 	UnitName string
@@ -121,7 +138,7 @@ func Build(sources []Source, opts Options) (*Config, error) {
 		if _, dup := order[src.Name]; !dup {
 			order[src.Name] = i
 		}
-		if fs := parseFile(src.Name, src.Data, &problems); fs != nil {
+		if fs := parseFile(src.Name, src.Data, opts, &problems); fs != nil {
 			specs = append(specs, fs)
 		}
 	}
@@ -134,7 +151,7 @@ func Build(sources []Source, opts Options) (*Config, error) {
 
 // compile builds the domains' trees from parsed files.
 func compile(specs []*fileSpec, opts Options, problems *yamlconf.ProblemList) *Config {
-	cfg := &Config{domains: map[string]*Domain{}}
+	cfg := &Config{domains: map[string]*Domain{}, defAlg: opts.DefaultAlgorithm}
 	where := map[string]string{} // domain -> "file:line" of its first file
 	for _, fs := range specs {
 		if fs.domain == "" {
@@ -189,7 +206,7 @@ func (b *builder) insert(parent *node, specs []*descSpec, path []PathEntry, shar
 		}
 		n := parent.add(s.key, s.value)
 		n.file, n.line = s.file, s.line
-		p := append(slices.Clip(path), PathEntry{Key: s.key, Value: s.value})
+		p := append(slices.Clip(path), PathEntry{Key: s.key, Value: s.value, ValueToMetric: s.valueToMetric})
 		sv := ""
 		if s.shareThreshold {
 			sv = s.value

@@ -43,6 +43,7 @@ type RuleDescription struct {
 	// Burst is the token bucket's effective capacity (requests_per_unit
 	// when not configured).
 	Burst          uint64         `json:"burst,omitempty"`
+	Overdraw       bool           `json:"overdraw,omitempty"`
 	Shadow         bool           `json:"shadow_mode,omitempty"`
 	QuotaMode      bool           `json:"quota_mode,omitempty"`
 	DetailedMetric bool           `json:"detailed_metric,omitempty"`
@@ -84,6 +85,7 @@ func (c *Config) Describe() Description {
 				rd.RequestsPerUnit = &requests
 				rd.Algorithm = r.Limit.Algorithm.String()
 				rd.Unit = r.UnitName
+				rd.Overdraw = r.Overdraw
 				if r.Limit.Algorithm == quota.TokenBucket {
 					rd.Burst = r.Limit.Capacity()
 				}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/floodgate/floodgate/pkg/quota"
 )
 
 // entries builds request entries from key, value pairs.
@@ -238,7 +240,7 @@ descriptors:
 		files.StatName, files.Path, files.SharedValue, len(files.Path), files.Line, files.Limit.Algorithm,
 		files.Limit.Requests, files.Limit.Burst, files.Shadow, files.DetailedMetric, files.ValueToMetric,
 		files.QuotaMode, files.Replaces, len(files.Metadata)); got !=
-		"tenant.path_/files/*|[{tenant } {path /files/*}]|[ /files/*]|2|10|token_bucket|0|7|true|true|true|true|[other]|1" {
+		"tenant.path_/files/*|[{tenant  false} {path /files/* true}]|[ /files/*]|2|10|token_bucket|0|7|true|true|true|true|[other]|1" {
 		t.Errorf("files rule = %s", got)
 	}
 	if got := rules[2].StatName; got != `with%20space_quote%22%20back%5C%20100%25` {
@@ -272,14 +274,15 @@ func TestExtensionsFixture(t *testing.T) {
 	d := cfg.Domain("ext")
 	tests := []struct {
 		entries []string
-		want    string // algorithm/requests/unit/burst/shadow
+		want    string // algorithm/requests/unit/burst/shadow/overdraw
 	}{
-		{[]string{"api_key", "x"}, "token_bucket/20/1s/0/false"},
-		{[]string{"api_key", "premium"}, "token_bucket/200/1s/400/false"},
-		{[]string{"login", "x"}, "fixed_window/5/1m0s/0/false"},
-		{[]string{"status", "200"}, "token_bucket/0/1h0m0s/0/false"},
-		{[]string{"weekly", "x"}, "sliding_window/1000/168h0m0s/0/false"},
-		{[]string{"shadowed", "x"}, "token_bucket/16/720h0m0s/0/true"},
+		{[]string{"api_key", "x"}, "token_bucket/20/1s/0/false/false"},
+		{[]string{"api_key", "premium"}, "token_bucket/200/1s/400/false/false"},
+		{[]string{"login", "x"}, "fixed_window/5/1m0s/0/false/false"},
+		{[]string{"status", "200"}, "token_bucket/0/1h0m0s/0/false/false"},
+		{[]string{"weekly", "x"}, "sliding_window/1000/168h0m0s/0/false/false"},
+		{[]string{"shadowed", "x"}, "token_bucket/16/720h0m0s/0/true/false"},
+		{[]string{"llm_tokens", "x"}, "token_bucket/100000/1h0m0s/0/false/true"},
 	}
 	for _, tc := range tests {
 		r := d.Match(entries(tc.entries...))
@@ -287,7 +290,7 @@ func TestExtensionsFixture(t *testing.T) {
 			t.Errorf("Match(%v) = none", tc.entries)
 			continue
 		}
-		got := fmt.Sprintf("%s/%d/%s/%d/%v", r.Limit.Algorithm, r.Limit.Requests, r.Limit.Unit, r.Limit.Burst, r.Shadow)
+		got := fmt.Sprintf("%s/%d/%s/%d/%v/%v", r.Limit.Algorithm, r.Limit.Requests, r.Limit.Unit, r.Limit.Burst, r.Shadow, r.Overdraw)
 		if got != tc.want {
 			t.Errorf("Match(%v) = %s, want %s", tc.entries, got, tc.want)
 		}
@@ -354,5 +357,64 @@ func BenchmarkMatch(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestDefaultAlgorithmOption: limits that name no algorithm, in files that
+// name none, count with Options.DefaultAlgorithm; a file's or a rule's own
+// algorithm wins; burst is judged against the algorithm in force.
+func TestDefaultAlgorithmOption(t *testing.T) {
+	t.Parallel()
+	text := `
+domain: d
+descriptors:
+  - key: plain
+    rate_limit: {unit: minute, requests_per_unit: 5}
+  - key: bursty
+    rate_limit: {unit: minute, requests_per_unit: 5, burst: 10}
+  - key: own
+    rate_limit: {unit: minute, requests_per_unit: 5, algorithm: sliding_window}
+`
+	cfg, err := Parse("d.yaml", []byte(text), Options{DefaultAlgorithm: quota.TokenBucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.DefaultAlgorithm(); got != quota.TokenBucket {
+		t.Errorf("DefaultAlgorithm() = %v", got)
+	}
+	d := cfg.Domain("d")
+	for key, want := range map[string]quota.Algorithm{"plain": quota.TokenBucket, "bursty": quota.TokenBucket, "own": quota.SlidingWindow} {
+		if r := d.Match(entries(key, "x")); r == nil || r.Limit.Algorithm != want {
+			t.Errorf("%s: %+v, want %v", key, r, want)
+		}
+	}
+	_, err = Parse("d.yaml", []byte(text), Options{DefaultAlgorithm: quota.FixedWindow})
+	if err == nil || !strings.Contains(err.Error(), "this limit's algorithm is fixed_window (from the default)") {
+		t.Errorf("burst under a fixed_window default: %v", err)
+	}
+	fileAlg := "algorithm: sliding_window\n" + text
+	if _, err := Parse("d.yaml", []byte(fileAlg), Options{DefaultAlgorithm: quota.TokenBucket}); err == nil {
+		t.Errorf("the file's sliding_window should win over the default, and refuse burst")
+	}
+}
+
+// TestDescribeOverdraw: /debug/config shows overdraw on the rules that
+// have it.
+func TestDescribeOverdraw(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load("testdata/valid/extensions.yaml", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range cfg.Describe().Domains[0].Rules {
+		if r.StatName == "llm_tokens" {
+			found = r.Overdraw
+		} else if r.Overdraw {
+			t.Errorf("%s described with overdraw", r.StatName)
+		}
+	}
+	if !found {
+		t.Errorf("llm_tokens not described with overdraw")
 	}
 }

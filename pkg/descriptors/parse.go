@@ -20,7 +20,7 @@ var (
 	rootFields       = []string{"domain", "algorithm", "descriptors"}
 	descriptorFields = []string{"key", "value", "rate_limit", "descriptors", "shadow_mode", "quota_mode",
 		"detailed_metric", "value_to_metric", "share_threshold", "metadata"}
-	rateLimitFields = []string{"unit", "requests_per_unit", "unlimited", "name", "replaces", "algorithm", "burst"}
+	rateLimitFields = []string{"unit", "requests_per_unit", "unlimited", "name", "replaces", "algorithm", "burst", "overdraw"}
 	replacesFields  = []string{"name"}
 )
 
@@ -35,6 +35,7 @@ var fieldHome = map[string]string{
 	"name":              "rate_limit",
 	"replaces":          "rate_limit",
 	"burst":             "rate_limit",
+	"overdraw":          "rate_limit",
 	"key":               "a descriptor",
 	"value":             "a descriptor",
 	"rate_limit":        "a descriptor",
@@ -81,12 +82,13 @@ type descSpec struct {
 	// the fields it knows; compile adds the ones that depend on the path.
 	rule           *Rule
 	shareThreshold bool
+	valueToMetric  bool
 	children       []*descSpec
 }
 
 // parseFile parses one file. It returns nil when the file holds no usable
 // mapping (the problems say why).
-func parseFile(name string, data []byte, problems *yamlconf.ProblemList) *fileSpec {
+func parseFile(name string, data []byte, opts Options, problems *yamlconf.ProblemList) *fileSpec {
 	p := parser{yamlconf.NewParser(name, data, problems, style)}
 	root, ok := p.Root(data)
 	if !ok {
@@ -103,7 +105,7 @@ func parseFile(name string, data []byte, problems *yamlconf.ProblemList) *fileSp
 	}
 	fields := p.Fields(root, "", false)
 	misspelled := p.CheckFields(fields, "", "the top level of the file", rootFields, fieldHome)
-	algorithm := quota.SlidingWindow
+	algorithm := opts.DefaultAlgorithm
 	algorithmFrom := "the default"
 	if f, ok := yamlconf.Lookup(fields, "algorithm"); ok {
 		if a, ok := p.algorithm(f, "algorithm"); ok {
@@ -250,6 +252,7 @@ func (p *parser) descriptor(n *yaml.Node, path string, depth int, ctx ruleContex
 		d.rule.DetailedMetric, d.rule.ValueToMetric = detailed, valueToMetric
 		d.rule.Metadata = metadata
 	}
+	d.valueToMetric = valueToMetric
 	if !keyOK {
 		return nil
 	}
@@ -268,7 +271,7 @@ func (p *parser) rateLimit(f yamlconf.Field, path string, ctx ruleContext) *Rule
 	misspelled := p.CheckFields(fields, path, "rate_limit", rateLimitFields, fieldHome)
 	r := &Rule{}
 	ok := true
-	var unitF, rpuF, algF, burstF *yamlconf.Field
+	var unitF, rpuF, algF, burstF, overdrawF *yamlconf.Field
 	var replaces []replaceEntry
 	for _, f := range fields {
 		fpath := yamlconf.JoinField(path, f.Name)
@@ -317,6 +320,11 @@ func (p *parser) rateLimit(f yamlconf.Field, path string, ctx ruleContext) *Rule
 			v, good := p.Whole(f.Val, fpath, maxRequests, "")
 			ok = ok && good
 			r.Limit.Burst = v
+		case "overdraw":
+			overdrawF = &f
+			v, good := p.Bool(f.Val, fpath)
+			ok = ok && good
+			r.Overdraw = v
 		case "replaces":
 			var good bool
 			replaces, good = p.replaces(f, fpath)
@@ -334,7 +342,7 @@ func (p *parser) rateLimit(f yamlconf.Field, path string, ctx ruleContext) *Rule
 	if r.Unlimited {
 		// requests_per_unit without a unit loads beside unlimited, as the
 		// reference loads it (and ignores the number); a unit does not.
-		for _, ff := range []*yamlconf.Field{unitF, algF, burstF} {
+		for _, ff := range []*yamlconf.Field{unitF, algF, burstF, overdrawF} {
 			if ff != nil && !yamlconf.IsNull(ff.Val) {
 				p.Add(ff.Key.Line, yamlconf.JoinField(path, ff.Name),
 					"not allowed with unlimited: true (an unlimited rule has no %s); remove one of them", ff.Name)

@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -106,6 +107,10 @@ type Outcome struct {
 	Statuses []Status
 }
 
+// DefaultNearLimitRatio is Options.NearLimitRatio when unset, as the
+// reference's NEAR_LIMIT_RATIO default.
+const DefaultNearLimitRatio = 0.8
+
 // ErrUnavailable is returned by Decide when the backend could not decide.
 // The cause is logged, never returned: answers carry no internals.
 var ErrUnavailable = errors.New("rate-limit backend unavailable")
@@ -124,11 +129,29 @@ type Options struct {
 	// QuotaMode treats every limit as quota_mode (the reference's
 	// QUOTA_MODE).
 	QuotaMode bool
+	// CountRejected counts as envoyproxy/ratelimit does: every hit is taken
+	// from its counter whatever the outcome, rejected ones and those of a
+	// rejected request too (quota.Always), instead of all or nothing. A
+	// descriptor is still over its limit when its hits do not fit.
+	CountRejected bool
+	// StopIncrementOverLimit, with CountRejected, takes nothing from the
+	// descriptors that had room when another descriptor of the request is
+	// over its limit (quota.UnlessOtherOver; the reference's
+	// STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT). Without CountRejected it
+	// changes nothing: a rejected request takes nothing anyway.
+	StopIncrementOverLimit bool
+	// NearLimitRatio is the share of a limit past which admitted hits
+	// count as near_limit in the metrics (the reference's
+	// NEAR_LIMIT_RATIO); 0 means DefaultNearLimitRatio. It must be in
+	// (0, 1].
+	NearLimitRatio float64
 	// Metrics receives counters; nil keeps them unregistered.
 	Metrics *Metrics
 	// Log receives backend failures (at most one line a second); nil
 	// discards them.
 	Log *slog.Logger
+	// Observer, when set, is told of every decision (see Observer).
+	Observer Observer
 }
 
 // Engine decides requests against the config in force. It is safe for
@@ -138,7 +161,10 @@ type Engine struct {
 	failOpen   bool
 	shadowMode bool
 	quotaMode  bool
+	counting   quota.Counting // of every hit of a rule without overdraw
+	nearRatio  float32
 	metrics    *Metrics
+	observer   Observer
 	errLog     rateLimitedLog
 
 	plan    atomic.Pointer[plan]
@@ -151,13 +177,28 @@ func New(opts Options) (*Engine, error) {
 	if opts.Limiter == nil {
 		return nil, errors.New("engine: Options.Limiter is required")
 	}
+	ratio := opts.NearLimitRatio
+	if ratio == 0 {
+		ratio = DefaultNearLimitRatio
+	}
+	if !(ratio > 0 && ratio <= 1) {
+		return nil, fmt.Errorf("engine: Options.NearLimitRatio is %g, want more than 0 and at most 1", opts.NearLimitRatio)
+	}
 	e := &Engine{
 		limiter:    opts.Limiter,
 		failOpen:   opts.FailOpen,
 		shadowMode: opts.ShadowMode,
 		quotaMode:  opts.QuotaMode,
+		nearRatio:  float32(ratio),
 		metrics:    opts.Metrics,
+		observer:   opts.Observer,
 		errLog:     rateLimitedLog{log: opts.Log},
+	}
+	switch {
+	case opts.CountRejected && opts.StopIncrementOverLimit:
+		e.counting = quota.UnlessOtherOver
+	case opts.CountRejected:
+		e.counting = quota.Always
 	}
 	if e.metrics == nil {
 		e.metrics = NewMetrics(nil)
@@ -231,6 +272,9 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 		// domain.
 		if req.Domain != "" || !allOwnLimits(ds) {
 			e.metrics.unknownDomain.Inc()
+			if e.observer != nil {
+				e.observer.UnknownDomain(req.Domain, len(ds))
+			}
 		}
 		if !hasOwnLimits(ds) {
 			return nil
@@ -293,14 +337,25 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 		}
 		var tagLen int
 		sc.key, tagLen = appendKey(sc.key[:0], namespace, d.Entries, shared, lim.Quota)
+		counting := e.counting
+		switch {
+		case lim.Overdraw:
+			counting = quota.Always
+		case lim.namespace != "":
+			// A door's own limit (the auth door's failed-auth counter)
+			// keeps its door's rule: the reference's counting is about
+			// the config's limits.
+			counting = quota.AllOrNothing
+		}
 		sc.slot[i] = len(sc.hits)
 		sc.hits = append(sc.hits, quota.Hit{
-			Key:    string(sc.key),
-			TagLen: tagLen,
-			Limit:  lim.Quota,
-			N:      n,
-			Shadow: lim.Shadow || e.shadowMode,
-			Quota:  lim.QuotaMode,
+			Key:      string(sc.key),
+			TagLen:   tagLen,
+			Limit:    lim.Quota,
+			N:        n,
+			Shadow:   lim.Shadow || e.shadowMode,
+			Quota:    lim.QuotaMode,
+			Counting: counting,
 		})
 	}
 	for i := range ds {
@@ -317,6 +372,14 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 			return cerr
 		}
 		e.metrics.backendErrs.Inc()
+		if e.observer != nil {
+			e.observer.BackendFailed()
+			for i, h := range sc.slot {
+				if h >= 0 {
+					e.observer.Decided(req.Domain, &ds[i], sc.limits[i], &sc.hits[h], nil)
+				}
+			}
+		}
 		e.errLog.backendFailed(err)
 		if e.failOpen {
 			e.metrics.failOpen.Inc()
@@ -327,9 +390,12 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 		}
 		return ErrUnavailable
 	}
-	rejected := quota.Rejects(sc.hits, sc.decs)
+	rejected, allFit := quota.Rejects(sc.hits, sc.decs), quota.AllFit(sc.decs)
 	if rejected {
 		out.Code = OverLimit
+	}
+	if e.observer != nil && e.shadowMode && !rejected && wouldReject(sc.hits, sc.decs, sc.limits, sc.slot) {
+		e.observer.ShadowAdmitted()
 	}
 	for i := range ds {
 		h := sc.slot[i]
@@ -344,12 +410,16 @@ func (e *Engine) decide(ctx context.Context, req *Request, out *Outcome) error {
 		if !dec.Fits && !lim.Shadow {
 			st.Code = OverLimit
 		}
-		if rejected && dec.Fits {
+		if e.observer != nil {
+			e.observer.Decided(req.Domain, &ds[i], lim, hit, dec)
+		}
+		taken := quota.Taken(hit, dec, rejected, allFit)
+		if dec.Fits && !taken && hit.N > 0 {
 			untake(hit, dec)
 		}
 		st.Remaining = dec.Remaining
 		st.ResetAfter = wholeSeconds(dec.ResetAfter, !dec.Fits)
-		lim.counters.count(hit, dec, rejected)
+		lim.counters.count(hit, dec, dec.Fits && !taken, e.nearRatio)
 	}
 	return nil
 }
@@ -386,8 +456,9 @@ func wholeSeconds(d time.Duration, over bool) time.Duration {
 }
 
 // untake turns a backend's answer for a hit that fit, given as if taken,
-// into the answer for a rejected request, where nothing was taken: the hits
-// are still there, and a token bucket holding them is full sooner.
+// into the answer for a hit that was not (its request was rejected, or
+// another descriptor was over under StopIncrementOverLimit): the hits are
+// still there, and a token bucket holding them is full sooner.
 func untake(hit *quota.Hit, dec *quota.Decision) {
 	dec.Remaining += hit.N
 	if l := hit.Limit; l.Algorithm == quota.TokenBucket && l.Requests > 0 {

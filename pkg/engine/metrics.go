@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"math"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/floodgate/floodgate/pkg/quota"
@@ -33,7 +35,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		totalHits:   counter("total_hits", "Hits asked of each rule (the sum of hits_addend)."),
 		overLimit:   counter("over_limit", "Hits rejected because the rule was over its limit."),
-		nearLimit:   counter("near_limit", "Hits admitted while the rule was above 80% of its limit."),
+		nearLimit:   counter("near_limit", "Hits admitted while the rule was above its near-limit ratio (default 80%) of its limit."),
 		withinLimit: counter("within_limit", "Hits admitted within the rule's limit."),
 		shadowMode:  counter("shadow_mode", "Hits over a shadow-mode rule's limit that were admitted anyway."),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -91,8 +93,11 @@ func (m *Metrics) drop(domain, rule string) {
 	}
 }
 
-// count records one hit's outcome.
-func (c ruleCounters) count(hit *quota.Hit, dec *quota.Decision, rejected bool) {
+// count records one hit's outcome; notTaken says it fitted but was not
+// taken. An admitted hit is near the limit when
+// the capacity used after it exceeds nearRatio of the capacity, rounded
+// down, computed in float32 as the reference computes its threshold.
+func (c ruleCounters) count(hit *quota.Hit, dec *quota.Decision, notTaken bool, nearRatio float32) {
 	n := float64(hit.N)
 	c.total.Add(n)
 	switch {
@@ -100,11 +105,22 @@ func (c ruleCounters) count(hit *quota.Hit, dec *quota.Decision, rejected bool) 
 		c.shadow.Add(n)
 	case !dec.Fits:
 		c.over.Add(n)
-	case rejected:
-		// This rule had room, but another rejected the request.
-	case dec.Remaining*5 < hit.Limit.Capacity():
+	case notTaken:
+		// This rule had room, but another rejected the request (or was
+		// over, under --stop-increment-over-limit).
+	case nearLimit(hit.Limit.Capacity(), dec.Remaining, nearRatio):
 		c.near.Add(n)
 	default:
 		c.within.Add(n)
 	}
+}
+
+// nearLimit reports whether remaining left of capacity is past the near
+// limit: used > floor(capacity × ratio).
+func nearLimit(capacity, remaining uint64, ratio float32) bool {
+	if remaining >= capacity {
+		return false
+	}
+	threshold := uint64(math.Floor(float64(float32(capacity) * ratio)))
+	return capacity-remaining > threshold
 }

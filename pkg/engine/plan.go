@@ -32,12 +32,16 @@ type Limit struct {
 	// QuotaMode: over the limit rejects only when every quota-mode limit
 	// of the request is over.
 	QuotaMode bool
+	// Overdraw: hits are taken in full whatever the decision (the rule's
+	// overdraw; an override keeps its rule's).
+	Overdraw bool
 
 	rule      *descriptors.Rule // nil for an override on an unmatched descriptor, and for a door's own limit
 	namespace string            // a door's own limit: names its counters instead of the request's domain
 	header    string            // ID as a structured-field string
 	policy    string            // the RateLimit-Policy member; "" until needed for overrides
 	counters  ruleCounters
+	obs       any // the Observer's state for the rule (ObserverState)
 }
 
 // NewLimit makes a door's own limit (see Descriptor.Limit), counted in
@@ -90,11 +94,15 @@ func (e *Engine) SetConfig(cfg *descriptors.Config) {
 				Quota:     r.Limit,
 				Shadow:    r.Shadow,
 				QuotaMode: r.QuotaMode || e.quotaMode,
+				Overdraw:  r.Overdraw,
 				rule:      r,
 				counters:  e.metrics.forRule(d.Name, r.StatName),
 			}
 			l.header = quoteSF(l.ID)
 			l.policy = policyMember(l.header, l.Quota)
+			if e.observer != nil {
+				l.obs = e.observer.Prepare(d.Name, r)
+			}
 			p.limits[r] = l
 		}
 	}
@@ -125,7 +133,8 @@ func limitID(r *descriptors.Rule) string {
 
 // override resolves Envoy's limit for one descriptor, which matched r (or
 // nil). It keeps the matched rule's algorithm (a token bucket's burst
-// scaled to at least the new rate), else the default sliding window; its
+// scaled to at least the new rate) and overdraw, else the config's default
+// algorithm (sliding_window unless --default-algorithm says otherwise); its
 // hits count under the rule's metrics, else the domain's OverrideName.
 func (p *plan) override(domain string, r *descriptors.Rule, o Override, globalQuota bool) *Limit {
 	l := &Limit{
@@ -136,6 +145,7 @@ func (p *plan) override(domain string, r *descriptors.Rule, o Override, globalQu
 	}
 	if rl := p.limits[r]; rl != nil {
 		l.Quota.Algorithm = rl.Quota.Algorithm
+		l.Overdraw = rl.Overdraw
 		if b := rl.Quota.Burst; b != 0 {
 			l.Quota.Burst = max(b, o.Requests)
 		}
@@ -143,11 +153,13 @@ func (p *plan) override(domain string, r *descriptors.Rule, o Override, globalQu
 		return l
 	}
 	if r != nil { // an unlimited rule
+		l.Quota.Algorithm = p.cfg.DefaultAlgorithm()
 		l.ID = limitID(r)
 		l.header = quoteSF(l.ID)
 		l.counters = p.overrides[domain]
 		return l
 	}
+	l.Quota.Algorithm = p.cfg.DefaultAlgorithm()
 	l.ID, l.header, l.counters = OverrideName, `"`+OverrideName+`"`, p.overrides[domain]
 	return l
 }

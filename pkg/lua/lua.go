@@ -61,12 +61,19 @@ func AppendTime(args []any, now int64, pinned bool) []any {
 	return append(args, now)
 }
 
-// The modes of a hit, as take.lua reads them (state.lua's NORMAL, SHADOW,
-// QUOTA).
+// modes are a hit's last argument, as take.lua reads it (state.lua's
+// NORMAL, SHADOW, QUOTA, plus 3 × its counting): modes[counting][mode].
+var modes = [3][3]string{
+	{"0", "1", "2"},
+	{"3", "4", "5"},
+	{"6", "7", "8"},
+}
+
+// The modes of a hit, quota.Hit's Shadow and Quota.
 const (
-	modeNormal = "0"
-	modeShadow = "1"
-	modeQuota  = "2"
+	modeNormal = iota
+	modeShadow
+	modeQuota
 )
 
 // maxExact is 2^53: Lua numbers are doubles, exact for integers up to it.
@@ -80,7 +87,7 @@ const maxExact = 1 << 53
 // replies. No real limit comes near (Envoy's counts are 32-bit).
 //
 // The hit's mode follows quota.Hit: shadow when Shadow is set, else quota
-// when Quota is set, else normal.
+// when Quota is set, else normal; and its Counting.
 func AppendHit(args []any, h *quota.Hit) []any {
 	mode := modeNormal
 	switch {
@@ -99,7 +106,7 @@ func AppendHit(args []any, h *quota.Hit) []any {
 		h.Limit.Unit.Microseconds(),
 		min(burst, maxExact),
 		min(h.N, maxExact),
-		mode,
+		modes[min(int(h.Counting), len(modes)-1)][mode],
 	)
 }
 

@@ -57,20 +57,25 @@ type model map[string]quota.State
 func (m model) take(now int64, hits []quota.Hit) []quota.Decision {
 	cur := map[string]quota.State{}
 	out := make([]quota.Decision, len(hits))
-	for i, h := range hits {
+	for i := range hits {
+		h := &hits[i]
 		s, ok := cur[h.Key]
 		if !ok {
 			s = m[h.Key]
 		}
-		d, next, _ := quota.Evaluate(h.Limit, s, now, h.N)
-		out[i] = d
-		if d.Fits && h.N > 0 {
+		var next quota.State
+		out[i], next, _ = quota.EvaluateHit(h, s, now)
+		if quota.Chains(h, &out[i]) {
 			cur[h.Key] = next
 		}
 	}
-	if !quota.Rejects(hits, out) {
-		for k, s := range cur {
-			m[k] = s
+	// What is written is the taken hits' effect, applied in order to the
+	// stored state.
+	rejected, allFit := quota.Rejects(hits, out), quota.AllFit(out)
+	for i := range hits {
+		h := &hits[i]
+		if quota.Taken(h, &out[i], rejected, allFit) {
+			_, m[h.Key], _ = quota.Evaluate(h.Limit, m[h.Key], now, h.N)
 		}
 	}
 	return out
@@ -155,11 +160,20 @@ func TestTakeMatchesEvaluate(t *testing.T) {
 					now = now - now%u + u
 				}
 				hits := make([]quota.Hit, 1+rng.IntN(4))
+				// A third of the seeds count all or nothing only, a third
+				// one counting per batch, a third one per hit.
+				batchCounting := quota.Counting(rng.IntN(3))
 				for i := range hits {
 					ct := counters[rng.IntN(len(counters))]
 					// One hit in five in shadow mode, one in four in quota
 					// mode (one in twenty both: shadow wins).
 					hits[i] = quota.Hit{Key: ct.key, Limit: ct.limit, N: uint64(rng.IntN(5)), Shadow: rng.IntN(5) == 0, Quota: rng.IntN(4) == 0}
+					switch seed % 3 {
+					case 1:
+						hits[i].Counting = batchCounting
+					case 2:
+						hits[i].Counting = quota.Counting(rng.IntN(3))
+					}
 				}
 				want := m.take(now, hits)
 				got, used, err := take(ctx, c, now, true, hits)
@@ -437,7 +451,8 @@ func TestBadArguments(t *testing.T) {
 		{"too few", []string{prefix + "a"}, []any{""}},
 		{"bad time", []string{prefix + "a"}, []any{"soon", 0, 1, 1000000, 0, 1, "0"}},
 		{"bad number", []string{prefix + "a"}, []any{"", 0, "many", 1000000, 0, 1, "0"}},
-		{"bad mode", []string{prefix + "a"}, []any{"", 0, 5, 1000000, 0, 1, "3"}},
+		{"bad mode", []string{prefix + "a"}, []any{"", 0, 5, 1000000, 0, 1, "9"}},
+		{"fractional mode", []string{prefix + "a"}, []any{"", 0, 5, 1000000, 0, 1, "1.5"}},
 		{"bad mode in a batch", []string{prefix + "a", prefix + "b"}, []any{"", 0, 5, 1000000, 0, 1, "0", 0, 5, 1000000, 0, 1, "shadow"}},
 	}
 	for _, tt := range tests {

@@ -76,14 +76,17 @@ local function encode(alg, w, c, p)
   return string.format('%.17g:%.17g', w, c)
 end
 
--- Modes of a hit (its last ARGV entry): quota.Hit's Shadow and Quota.
-local NORMAL, SHADOW, QUOTA = '0', '1', '2'
+-- Modes of a hit: quota.Hit's Shadow and Quota. Its last ARGV entry is
+-- mode + 3 * counting, counting being quota.Hit's Counting (ALL_OR_NOTHING,
+-- ALWAYS, UNLESS_OTHER_OVER): '0', '1' and '2' are the default counting.
+local NORMAL, SHADOW, QUOTA = 0, 1, 2
+local ALL_OR_NOTHING, ALWAYS, UNLESS_OTHER_OVER = 0, 1, 2
 
 -- hit_args reads the i-th hit's ARGV entries. The common values of
--- algorithm, burst and n are matched as strings first: comparing Lua
--- strings is one pointer comparison, tonumber a strtod. The mode is
--- returned as given (NORMAL, SHADOW or QUOTA; anything else is the
--- caller's to reject).
+-- algorithm, burst, n and mode are matched as strings first: comparing Lua
+-- strings is one pointer comparison, tonumber a strtod. It returns the
+-- algorithm, requests, unit, burst, n, mode and counting; mode is nil when
+-- the entry is not a valid one (the caller's to reject).
 local function hit_args(i)
   local b = 1 + (i - 1) * ARGS_PER_HIT
   local unit = tonumber(ARGV[b + 3])
@@ -91,7 +94,7 @@ local function hit_args(i)
     -- As quota.Evaluate: a unit that is not positive means one second.
     unit = 1000000
   end
-  local alg, burst, n = ARGV[b + 1], ARGV[b + 4], ARGV[b + 5]
+  local alg, burst, n, mode = ARGV[b + 1], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
   if alg == '0' then
     alg = 0
   elseif alg == '1' then
@@ -111,5 +114,21 @@ local function hit_args(i)
   else
     n = tonumber(n)
   end
-  return alg, tonumber(ARGV[b + 2]), unit, burst, n, ARGV[b + 6]
+  local counting = ALL_OR_NOTHING
+  if mode == '0' then
+    mode = NORMAL
+  elseif mode == '1' then
+    mode = SHADOW
+  elseif mode == '2' then
+    mode = QUOTA
+  else
+    local m = tonumber(mode)
+    if m and m >= 0 and m < 9 and m % 1 == 0 then
+      mode = m % 3
+      counting = (m - mode) / 3
+    else
+      mode = nil
+    end
+  end
+  return alg, tonumber(ARGV[b + 2]), unit, burst, n, mode, counting
 end

@@ -8,14 +8,16 @@
 -- every write.
 --
 -- Takes the counter as load returns it (c holds the tokens); returns fits
--- (0/1), remaining, reset-after (µs), the next state (w, c, p; p is unused)
--- and its TTL (µs).
+-- (0/1), remaining, reset-after (µs), the next state if the hit is taken in
+-- full, fitting or not (w, c, p; p is unused), and its TTL (µs).
 
 -- refill_micros is quota's refillMicros: the whole µs, rounded up, that
 -- refill tokens at requests per unit (multiplying by unit first, as quota
 -- does, so that a whole number on paper is not rounded up by one).
 local function refill_micros(tokens, requests, unit)
-  return math.ceil(tokens * unit / requests)
+  -- Capped at quota's maxWait (100 years), so that a debt from an absurd
+  -- charge stays a sane time.
+  return math.min(math.ceil(tokens * unit / requests), 3153600000000000)
 end
 
 local function token_bucket(set, w, c, now, unit, requests, burst, n)
@@ -53,11 +55,14 @@ local function token_bucket(set, w, c, now, unit, requests, burst, n)
     local until_full = refill_micros(capacity - left, requests, unit)
     return 1, math.floor(left + EPSILON), until_full, now, left, 0, until_full + 1000000
   end
-  local until_full = refill_micros(capacity - tokens, requests, unit)
+  -- Taken in full anyway (overdraw), the bucket goes below zero: a debt
+  -- that refills at the same rate before anything fits again.
+  local owed = tokens - n
+  local until_full = refill_micros(capacity - owed, requests, unit)
   if n > capacity then
     -- Never fits, however long one waits: report one unit, as for a limit
     -- of 0, rather than a wait after which it still fails.
-    return 0, 0, unit, now, tokens, 0, until_full + 1000000
+    return 0, 0, unit, now, owed, 0, until_full + 1000000
   end
-  return 0, 0, refill_micros(n - tokens, requests, unit), now, tokens, 0, until_full + 1000000
+  return 0, 0, refill_micros(n - tokens, requests, unit), now, owed, 0, until_full + 1000000
 end

@@ -171,7 +171,8 @@ func New(opts Options) (*Store, error) {
 // ErrBatchShape is returned by Take when out and hits differ in length.
 var ErrBatchShape = errors.New("decisions and hits differ in length")
 
-// Take decides hits as one all-or-nothing batch; see quota.Limiter.
+// Take decides hits as one batch, all or nothing unless the hits' Counting
+// says otherwise; see quota.Limiter.
 // It fails only when ctx is already done or out is not as long as hits.
 func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision) error {
 	if len(out) != len(hits) {
@@ -214,10 +215,10 @@ func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision
 		h := &hits[i]
 		st, seen := quota.State{}, false
 		// A key already decided in this batch is seen as the latest earlier
-		// hit on it that fits left it. A batch is small, so a scan beats a
-		// map.
+		// hit on it that would be taken (quota.Chains) left it. A batch is
+		// small, so a scan beats a map.
 		for j := i - 1; j >= 0; j-- {
-			if out[j].Fits && hits[j].Key == h.Key {
+			if hits[j].Key == h.Key && quota.Chains(&hits[j], &out[j]) {
 				st, seen = pend[j].state, true
 				break
 			}
@@ -225,22 +226,29 @@ func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision
 		if !seen {
 			st = s.shards[shardOf[i]].load(h.Key, now)
 		}
-		d, next, ttl := quota.Evaluate(h.Limit, st, now, h.N)
+		d, next, ttl := quota.EvaluateHit(h, st, now)
 		out[i] = d
 		pend[i] = pending{state: next, ttl: ttl}
 	}
 
 	evicted := 0
-	if !quota.Rejects(hits, out) {
-		for i := range hits {
-			// A check (N=0) changes nothing that a fresh read would not
-			// recompute, so it writes nothing: check floods use no memory.
-			if !out[i].Fits || hits[i].N == 0 {
-				continue
-			}
-			expires := now + pend[i].ttl.Microseconds()
-			evicted += s.shards[shardOf[i]].store(hits[i].Key, pend[i].state, expires, now, s.perShard)
+	rejected, allFit := quota.Rejects(hits, out), quota.AllFit(out)
+	// When some hit is not taken, a later hit on its key may have been
+	// decided on a state that counted it: such hits are re-applied to the
+	// state the taken ones leave (quota.Limiter: what is written is the
+	// taken hits' effect, in order).
+	exact := rejected || !allFit
+	for i := range hits {
+		// A check (N=0) changes nothing that a fresh read would not
+		// recompute, so it writes nothing: check floods use no memory.
+		if !quota.Taken(&hits[i], &out[i], rejected, allFit) {
+			continue
 		}
+		if exact {
+			s.retake(hits, out, pend, shardOf[i], i, now, rejected, allFit)
+		}
+		expires := now + pend[i].ttl.Microseconds()
+		evicted += s.shards[shardOf[i]].store(hits[i].Key, pend[i].state, expires, now, s.perShard)
 	}
 	for _, si := range order {
 		s.shards[si].sweep(now, sweepPerTake)
@@ -259,6 +267,32 @@ func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision
 		s.onEvict(evicted)
 	}
 	return nil
+}
+
+// retake recomputes pend[i] for taken hit i from the state the earlier taken
+// hits on its key leave (pend of the latest, already retaken, else the
+// stored state), when an earlier hit on the key chained into its decision.
+func (s *Store) retake(hits []quota.Hit, out []quota.Decision, pend []pending, shard uint32, i int, now int64, rejected, allFit bool) {
+	h := &hits[i]
+	prior, base, seen := false, quota.State{}, false
+	for j := i - 1; j >= 0; j-- {
+		if hits[j].Key != h.Key || !quota.Chains(&hits[j], &out[j]) {
+			continue
+		}
+		prior = true
+		if quota.Taken(&hits[j], &out[j], rejected, allFit) {
+			base, seen = pend[j].state, true
+			break
+		}
+	}
+	if !prior {
+		return
+	}
+	if !seen {
+		base = s.shards[shard].load(h.Key, now)
+	}
+	_, next, ttl := quota.Evaluate(h.Limit, base, now, h.N)
+	pend[i] = pending{state: next, ttl: ttl}
 }
 
 // Ping reports that the store can decide; memory is always there.

@@ -50,6 +50,16 @@ func TestConcurrent(t *testing.T) {
 	}
 }
 
+// TestConcurrentCounting races hits counted whatever they decide and
+// unless another is over: exact fits, exact debts.
+func TestConcurrentCounting(t *testing.T) {
+	t.Parallel()
+	backendtest.RunConcurrentCounting(t, func(t *testing.T, clock *backendtest.Clock) (a, b quota.Limiter) {
+		s := newStore(t, Options{Now: clock.Now, Shards: 2})
+		return s, s
+	})
+}
+
 func take(t *testing.T, s *Store, hits ...quota.Hit) []quota.Decision {
 	t.Helper()
 	out := make([]quota.Decision, len(hits))

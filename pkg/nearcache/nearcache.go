@@ -11,6 +11,14 @@
 // reload), shadow-mode hits and quota-mode hits go to the backend: a quota
 // hit over its limit rejects its batch only when every quota hit of the
 // batch is over, so its being over proves nothing about the next batch.
+//
+// Hits counted whatever they decide (quota.Always, quota.UnlessOtherOver:
+// overdraw rules, the reference's counting) always reach the backend, which
+// must take them; the cache never answers them. Checks (N = 0) are answered
+// and remembered: a check is refused only by a counter in debt (over its
+// limit), and an entry for N = 0 says every hit on the counter is refused
+// until the debt is paid. A debt only grows before then, so the cache never
+// admits, nor refuses for longer than the backend would.
 package nearcache
 
 import (
@@ -140,9 +148,11 @@ func (c *Cache) shard(key string) *shard {
 }
 
 // passes reports whether h is never answered nor remembered by the cache:
-// a check, or a hit in shadow or quota mode (which rejects no batch on its
-// own).
-func passes(h *quota.Hit) bool { return h.Shadow || h.Quota || h.N == 0 }
+// a hit in shadow or quota mode (which rejects no batch on its own), or one
+// that the backend takes whatever it decides.
+func passes(h *quota.Hit) bool {
+	return h.Shadow || h.Quota || (h.N > 0 && h.Counting != quota.AllOrNothing)
+}
 
 // lookup reports whether hit h is known to be rejected at now, and for how
 // much longer.
@@ -227,10 +237,13 @@ type checkScratch struct {
 const rejectSuffix = "\xff\xfffloodgate-nearcache-reject"
 
 // Take answers from the cache when any hit in neither shadow nor quota
-// mode is known to be over its limit: the request is then rejected and nothing may be taken, so the
-// backend is asked only for the other hits' answers, in a batch made sure to
-// be rejected, or not at all when the cache knows every hit. Otherwise it passes the batch
-// on and remembers the rejections in the answer.
+// mode is known to be over its limit: the request is then rejected and
+// nothing may be taken but what is counted whatever (quota.Always, or
+// quota.UnlessOtherOver hits that do not fit), so the backend is asked
+// only for the other hits' answers, in a batch made sure to be rejected
+// and to have a hit over, or not at all when the cache knows every hit.
+// Otherwise it passes the batch on and remembers the rejections in the
+// answer.
 func (c *Cache) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision) error {
 	now := c.now().UnixNano()
 	sc := c.checkPool.Get().(*checkScratch)

@@ -194,10 +194,31 @@ func TestOptions(t *testing.T) {
 	}
 }
 
+// TestCountingScenarios: in front of a store, the cache answers the
+// scenarios of debts and of hits counted whatever they decide exactly as
+// the store alone does: it never admits during a debt, never keeps a
+// charge from the store, and the checks it answers wait as long.
+func TestCountingScenarios(t *testing.T) {
+	t.Parallel()
+	backendtest.RunCountingScenarios(t, func(t *testing.T, clock *backendtest.Clock) quota.Limiter {
+		return newCache(t, newStore(t, clock), nearcache.Options{Now: clock.Now})
+	})
+}
+
 // TestConcurrent races two caches (two sidecars) in front of one store.
 func TestConcurrent(t *testing.T) {
 	t.Parallel()
 	backendtest.RunConcurrent(t, func(t *testing.T, clock *backendtest.Clock) (a, b quota.Limiter) {
+		st := newStore(t, clock)
+		return newCache(t, st, nearcache.Options{Now: clock.Now}), newCache(t, st, nearcache.Options{Now: clock.Now})
+	})
+}
+
+// TestConcurrentCounting races two caches in front of one store with hits
+// counted whatever they decide: none is ever answered by a cache.
+func TestConcurrentCounting(t *testing.T) {
+	t.Parallel()
+	backendtest.RunConcurrentCounting(t, func(t *testing.T, clock *backendtest.Clock) (a, b quota.Limiter) {
 		st := newStore(t, clock)
 		return newCache(t, st, nearcache.Options{Now: clock.Now}), newCache(t, st, nearcache.Options{Now: clock.Now})
 	})
@@ -320,4 +341,68 @@ func BenchmarkCachedRejection(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestDebt: a check refused by a debt is remembered and answered without
+// the backend until the debt is paid, while every charge of an overdraw
+// rule still reaches the backend (which must take it), alone or beside a
+// remembered refusal.
+func TestDebt(t *testing.T) {
+	t.Parallel()
+	clock := backendtest.NewClock(backendtest.Base)
+	inner := &counting{Limiter: newStore(t, clock)}
+	c := newCache(t, inner, nearcache.Options{Now: clock.Now})
+	l := quota.Limit{Algorithm: quota.TokenBucket, Requests: 100, Unit: time.Hour} // a token per 36 s
+	charge := quota.Hit{Key: "tokens", Limit: l, N: 150, Counting: quota.Always}
+	check := quota.Hit{Key: "tokens", Limit: l}
+
+	// 100 - 150: a debt of 50, 30 minutes at 100 an hour.
+	if d := take(t, c, charge)[0]; d.Fits {
+		t.Fatalf("charge of 150 on 100: %+v, want over", d)
+	}
+	if d := take(t, c, check)[0]; d.Fits || d.ResetAfter != 30*time.Minute {
+		t.Fatalf("check after the charge: %+v, want over for 30m", d)
+	}
+	calls := inner.calls.Load()
+	clock.Advance(10 * time.Minute)
+	if d := take(t, c, check)[0]; d.Fits || d.ResetAfter != 20*time.Minute {
+		t.Errorf("check 10m later: %+v, want over for 20m", d)
+	}
+	normal := check
+	normal.N = 1
+	if d := take(t, c, normal)[0]; d.Fits {
+		t.Errorf("a normal hit during the debt: %+v, want over", d)
+	}
+	if got := inner.calls.Load(); got != calls {
+		t.Errorf("the refused check and hit cost %d backend calls, want 0", got-calls)
+	}
+	// A charge always reaches the backend, which takes it: 50 + 10 owed.
+	small := charge
+	small.N = 10
+	if d := take(t, c, small)[0]; d.Fits {
+		t.Errorf("charge during the debt: %+v, want over", d)
+	}
+	if got := inner.calls.Load(); got != calls+1 {
+		t.Errorf("a charge made %d backend calls, want 1", got-calls)
+	}
+	// Beside a remembered refusal too (the batch is then rejected).
+	other := quota.Hit{Key: "other", Limit: l, N: 5, Counting: quota.Always}
+	take(t, c, check, other)
+	if got := inner.calls.Load(); got != calls+2 {
+		t.Errorf("a batch with a charge made %d backend calls in all, want 2", got-calls)
+	}
+	// The other counter took its 5 although the batch was rejected.
+	if d := take(t, c, quota.Hit{Key: "other", Limit: l})[0]; d.Remaining != 95 {
+		t.Errorf("other after its charge: %+v, want 95 left", d)
+	}
+	// 60 owed at the first charge's time take 36 minutes to repay: the
+	// cache's entry (the first 30) runs out first and the backend decides.
+	clock.Advance(20 * time.Minute)
+	if d := take(t, c, check)[0]; d.Fits {
+		t.Errorf("check 30m after the first charge, with 10 more owed: %+v, want over", d)
+	}
+	clock.Advance(6 * time.Minute)
+	if d := take(t, c, check)[0]; !d.Fits {
+		t.Errorf("check once 60 owed are repaid (36m): %+v, want OK", d)
+	}
 }

@@ -100,6 +100,73 @@ type Hit struct {
 	// one that does not fit rejects the batch only when every Quota hit of
 	// the batch does not fit. Ignored when Shadow is set.
 	Quota bool
+	// Counting says when the hit is taken (see Taken); the zero value is
+	// AllOrNothing.
+	Counting Counting
+}
+
+// Counting says when a hit is taken from its counter. It changes what is
+// written, never a decision: Fits is the same under every Counting.
+type Counting uint8
+
+const (
+	// AllOrNothing takes a hit when it fits and its batch is not rejected
+	// (Rejects). The default.
+	AllOrNothing Counting = iota
+	// Always takes a hit in full whatever the decisions: also when it does
+	// not fit (a window's count goes past the limit, a bucket below zero:
+	// a debt that later hits must wait out) and when its batch is
+	// rejected. An `overdraw` rule's hits, and every hit under the
+	// reference's counting (--count-rejected).
+	Always
+	// UnlessOtherOver takes a hit in full when it does not fit and, when it
+	// fits, only if every hit of its batch fits: envoyproxy/ratelimit's
+	// counting with STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT, where a
+	// request that one descriptor rejects adds nothing to its others.
+	UnlessOtherOver
+)
+
+// TakesInFull reports whether h is taken even though d says it does not
+// fit: a hit of Always or UnlessOtherOver counting that takes something.
+// Such a hit is taken whatever the rest of its batch decides.
+func TakesInFull(h *Hit, d *Decision) bool {
+	return !d.Fits && h.N > 0 && h.Counting != AllOrNothing
+}
+
+// Taken reports whether hit h, decided d, is taken from its counter, given
+// whether its batch is rejected (Rejects) and whether every hit of the
+// batch fits (AllFit). A check (N = 0) takes nothing.
+func Taken(h *Hit, d *Decision, rejected, allFit bool) bool {
+	if h.N == 0 {
+		return false
+	}
+	switch h.Counting {
+	case Always:
+		return true
+	case UnlessOtherOver:
+		return !d.Fits || allFit
+	}
+	return d.Fits && !rejected
+}
+
+// AllFit reports whether every decision of ds fits.
+func AllFit(ds []Decision) bool {
+	for i := range ds {
+		if !ds[i].Fits {
+			return false
+		}
+	}
+	return true
+}
+
+// Chains reports whether a later hit on h's key in the same batch is
+// decided on the state h leaves: whether h is taken if its batch is
+// admitted and every hit fits. (A hit that fits is not taken when the batch
+// turns out rejected, or, under UnlessOtherOver, when another hit does not
+// fit; the later hits on its key were still decided as if it were, but what
+// is written is only the taken hits' effect.)
+func Chains(h *Hit, d *Decision) bool {
+	return h.N > 0 && (d.Fits || h.Counting != AllOrNothing)
 }
 
 // Decision is a backend's answer for one Hit.
@@ -138,12 +205,16 @@ func Rejects(hits []Hit, ds []Decision) bool {
 // Limiter keeps counters and decides batches of hits. Backends (memory,
 // Redis) implement it in their own packages; the decision engine consumes it.
 type Limiter interface {
-	// Take decides hits as one all-or-nothing batch and writes out[i] for
-	// hits[i] (len(out) == len(hits)). If Rejects(hits, out), nothing is
-	// taken from any counter; otherwise every hit whose decision Fits is
-	// taken. Hits that share a Key are decided in order, each seeing the
-	// ones before it. An error means no decision was made and nothing was
-	// taken.
+	// Take decides hits as one batch and writes out[i] for hits[i]
+	// (len(out) == len(hits)). Hit i is taken exactly when Taken(&hits[i],
+	// &out[i], Rejects(hits, out), AllFit(out)): for the default
+	// AllOrNothing counting, nothing is taken if the batch is rejected and
+	// otherwise every hit that fits. A hit taken although it does not fit
+	// is decided by EvaluateHit. Hits that share a Key are decided in
+	// order, each seeing the earlier ones that Chains says it does; what
+	// is written is the taken hits' next states (Evaluate) applied in
+	// order to the stored counter. An error means no decision was made and
+	// nothing was taken.
 	Take(ctx context.Context, hits []Hit, out []Decision) error
 }
 
@@ -181,9 +252,10 @@ func Micros(t time.Time) int64 { return t.UnixMicro() }
 
 // Evaluate decides hits from limit l at time now (µs since the epoch) given
 // the counter's state s. It returns the decision and the state the counter
-// has if the hits are taken (next is only meaningful when d.Fits). TTL is
-// how long the counter must outlive now after being written with next: past
-// it, a fresh counter behaves the same as the stored one would.
+// has if the hits are taken in full, whether or not they fit (a window's
+// count past the limit, a bucket below zero). TTL is how long the counter
+// must outlive now after being written with next: past it, a fresh counter
+// behaves the same as the stored one would.
 func Evaluate(l Limit, s State, now int64, hits uint64) (d Decision, next State, ttl time.Duration) {
 	unit := l.Unit.Microseconds()
 	if unit <= 0 {
@@ -208,7 +280,7 @@ func fixedWindow(l Limit, s State, now, unit int64, hits uint64) (Decision, Stat
 		count = s.Cur
 	}
 	end := start + unit
-	next := State{Window: start, Cur: count + hits, Set: true}
+	next := State{Window: start, Cur: addSat(count, hits), Set: true}
 	d := Decision{ResetAfter: micros(end - now)}
 	// Written so that a huge hits cannot wrap count+hits around.
 	if hits <= l.Requests && count <= l.Requests-hits {
@@ -235,7 +307,7 @@ func slidingWindow(l Limit, s State, now, unit int64, hits uint64) (Decision, St
 	// The share of the previous window still inside the sliding window.
 	weight := float64(unit-elapsed) / float64(unit)
 	estimate := float64(prev)*weight + float64(cur)
-	next := State{Window: start, Cur: cur + hits, Prev: prev, Set: true}
+	next := State{Window: start, Cur: addSat(cur, hits), Prev: prev, Set: true}
 	// The counter must hold Cur through the next window, where it is Prev.
 	ttl := micros(end + unit - now)
 	after := estimate + float64(hits)
@@ -310,7 +382,10 @@ func tokenBucket(l Limit, s State, now, unit int64, hits uint64) (Decision, Stat
 		rem := math.Floor(left + epsilon)
 		return Decision{Fits: true, Remaining: uint64(rem), ResetAfter: micros(untilFull)}, next, micros(untilFull) + time.Second
 	}
-	untilFull := refillMicros(capacity-tokens, l.Requests, unit)
+	// Taken in full anyway (overdraw), the bucket goes below zero: a debt
+	// that refills at the same rate before anything fits again.
+	next.Tokens = tokens - need
+	untilFull := refillMicros(capacity-next.Tokens, l.Requests, unit)
 	if need > capacity {
 		// Never fits, however long one waits: report one unit, as for a
 		// limit of 0, rather than a wait after which it still fails.
@@ -320,13 +395,40 @@ func tokenBucket(l Limit, s State, now, unit int64, hits uint64) (Decision, Stat
 	return Decision{ResetAfter: micros(wait)}, next, micros(untilFull) + time.Second
 }
 
+// EvaluateHit is Evaluate for hit h, and what a backend calls: for a hit
+// taken in full although it does not fit (TakesInFull), ResetAfter is the
+// wait until a hit of its size would fit on the state the charge leaves,
+// so that it tells the debt, not the state before it.
+func EvaluateHit(h *Hit, s State, now int64) (d Decision, next State, ttl time.Duration) {
+	d, next, ttl = Evaluate(h.Limit, s, now, h.N)
+	if TakesInFull(h, &d) {
+		after, _, _ := Evaluate(h.Limit, next, now, h.N)
+		d.ResetAfter = after.ResetAfter
+	}
+	return d, next, ttl
+}
+
 // refillMicros is the time, in whole microseconds rounded up, that refills
 // tokens at requests per unit. It multiplies by unit before dividing by
 // requests, instead of dividing by the rounded rate, so that a time that is a
 // whole number of microseconds on paper is not rounded up by one (1 token at
 // 1 per 7 s takes 7_000_000 µs, where tokens/rate gives 7_000_000.000000001).
 func refillMicros(tokens float64, requests uint64, unit int64) int64 {
-	return int64(math.Ceil(tokens * float64(unit) / float64(requests)))
+	return int64(math.Min(math.Ceil(tokens*float64(unit)/float64(requests)), maxWait))
+}
+
+// maxWait caps a refill time, in µs: 100 years (of 365 days), so that a
+// debt from an absurd charge cannot overflow a time.Duration. Every real
+// wait is far below it.
+const maxWait = 100 * 365 * 24 * 3600 * 1e6
+
+// addSat is a + b, saturating at the largest uint64 instead of wrapping,
+// so that a huge charge taken in full cannot wrap a count back to little.
+func addSat(a, b uint64) uint64 {
+	if a > math.MaxUint64-b {
+		return math.MaxUint64
+	}
+	return a + b
 }
 
 // units are the units a limit is counted in: the config names (lower case)

@@ -276,13 +276,16 @@ func TestTokenBucket(t *testing.T) {
 		{
 			// 0.5 tokens, 2 needed: ceil(1.5e6/3) = 500 ms.
 			name: "over", l: l, s: State{Window: base, Tokens: 0.5, Set: true}, now: base, hits: 2,
-			want: Decision{ResetAfter: 500 * time.Millisecond}, wantTTL: 1_833_334 * time.Microsecond,
+			// The TTL is the overdrawn state's (0.5 - 2 = -1.5 tokens): full
+			// in 4.5 tokens × 1e6/3 = 1_500_000 µs, plus 1 s.
+			want: Decision{ResetAfter: 500 * time.Millisecond}, wantTTL: 2_500_000 * time.Microsecond,
 		},
 		{
 			// 0.9999995 tokens: the 5e-7 short takes ceil(5e-7 × 1e6/3) =
 			// ceil(0.17) = 1 µs; full in ceil(2.0000005e6/3) = 666_667 µs.
 			name: "just short", l: l, s: State{Window: base, Tokens: 0.9999995, Set: true}, now: base, hits: 1,
-			want: Decision{ResetAfter: time.Microsecond}, wantTTL: 1_666_667 * time.Microsecond,
+			// Overdrawn, -5e-7 tokens: full in ceil(3.0000005e6/3) = 1_000_001 µs, plus 1 s.
+			want: Decision{ResetAfter: time.Microsecond}, wantTTL: 2_000_001 * time.Microsecond,
 		},
 		{
 			// 1 per 7 s: 7e6 µs × 1/7e6 is 0.9999999999999999 in float64.
@@ -304,7 +307,8 @@ func TestTokenBucket(t *testing.T) {
 		{
 			// Never fits: one unit, not (1000-5) s.
 			name: "N above capacity", l: bucketLimit(1, time.Second, 5), now: base, hits: 1000,
-			want: Decision{ResetAfter: time.Second}, wantTTL: time.Second,
+			// Overdrawn, 5 - 1000 = -995 tokens: full in 1000 s, plus 1 s.
+			want: Decision{ResetAfter: time.Second}, wantTTL: 1001 * time.Second,
 		},
 		{
 			name: "requests 0 rejects a hit whatever the burst", l: bucketLimit(0, time.Minute, 5), now: base, hits: 1,
@@ -418,5 +422,77 @@ func TestCapacity(t *testing.T) {
 	}
 	if got, want := Micros(time.Unix(1_700_000_000, 1500)), base+1; got != want {
 		t.Errorf("Micros: got %d, want %d", got, want)
+	}
+}
+
+// TestTaken: which hits a batch takes under each counting.
+func TestTaken(t *testing.T) {
+	t.Parallel()
+	fits, over := Decision{Fits: true}, Decision{}
+	tests := []struct {
+		counting         Counting
+		n                uint64
+		d                Decision
+		rejected, allFit bool
+		want             bool
+	}{
+		{AllOrNothing, 1, fits, false, true, true},
+		{AllOrNothing, 1, fits, true, false, false},
+		{AllOrNothing, 1, fits, false, false, true}, // a shadow hit elsewhere is over
+		{AllOrNothing, 1, over, false, false, false},
+		{Always, 1, over, true, false, true},
+		{Always, 1, fits, true, false, true},
+		{UnlessOtherOver, 1, over, true, false, true},
+		{UnlessOtherOver, 1, fits, true, false, false},
+		{UnlessOtherOver, 1, fits, false, true, true},
+		{Always, 0, over, true, false, false}, // a check takes nothing
+		{UnlessOtherOver, 0, over, true, false, false},
+	}
+	for _, tt := range tests {
+		h := Hit{N: tt.n, Counting: tt.counting}
+		if got := Taken(&h, &tt.d, tt.rejected, tt.allFit); got != tt.want {
+			t.Errorf("Taken(counting %d, N=%d, fits %v, rejected %v, allFit %v) = %v, want %v",
+				tt.counting, tt.n, tt.d.Fits, tt.rejected, tt.allFit, got, tt.want)
+		}
+	}
+}
+
+// TestEvaluateHitDebt: a hit taken in full although it does not fit leaves
+// the counter past its limit, and its reset is counted from there.
+func TestEvaluateHitDebt(t *testing.T) {
+	t.Parallel()
+	// 100 an hour: a token per 36 s. Full bucket, a charge of 150.
+	l := bucketLimit(100, time.Hour, 0)
+	h := Hit{Limit: l, N: 150, Counting: Always}
+	d, next, ttl := EvaluateHit(&h, State{}, base)
+	if d.Fits || d.Remaining != 0 || d.ResetAfter != time.Hour {
+		t.Errorf("charge of 150 on 100: %+v, want over; never fits a bucket of 100: one unit", d)
+	}
+	if next.Tokens != -50 || next.Window != base {
+		t.Errorf("next %+v, want -50 tokens at base", next)
+	}
+	// Full after 150 tokens (5400 s), plus 1 s.
+	if ttl != 5401*time.Second {
+		t.Errorf("ttl %v, want 1h30m1s", ttl)
+	}
+	// Owing 50: a check waits 30 minutes, a hit of 10 32 minutes.
+	if d, _, _ := EvaluateHit(&Hit{Limit: l}, next, base); d.Fits || d.ResetAfter != 30*time.Minute {
+		t.Errorf("check owing 50: %+v, want over for 30m", d)
+	}
+	ten := Hit{Limit: l, N: 10, Counting: Always}
+	d, next, _ = EvaluateHit(&ten, next, base)
+	// Taken: -60; another 10 then needs 70 tokens: 42 minutes.
+	if d.Fits || d.ResetAfter != 42*time.Minute || next.Tokens != -60 {
+		t.Errorf("a charge of 10 owing 50: %+v, next %+v, want over for 42m, -60 tokens", d, next)
+	}
+	// The same hit counted all or nothing reports the wait from before it.
+	ten.Counting = AllOrNothing
+	if d, _, _ := EvaluateHit(&ten, State{Window: base, Tokens: -50, Set: true}, base); d.ResetAfter != 36*time.Minute {
+		t.Errorf("all or nothing, owing 50: %+v, want over for 36m", d)
+	}
+	// Windows: the count goes past the limit, saturating.
+	fw := Limit{Algorithm: FixedWindow, Requests: 3, Unit: time.Minute}
+	if _, next, _ := Evaluate(fw, State{Window: base - base%60_000_000, Cur: math.MaxUint64 - 1, Set: true}, base, 5); next.Cur != math.MaxUint64 {
+		t.Errorf("saturating count: %d", next.Cur)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +45,23 @@ type Options struct {
 	// DynamicMetadata is the reference's RESPONSE_DYNAMIC_METADATA: answers
 	// carry the domain, descriptors, hits and the matched rules' metadata.
 	DynamicMetadata bool
+	// ReferenceHeaders, when set, replaces the IETF headers with
+	// envoyproxy/ratelimit's LIMIT_RESPONSE_HEADERS_ENABLED ones (unless
+	// NoHeaders).
+	ReferenceHeaders *ReferenceHeaders
+}
+
+// ReferenceHeaders are envoyproxy/ratelimit's three response headers, for
+// the one descriptor nearest its limit: the last one over its limit that
+// is not in quota mode, else the first with the fewest hits remaining.
+// Limit carries its requests_per_unit, Remaining its limit_remaining and
+// Reset the seconds until its unit's epoch-aligned window ends.
+type ReferenceHeaders struct {
+	Limit, Remaining, Reset string // header names
+	// QuotaMode is the global QUOTA_MODE: every rule counts as quota_mode.
+	QuotaMode bool
+	// Now is the clock of Reset; default time.Now.
+	Now func() time.Time
 }
 
 // Service answers ShouldRateLimit with an engine. It is safe for
@@ -53,6 +71,7 @@ type Service struct {
 
 	engine   *engine.Engine
 	headers  bool
+	refHdrs  *ReferenceHeaders
 	metadata bool
 	maxDesc  int
 	maxEntry int
@@ -69,6 +88,13 @@ func New(eng *engine.Engine, opts Options) (*Service, error) {
 		return nil, fmt.Errorf("ratelimitsvc: an engine is required")
 	}
 	s := &Service{engine: eng, headers: !opts.NoHeaders, metadata: opts.DynamicMetadata}
+	if h := opts.ReferenceHeaders; h != nil && s.headers {
+		c := *h
+		if c.Now == nil {
+			c.Now = time.Now
+		}
+		s.refHdrs, s.headers = &c, false
+	}
 	var err error
 	if s.maxDesc, err = bound("MaxDescriptors", opts.MaxDescriptors, DefaultMaxDescriptors); err != nil {
 		return nil, err
@@ -109,6 +135,12 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	if err := s.validate(req); err != nil {
 		s.engine.Metrics().Invalid()
 		return nil, grpcstatus.FromError(err)
+	}
+	if s.engine.Config() == nil {
+		// Before the first config (over xDS it comes after Start) every
+		// domain would look unknown and be allowed: UNAVAILABLE instead, so
+		// that Envoy applies its failure mode.
+		return nil, grpcstatus.FromError(grpcstatus.ErrNoConfig)
 	}
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
@@ -248,6 +280,9 @@ func (s *Service) respond(req *rlsv3.RateLimitRequest, sc *scratch) *rlsv3.RateL
 			resp.ResponseHeadersToAdd = out.hdrPtrs
 		}
 	}
+	if s.refHdrs != nil {
+		s.referenceHeaders(&out, o)
+	}
 	if s.metadata {
 		resp.DynamicMetadata = dynamicMetadata(req, o)
 	}
@@ -353,4 +388,60 @@ func overrideUnit(o *rlv3.RateLimitDescriptor_RateLimitOverride) (time.Duration,
 
 func responseUnit(d time.Duration) rlsv3.RateLimitResponse_RateLimit_Unit {
 	return responseUnits[d] // UNKNOWN for a length that is no unit
+}
+
+// referenceHeaders adds ReferenceHeaders to out, chosen as the reference
+// chooses (see ReferenceHeaders); none when no descriptor has a limit.
+func (s *Service) referenceHeaders(out *response, o *engine.Outcome) {
+	pick := -1
+	least := uint32(math.MaxUint32)
+	for i := range out.statuses {
+		ps := &out.statuses[i]
+		if ps.CurrentLimit == nil {
+			continue
+		}
+		st := &o.Statuses[i]
+		quotaMode := s.refHdrs.QuotaMode || (st.Rule != nil && st.Rule.QuotaMode)
+		switch {
+		case ps.Code == rlsv3.RateLimitResponse_OVER_LIMIT && !quotaMode:
+			pick, least = i, 0
+		case ps.LimitRemaining < least:
+			pick, least = i, ps.LimitRemaining
+		}
+	}
+	if pick < 0 {
+		return
+	}
+	ps := &out.statuses[pick]
+	unit := unitSeconds(ps.CurrentLimit.Unit)
+	if unit == 0 {
+		return
+	}
+	now := s.refHdrs.Now().Unix()
+	out.header(s.refHdrs.Limit, strconv.FormatUint(uint64(ps.CurrentLimit.RequestsPerUnit), 10))
+	out.header(s.refHdrs.Remaining, strconv.FormatUint(uint64(ps.LimitRemaining), 10))
+	out.header(s.refHdrs.Reset, strconv.FormatInt(unit-now%unit, 10))
+	out.resp.ResponseHeadersToAdd = out.hdrPtrs
+}
+
+// unitSeconds is a unit's length as the reference counts it (a month 30
+// days, a year 365); 0 for UNKNOWN.
+func unitSeconds(u rlsv3.RateLimitResponse_RateLimit_Unit) int64 {
+	switch u {
+	case rlsv3.RateLimitResponse_RateLimit_SECOND:
+		return 1
+	case rlsv3.RateLimitResponse_RateLimit_MINUTE:
+		return 60
+	case rlsv3.RateLimitResponse_RateLimit_HOUR:
+		return 3600
+	case rlsv3.RateLimitResponse_RateLimit_DAY:
+		return 86400
+	case rlsv3.RateLimitResponse_RateLimit_WEEK:
+		return 7 * 86400
+	case rlsv3.RateLimitResponse_RateLimit_MONTH:
+		return 30 * 86400
+	case rlsv3.RateLimitResponse_RateLimit_YEAR:
+		return 365 * 86400
+	}
+	return 0
 }

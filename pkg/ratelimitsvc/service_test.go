@@ -379,6 +379,32 @@ func TestInvalidArgument(t *testing.T) {
 	}
 }
 
+// TestUnavailableBeforeConfig: before the engine's first config every
+// request is UNAVAILABLE (a malformed one is still INVALID_ARGUMENT).
+func TestUnavailableBeforeConfig(t *testing.T) {
+	t.Parallel()
+	store, err := memstore.New(memstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.New(engine.Options{Limiter: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := ratelimitsvc.New(eng, ratelimitsvc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = svc.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*rlv3.RateLimitDescriptor{desc("a", "b")}})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("before the config: %v, want UNAVAILABLE", err)
+	}
+	_, err = svc.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Descriptors: []*rlv3.RateLimitDescriptor{desc("a", "b")}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("malformed before the config: %v, want INVALID_ARGUMENT", err)
+	}
+}
+
 // TestConcurrentAnswersDoNotMix: the door's pooled scratch is shared by
 // concurrent calls; each answer must still be its own request's (64
 // goroutines, each with its own plan value and descriptor count). The

@@ -86,7 +86,8 @@ type Options struct {
 // (no retries), is only given in the URL.
 type ClientOptions struct {
 	// URL is the Redis to use: redis://[user:pass@]host:port[/db], or
-	// rediss:// for TLS. With Cluster, it lists seed nodes as go-redis does:
+	// rediss:// for TLS, or unix://[user:pass@]/path[?db=N] for one Redis
+	// on a Unix socket. With Cluster, it lists seed nodes as go-redis does:
 	// redis://[user:pass@]h1:p1?addr=h2:p2&addr=h3:p3 (no /db: a cluster has
 	// only database 0). With SentinelMaster, it is optional and must have no
 	// host: only its user, password, /db and scheme (rediss:// for TLS to the
@@ -211,8 +212,11 @@ func NewClient(o ClientOptions) (redis.UniversalClient, error) {
 		if u, err = url.Parse(o.URL); err != nil {
 			return nil, optErr("URL: %v", err)
 		}
-		if u.Scheme != "redis" && u.Scheme != "rediss" {
-			return nil, optErr("URL %q: scheme must be redis:// or rediss://", redact(u))
+		switch {
+		case u.Scheme == "unix" && !o.Cluster && o.SentinelMaster == "":
+			// One Redis on a Unix socket: unix://[user:pass@]/path[?db=N].
+		case u.Scheme != "redis" && u.Scheme != "rediss":
+			return nil, optErr("URL %q: scheme must be redis:// or rediss:// (or unix:// for one Redis)", redact(u))
 		}
 	}
 	if o.TLSConfig != nil && (u == nil || u.Scheme != "rediss") {

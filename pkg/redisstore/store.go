@@ -375,8 +375,10 @@ func (s *Store) takeCluster(ctx context.Context, p *pending, hits []quota.Hit, n
 }
 
 // takeSpread runs the calls of a request whose hits span cluster slots,
-// one per slot, sent together, and refunds the calls that took when the
-// request as a whole is rejected (or a call failed). Quota hits are sent
+// one per slot, sent together, and refunds what the calls took that the
+// request as a whole does not: when it is rejected (or a call failed), or,
+// for hits counted unless another is over, when a hit of another slot was
+// over. Quota hits are sent
 // as shadow, so that no slot rejects on its own by quota: whether the
 // request is rejected by quota depends on every slot's answers.
 func (s *Store) takeSpread(ctx context.Context, p *pending, hits []quota.Hit, now int64, pinned bool, out []quota.Decision) error {
@@ -419,22 +421,31 @@ func (s *Store) takeSpread(ctx context.Context, p *pending, hits []quota.Hit, no
 			out[i] = g.out[j]
 		}
 	}
-	if firstErr == nil && !quota.Rejects(hits, out) {
+	rejected, allFit := quota.Rejects(hits, out), quota.AllFit(out)
+	if firstErr == nil && !rejected && allFit {
 		return nil
 	}
-	// The request is rejected (or a slot failed): give back what the
-	// slots that admitted took, so the request consumes nothing.
+	// Give back what a slot took that the request as a whole does not take
+	// (quota.Taken over every slot's decisions): with the default counting,
+	// everything when the request is rejected. When a slot failed, every
+	// slot that took is refunded, so that the request consumes nothing.
 	var refunds []*call
 	for _, g := range calls {
-		if g.err != nil || g.rejected(hits) {
+		if g.err != nil {
 			continue
 		}
+		localRejected, localAllFit := g.rejected(hits), quota.AllFit(g.out)
 		r := &call{script: lua.Refund, args: lua.AppendTime(nil, g.now, true)}
 		for j, i := range g.idx {
-			if g.out[j].Fits && hits[i].N > 0 {
-				r.keys = append(r.keys, g.keys[j])
-				r.args = lua.AppendHit(r.args, &hits[i])
+			h, d := &hits[i], &g.out[j]
+			if !quota.Taken(h, d, localRejected, localAllFit) {
+				continue
 			}
+			if firstErr == nil && quota.Taken(h, d, rejected, allFit) {
+				continue
+			}
+			r.keys = append(r.keys, g.keys[j])
+			r.args = lua.AppendHit(r.args, h)
 		}
 		if len(r.keys) > 0 {
 			refunds = append(refunds, r)

@@ -109,6 +109,21 @@ func TestConcurrent(t *testing.T) {
 	}
 }
 
+// TestConcurrentCounting races two stores sharing one Redis with hits
+// counted whatever they decide and unless another is over.
+func TestConcurrentCounting(t *testing.T) {
+	t.Parallel()
+	for _, tg := range targets() {
+		t.Run(tg.name, func(t *testing.T) {
+			t.Parallel()
+			backendtest.RunConcurrentCounting(t, func(t *testing.T, clock *backendtest.Clock) (a, b quota.Limiter) {
+				o := redisstore.Options{Now: clock.Now, KeyPrefix: newPrefix()}
+				return newStore(t, tg.client(t), o), newStore(t, tg.client(t), o)
+			})
+		})
+	}
+}
+
 // TestConcurrentRedisClock is the race on Redis's own clock (no pinned
 // time): see backendtest.RunConcurrentOwnClock.
 func TestConcurrentRedisClock(t *testing.T) {
@@ -249,6 +264,63 @@ func TestClusterCrossSlotRace(t *testing.T) {
 				t.Errorf("Stats %+v: want more calls than takes (two slots per pair) and no refund errors", st)
 			}
 			t.Logf("%d pairs, %d singles admitted; %d refunds", p, s, st.Refunds+b.Stats().Refunds)
+		})
+	}
+}
+
+// TestClusterCrossSlotRaceCounted races requests whose two counters live in
+// two slots, every hit counted whatever it decides (overdraw rules, the
+// reference's counting): nothing is ever refunded, so exactly each limit's
+// worth of hits fit, and afterwards both counters are in debt.
+func TestClusterCrossSlotRaceCounted(t *testing.T) {
+	t.Parallel()
+	c := redistest.SharedCluster(t)
+	for _, alg := range []quota.Algorithm{quota.FixedWindow, quota.SlidingWindow, quota.TokenBucket} {
+		t.Run(alg.String(), func(t *testing.T) {
+			t.Parallel()
+			clock := backendtest.NewClock(backendtest.Base)
+			co := redisstore.ClientOptions{URL: c.URL, Cluster: true, DialTimeout: testDialTimeout}
+			o := redisstore.Options{KeyPrefix: newPrefix(), Now: clock.Now}
+			a, b := newStore(t, co, o), newStore(t, co, o)
+			ha := quota.Hit{Key: "tag0\x00a", TagLen: 4, Limit: quota.Limit{Algorithm: alg, Requests: 300, Unit: time.Hour}, N: 1, Counting: quota.Always}
+			hb := quota.Hit{Key: "tag1\x00b", TagLen: 4, Limit: quota.Limit{Algorithm: alg, Requests: 500, Unit: time.Hour}, N: 1, Counting: quota.Always}
+			var fitsA, fitsB, errs atomic.Int64
+			backendtest.Race(t, a, b, func(lim quota.Limiter, g, i int) {
+				out := make([]quota.Decision, 2)
+				batch, ia, ib := []quota.Hit{ha, hb}, 0, 1
+				if g%4 >= 2 {
+					batch, ia, ib = []quota.Hit{hb, ha}, 1, 0
+				}
+				if err := lim.Take(context.Background(), batch, out); err != nil {
+					errs.Add(1)
+					return
+				}
+				if out[ia].Fits {
+					fitsA.Add(1)
+				}
+				if out[ib].Fits {
+					fitsB.Add(1)
+				}
+			})
+			if errs.Load() != 0 {
+				t.Fatalf("%d Take errors", errs.Load())
+			}
+			// 1024 attempts each: 300 and 500 fit, the rest are debt.
+			if fitsA.Load() != 300 || fitsB.Load() != 500 {
+				t.Errorf("fits: %d on the first counter, %d on the second; want exactly 300 and 500", fitsA.Load(), fitsB.Load())
+			}
+			checks := []quota.Hit{ha, hb}
+			checks[0].N, checks[1].N = 0, 0
+			out := make([]quota.Decision, 2)
+			if err := a.Take(context.Background(), checks, out); err != nil {
+				t.Fatal(err)
+			}
+			if out[0].Fits || out[1].Fits {
+				t.Errorf("checks after the race: %+v, want both over (in debt)", out)
+			}
+			if st := a.Stats(); st.Refunds+b.Stats().Refunds != 0 {
+				t.Errorf("%d refunds, want none: hits counted whatever are never given back", st.Refunds+b.Stats().Refunds)
+			}
 		})
 	}
 }
@@ -541,7 +613,7 @@ func TestClientOptions(t *testing.T) {
 		{"url timeouts", redisstore.ClientOptions{URL: srv.URL + "?dial_timeout=2s&pool_size=4&max_retries=-1"}, ""},
 		{"no url", redisstore.ClientOptions{}, "URL is required"},
 		{"bad scheme", redisstore.ClientOptions{URL: "http://" + srv.Addr}, "scheme"},
-		{"unix", redisstore.ClientOptions{URL: "unix:///tmp/redis.sock"}, "scheme"},
+		{"unix cluster", redisstore.ClientOptions{URL: "unix:///tmp/redis.sock", Cluster: true}, "scheme"},
 		{"unknown param", redisstore.ClientOptions{URL: srv.URL + "?colour=blue"}, "colour"},
 		{"cluster db", redisstore.ClientOptions{URL: srv.URL + "/2", Cluster: true}, "database"},
 		{"cluster and sentinel", redisstore.ClientOptions{URL: srv.URL, Cluster: true, SentinelMaster: "m", SentinelAddrs: []string{srv.Addr}}, "exclude"},

@@ -2,9 +2,12 @@ package sidecar
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,15 +75,21 @@ func newRedisBackend(s Settings, reg prometheus.Registerer, log *slog.Logger) (b
 	if r.SentinelAddrs != "" {
 		sentinels = strings.Split(r.SentinelAddrs, ",")
 	}
+	tlsConfig, err := redisTLS(r)
+	if err != nil {
+		return backend{}, err
+	}
 	client, err := redisstore.NewClient(redisstore.ClientOptions{
-		URL:            r.URL,
-		Cluster:        r.Cluster,
-		SentinelMaster: r.SentinelMaster,
-		SentinelAddrs:  sentinels,
-		PoolSize:       r.PoolSize,
-		DialTimeout:    r.DialTimeout,
-		ReadTimeout:    r.ReadTimeout,
-		WriteTimeout:   r.WriteTimeout,
+		URL:              r.URL,
+		TLSConfig:        tlsConfig,
+		SentinelPassword: r.SentinelPassword,
+		Cluster:          r.Cluster,
+		SentinelMaster:   r.SentinelMaster,
+		SentinelAddrs:    sentinels,
+		PoolSize:         r.PoolSize,
+		DialTimeout:      r.DialTimeout,
+		ReadTimeout:      r.ReadTimeout,
+		WriteTimeout:     r.WriteTimeout,
 	})
 	if err != nil {
 		return backend{}, err
@@ -130,6 +139,36 @@ func newRedisBackend(s Settings, reg prometheus.Registerer, log *slog.Logger) (b
 		return backend{}, err
 	}
 	return backend{limiter: lim, redis: client, close: closeAll}, nil
+}
+
+// redisTLS is the TLS config of --redis-tls-cert, --redis-tls-key and
+// --redis-tls-ca, or nil when none is set (a rediss:// URL then trusts the
+// system's roots). The server name is left empty, so that each connection
+// checks the name it dialled (every node of a cluster).
+func redisTLS(r RedisSettings) (*tls.Config, error) {
+	if r.TLSCert == "" && r.TLSCA == "" {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if r.TLSCert != "" {
+		pair, err := tls.LoadX509KeyPair(r.TLSCert, r.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("--redis-tls-cert/--redis-tls-key: %w", err)
+		}
+		c.Certificates = []tls.Certificate{pair}
+	}
+	if r.TLSCA != "" {
+		pem, err := os.ReadFile(r.TLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("--redis-tls-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--redis-tls-ca %s: no PEM certificate in it", r.TLSCA)
+		}
+		c.RootCAs = pool
+	}
+	return c, nil
 }
 
 // withNearCache puts the over-limit near-cache in front of a remote backend,

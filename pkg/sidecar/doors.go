@@ -40,14 +40,15 @@ type door struct {
 const referenceHealthName = "ratelimit"
 
 // rateLimitDoor serves Envoy's rate-limit API with the limits that come
-// from limits (which svc follows: see Main.build).
-func rateLimitDoor(svc *ratelimitsvc.Service, limits *configsource.Source[*descriptors.Config]) door {
+// from limits (which svc follows: see Main.build). With forceStart it is
+// ready without a config (and answers UNAVAILABLE until one is in force).
+func rateLimitDoor(svc *ratelimitsvc.Service, limits *configsource.Source[*descriptors.Config], forceStart bool) door {
 	return door{
 		register: func(g *grpc.Server) { rlsv3.RegisterRateLimitServiceServer(g, svc) },
 		health:   []string{rlsv3.RateLimitService_ServiceDesc.ServiceName, referenceHealthName},
 		run:      []func(context.Context) error{limits.Run},
 		ready: func() error {
-			if !limits.Snapshot().Loaded {
+			if !forceStart && !limits.Snapshot().Loaded {
 				return errors.New("no config loaded")
 			}
 			return nil
@@ -57,24 +58,29 @@ func rateLimitDoor(svc *ratelimitsvc.Service, limits *configsource.Source[*descr
 
 // newRateLimitService is the one place the rate-limit engine and its
 // door are built from the settings.
-func newRateLimitService(s Settings, limiter quota.Limiter, metrics *engine.Metrics, log *slog.Logger) (*engine.Engine, *ratelimitsvc.Service, error) {
+func newRateLimitService(s Settings, limiter quota.Limiter, metrics *engine.Metrics, obs engine.Observer, log *slog.Logger) (*engine.Engine, *ratelimitsvc.Service, error) {
 	eng, err := engine.New(engine.Options{
-		Limiter:    limiter,
-		FailOpen:   s.FailOpen,
-		ShadowMode: s.ShadowMode,
-		QuotaMode:  s.QuotaMode,
-		Metrics:    metrics,
-		Log:        log,
+		Limiter:                limiter,
+		FailOpen:               s.FailOpen,
+		ShadowMode:             s.ShadowMode,
+		QuotaMode:              s.QuotaMode,
+		CountRejected:          s.CountRejected,
+		StopIncrementOverLimit: s.StopIncrementOverLimit,
+		NearLimitRatio:         s.NearLimitRatio,
+		Metrics:                metrics,
+		Observer:               obs,
+		Log:                    log,
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	svc, err := ratelimitsvc.New(eng, ratelimitsvc.Options{
-		NoHeaders:       !s.Headers,
-		MaxDescriptors:  s.MaxDescriptors,
-		MaxEntries:      s.MaxEntries,
-		MaxValueBytes:   s.MaxValueBytes,
-		DynamicMetadata: s.DynamicMetadata,
+		NoHeaders:        !s.Headers,
+		MaxDescriptors:   s.MaxDescriptors,
+		MaxEntries:       s.MaxEntries,
+		MaxValueBytes:    s.MaxValueBytes,
+		DynamicMetadata:  s.DynamicMetadata,
+		ReferenceHeaders: referenceHeaders(s),
 	})
 	if err != nil {
 		return nil, nil, err
@@ -142,8 +148,13 @@ func (m *Main) newAuthSource(metrics *configsource.Metrics) *configsource.Source
 		if err != nil {
 			return nil, err
 		}
-		if err := cfg.CheckDomains(m.limits.Snapshot().Config); err != nil {
-			return nil, err
+		// Checked against the limits in force, when there are any yet
+		// (over xDS they may come after the auth config; the limits'
+		// subscriber in Main.build checks again then).
+		if limits := m.limits.Snapshot(); limits.Loaded {
+			if err := cfg.CheckDomains(limits.Config); err != nil {
+				return nil, err
+			}
 		}
 		m.vmu.Lock()
 		prev, built := m.verifier, m.built
@@ -200,5 +211,17 @@ func (m *Main) closeVerifiers() {
 	}
 	if built != nil && built != v {
 		built.Close()
+	}
+}
+
+// referenceHeaders is --ratelimit-header-style=reference's header set, or
+// nil for the IETF ones.
+func referenceHeaders(s Settings) *ratelimitsvc.ReferenceHeaders {
+	if s.Ref.HeaderStyle != "reference" {
+		return nil
+	}
+	return &ratelimitsvc.ReferenceHeaders{
+		Limit: s.Ref.HeaderLimit, Remaining: s.Ref.HeaderRemaining, Reset: s.Ref.HeaderReset,
+		QuotaMode: s.QuotaMode,
 	}
 }

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -36,10 +38,14 @@ import (
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 	"github.com/floodgate/floodgate/pkg/respcache"
 	"github.com/floodgate/floodgate/pkg/tlsreload"
+	"github.com/floodgate/floodgate/pkg/xdsconfig"
 )
 
 // gRPC server settings (see Start).
 const (
+	// httpHeaderTimeout bounds reading a request's headers on the HTTP
+	// and debug listeners.
+	httpHeaderTimeout = 5 * time.Second
 	// streamWorkers covers the calls a sidecar has in flight under load.
 	streamWorkers = 128
 	flowWindow    = 1 << 20
@@ -82,13 +88,15 @@ type Main struct {
 	cacheSrc *configsource.Source[*cacheconfig.Config] // nil without --cache-config
 	// adminToken is --admin-token-file's token (nil: loopback peers only).
 	adminToken []byte
-	open       []door // what doors returned, once the services are built
+	open       []door    // what doors returned, once the services are built
+	ref        *refStats // nil without --statsd-addr and --reference-metrics-addr
 	health     *health.Server
 	grpcSrv    *grpc.Server
 	httpSrv    *http.Server
 	grpcLn     net.Listener
 	grpcTLS    *tlsreload.Server // nil without --grpc-tls-cert
 	httpLn     net.Listener
+	debugLn    net.Listener // nil without --debug-addr
 
 	mu      sync.Mutex // held by Start throughout
 	started bool       // Start was called
@@ -108,16 +116,25 @@ type Main struct {
 // New returns a Main for s, logging to log. Nothing starts until Start.
 func New(s Settings, log *slog.Logger) *Main {
 	return &Main{
-		settings: s,
-		log:      log,
-		registry: prometheus.NewRegistry(),
-		loadLimits: func(path string) (*descriptors.Config, error) {
-			return descriptors.Load(path, descriptors.Options{MergeDomains: s.MergeDomains})
-		},
-		loadAuth: loadAuth,
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		settings:   s,
+		log:        log,
+		registry:   prometheus.NewRegistry(),
+		loadLimits: limitsLoader(s),
+		loadAuth:   loadAuth,
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
 	}
+}
+
+// limitsLoader reads the limits config in the layout --config-layout names.
+func limitsLoader(s Settings) configsource.Loader[*descriptors.Config] {
+	opts := limitsOptions(s)
+	switch s.Ref.ConfigLayout {
+	case "runtime", "runtime-dotfiles":
+		dotfiles := s.Ref.ConfigLayout == "runtime-dotfiles"
+		return func(path string) (*descriptors.Config, error) { return loadRuntimeDir(path, dotfiles, opts) }
+	}
+	return func(path string) (*descriptors.Config, error) { return descriptors.Load(path, opts) }
 }
 
 // doors are the services on the gRPC listener, each with its health
@@ -125,7 +142,7 @@ func New(s Settings, log *slog.Logger) *Main {
 // line here.
 func (m *Main) doors() []door {
 	return []door{
-		rateLimitDoor(m.svc, m.limits),
+		rateLimitDoor(m.svc, m.limits, m.settings.ForceStart),
 		authDoor(m.auth, m.authSrc),
 		cacheDoor(m.cacheSvc, m.cacheSrc),
 	}
@@ -138,6 +155,10 @@ func (m *Main) GRPCAddr() string { return grpcAddr(m.grpcLn) }
 // HTTPAddr is the bound HTTP address ("" before Start).
 func (m *Main) HTTPAddr() string { return addr(m.httpLn) }
 
+// DebugAddr is the bound debug address ("" before Start or without
+// --debug-addr).
+func (m *Main) DebugAddr() string { return addr(m.debugLn) }
+
 func addr(ln net.Listener) string {
 	if ln == nil {
 		return ""
@@ -146,9 +167,10 @@ func addr(ln net.Listener) string {
 }
 
 // Start loads the config, connects the backend and starts both listeners.
-// It returns once both accept connections; a config that does not load,
-// a backend that cannot be built or an address that cannot be bound fails
-// it. Start runs once: called again, or after Shutdown, it fails and
+// It returns once both accept connections; a config that does not load
+// (unless --force-start), a backend that cannot be built or an address
+// that cannot be bound fails it. Limits over xDS are not waited for: they
+// arrive when the server sends them (see waitForLimits). Start runs once: called again, or after Shutdown, it fails and
 // changes nothing.
 func (m *Main) Start(ctx context.Context) error {
 	m.mu.Lock()
@@ -172,7 +194,11 @@ func (m *Main) Start(ctx context.Context) error {
 		close(m.done)
 	}()
 	m.running = true
-	m.log.Info("listening", "grpc", m.GRPCAddr(), "http", m.HTTPAddr(), "backend", m.settings.Backend, "config", m.settings.Config)
+	from := m.settings.Config
+	if u := m.settings.XDS.URL; u != "" {
+		from = "xds://" + u
+	}
+	m.log.Info("listening", "grpc", m.GRPCAddr(), "http", m.HTTPAddr(), "debug", m.DebugAddr(), "reference_metrics", m.ref.addr(), "backend", m.settings.Backend, "config", from)
 	return nil
 }
 
@@ -184,12 +210,20 @@ func (m *Main) build() (err error) {
 	defer func() {
 		if err != nil {
 			m.closeVerifiers()
+			m.ref.close()
 		}
 	}()
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	if m.ref, err = newRefStats(s.RefStats, s.NearLimitRatio, m.log); err != nil {
+		return err
+	}
 	sourceMetrics := configsource.NewMetrics(m.registry)
-	m.limits = configsource.New(configsource.NewFile(s.Config, s.ReloadEvery, m.loadLimits), configsource.Options[*descriptors.Config]{
+	limitsWatcher, err := m.limitsWatcher()
+	if err != nil {
+		return err
+	}
+	m.limits = configsource.New(m.ref.counted(limitsWatcher), configsource.Options[*descriptors.Config]{
 		Describe: func(c *descriptors.Config) any { return c.Describe() },
 		Summary:  func(c *descriptors.Config) []any { return []any{"domains", domainNames(c)} },
 		Metrics:  sourceMetrics,
@@ -197,7 +231,11 @@ func (m *Main) build() (err error) {
 		Log:      m.log,
 	})
 	if err := m.limits.Load(); err != nil {
-		return fmt.Errorf("config %s: %w", s.Config, err)
+		if !s.ForceStart {
+			return fmt.Errorf("config %s: %w", s.Config, err)
+		}
+		m.log.Error("the limits config does not load; starting without it (--force-start): ShouldRateLimit answers UNAVAILABLE until it loads",
+			"config", s.Config, "errors", strings.Split(err.Error(), "\n"))
 	}
 	if s.AuthConfig != "" {
 		m.jwtMetrics = jwtauth.NewMetrics(m.registry)
@@ -236,7 +274,7 @@ func (m *Main) build() (err error) {
 		}
 		m.cacheSrc.Subscribe(m.cache.SetConfig)
 	}
-	m.eng, m.svc, err = newRateLimitService(s, be.limiter, engine.NewMetrics(m.registry), m.log)
+	m.eng, m.svc, err = newRateLimitService(s, be.limiter, engine.NewMetrics(m.registry), m.ref.observer(), m.log)
 	if err != nil {
 		m.closeBackend()
 		return err
@@ -270,6 +308,14 @@ func (m *Main) build() (err error) {
 		m.closeBackend()
 		return fmt.Errorf("--http-addr %s: %w", s.HTTPAddr, err)
 	}
+	if s.Ref.DebugAddr != "" {
+		if m.debugLn, err = net.Listen("tcp", s.Ref.DebugAddr); err != nil {
+			m.grpcLn.Close()
+			m.httpLn.Close()
+			m.closeBackend()
+			return fmt.Errorf("--debug-addr %s: %w", s.Ref.DebugAddr, err)
+		}
+	}
 
 	m.grpcSrv = grpc.NewServer(
 		// ext_proc bodies come in one message: the receive limit stays
@@ -285,7 +331,7 @@ func (m *Main) build() (err error) {
 		// messages are far smaller than these windows.
 		grpc.InitialWindowSize(flowWindow),
 		grpc.InitialConnWindowSize(flowWindow),
-		grpc.ChainUnaryInterceptor(m.recoverUnary),
+		grpc.ChainUnaryInterceptor(m.unaryInterceptors()...),
 		grpc.ChainStreamInterceptor(m.recoverStream),
 		grpcCreds,
 	)
@@ -303,9 +349,79 @@ func (m *Main) build() (err error) {
 			m.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 		}
 	}
+	m.waitForLimits()
 
-	m.httpSrv = &http.Server{Handler: m.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+	if s.Ref.HealthyNeedsConfig {
+		// The reference's name follows whether a domain is loaded.
+		m.limits.Subscribe(m.referenceHealth)
+		m.referenceHealth(m.limits.Snapshot().Config)
+	}
+	m.httpSrv = &http.Server{Handler: m.httpHandler(), ReadHeaderTimeout: httpHeaderTimeout}
 	return nil
+}
+
+// limitsOptions are how the limits are compiled, from a file or over xDS.
+func limitsOptions(s Settings) descriptors.Options { return s.descriptorOptions() }
+
+// limitsWatcher is where the limits config comes from: the xDS server of
+// --config-xds-url, else the --config path.
+func (m *Main) limitsWatcher() (configsource.Watcher[*descriptors.Config], error) {
+	s := m.settings
+	x := s.XDS
+	if x.URL == "" {
+		var follow func(*descriptors.Config) []string
+		if s.Ref.ConfigLayout != "yaml" && s.Ref.ConfigLayout != "" {
+			// The runtime layout reads subdirectories: watch them too.
+			follow = runtimeDirs(s.Config)
+		}
+		return configsource.NewFiles(s.Config, s.ReloadEvery, m.loadLimits, follow), nil
+	}
+	if s.Config != "" {
+		return nil, fmt.Errorf("--config=%s and --config-xds-url=%s are exclusive: the limits config comes from a file or from an xDS server, drop one", s.Config, x.URL)
+	}
+	var tlsCfg *tls.Config
+	if x.TLS {
+		var err error
+		if tlsCfg, err = xdsconfig.ClientTLS(x.URL, xdsconfig.TLSFiles{CA: x.CA, Cert: x.Cert, Key: x.Key, SAN: x.SAN}); err != nil {
+			return nil, fmt.Errorf("--config-xds-tls: %w", err)
+		}
+	}
+	c, err := xdsconfig.New(xdsconfig.Options{
+		Addr:        x.URL,
+		NodeID:      x.NodeID,
+		TLS:         tlsCfg,
+		Descriptors: limitsOptions(s),
+		Log:         m.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--config-xds-url: %w", err)
+	}
+	return c, nil
+}
+
+// waitForLimits reports the whole server and the rate-limit door
+// NOT_SERVING (so /healthcheck and /readyz fail too) until the first limits
+// config is in force, as envoyproxy/ratelimit does: with xDS it arrives
+// after Start. --force-start skips this (the door still answers
+// UNAVAILABLE until then). A config loaded from a file at Start is in
+// force already.
+func (m *Main) waitForLimits() {
+	if m.settings.ForceStart || m.limits.Snapshot().Loaded {
+		return
+	}
+	names := []string{"", rlsv3.RateLimitService_ServiceDesc.ServiceName, referenceHealthName}
+	for _, name := range names {
+		m.health.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+	var once sync.Once
+	m.limits.Subscribe(func(*descriptors.Config) {
+		// After Shutdown has begun the health server ignores this.
+		once.Do(func() {
+			for _, name := range names {
+				m.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+			}
+		})
+	})
 }
 
 // actors is the sidecar's group. Shutdown interrupts them in this order,
@@ -334,6 +450,13 @@ func (m *Main) actors() *group {
 	}
 	// gRPC: in-flight calls finish, until the hard stop cuts them.
 	g.add(func() error { return m.grpcSrv.Serve(m.grpcLn) }, m.stopGRPC)
+	if m.debugLn != nil {
+		g.add(m.serveDebug())
+	}
+	// The reference's stats after gRPC, so the last calls are sent.
+	if m.ref != nil {
+		g.add(m.ref.actor())
+	}
 	// HTTP last, so probes see the shutdown until the end.
 	g.add(func() error {
 		if err := m.httpSrv.Serve(m.httpLn); !errors.Is(err, http.ErrServerClosed) {
@@ -473,12 +596,15 @@ func (m *Main) httpHandler() http.Handler {
 	// envoyproxy/ratelimit's probe: 200 "OK" while serving, 500 with no
 	// body once not.
 	mux.HandleFunc("GET /healthcheck", func(w http.ResponseWriter, r *http.Request) {
-		if !m.serving() {
+		if !m.serving() || !m.configHealthy() {
 			w.WriteHeader(http.StatusInternalServerError)
 			return
 		}
 		io.WriteString(w, "OK")
 	})
+	// envoyproxy/ratelimit's JSON door to ShouldRateLimit, for clients
+	// without gRPC.
+	mux.HandleFunc("/json", m.jsonHandler)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry}))
 	// Admin endpoints: loopback peers only, or the admin token.
 	admin := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, m.adminOnly(h)) }
@@ -511,7 +637,15 @@ func (m *Main) serving() bool {
 // reachable.
 func (m *Main) readiness(ctx context.Context) error {
 	if !m.serving() {
-		return errors.New("shutting down")
+		select {
+		case <-m.stop:
+			return errors.New("shutting down")
+		default:
+			return errors.New("no limits config loaded yet")
+		}
+	}
+	if !m.configHealthy() {
+		return errors.New("no domain loaded (--healthy-needs-config)")
 	}
 	for _, d := range m.open {
 		if d.ready == nil {

@@ -462,6 +462,8 @@ func defaultSettings() sidecar.Settings {
 		MemoryMaxKeys:     1_000_000,
 		NearCacheSize:     100_000,
 		NearCacheMaxBytes: 64 << 20,
+		DefaultAlgorithm:  "sliding_window",
+		NearLimitRatio:    0.8,
 		Cache: sidecar.CacheSettings{
 			MaxBytes:      268435456,
 			MaxEntryBytes: 1 << 20,
@@ -474,6 +476,15 @@ func defaultSettings() sidecar.Settings {
 			WriteTimeout: 500 * time.Millisecond,
 			BatchMax:     64,
 		},
+		Ref: sidecar.RefSettings{
+			LogFormat:       "json",
+			HeaderStyle:     "ietf",
+			HeaderLimit:     "RateLimit-Limit",
+			HeaderRemaining: "RateLimit-Remaining",
+			HeaderReset:     "RateLimit-Reset",
+			ConfigLayout:    "yaml",
+		},
+		RefStats: sidecar.RefStatsSettings{StatsdProtocol: "tcp", FlushInterval: 10 * time.Second},
 	}
 }
 
@@ -504,6 +515,15 @@ func TestParseSettings(t *testing.T) {
 			want: func(s *sidecar.Settings) { s.ShadowMode, s.QuotaMode, s.DynamicMetadata = true, true, true }},
 		{name: "reference modes by env", env: map[string]string{"SIDECAR_SHADOW_MODE": "true", "SIDECAR_QUOTA_MODE": "1", "SIDECAR_RESPONSE_DYNAMIC_METADATA": "true"},
 			want: func(s *sidecar.Settings) { s.ShadowMode, s.QuotaMode, s.DynamicMetadata = true, true, true }},
+		{name: "counting by flag", args: []string{"--count-rejected", "--stop-increment-over-limit", "--default-algorithm=fixed_window", "--near-limit-ratio=0.5"},
+			want: func(s *sidecar.Settings) {
+				s.CountRejected, s.StopIncrementOverLimit, s.DefaultAlgorithm, s.NearLimitRatio = true, true, "fixed_window", 0.5
+			}},
+		{name: "counting by env", env: map[string]string{"SIDECAR_COUNT_REJECTED": "true", "SIDECAR_DEFAULT_ALGORITHM": "token_bucket", "SIDECAR_NEAR_LIMIT_RATIO": "1"},
+			want: func(s *sidecar.Settings) {
+				s.CountRejected, s.DefaultAlgorithm, s.NearLimitRatio = true, "token_bucket", 1
+			}},
+		{name: "near-limit ratio 0 is the default", args: []string{"--near-limit-ratio=0"}, want: func(s *sidecar.Settings) {}},
 		{name: "redis tuning", args: []string{"--redis-url=redis://h:1", "--redis-dial-timeout=3s", "--redis-read-timeout=1s", "--redis-write-timeout=2s", "--redis-pool-size=7", "--redis-key-prefix=x:"},
 			want: func(s *sidecar.Settings) {
 				s.Backend, s.Redis.URL = "redis", "redis://h:1"
@@ -583,6 +603,10 @@ func TestParseSettingsErrors(t *testing.T) {
 		{name: "negative pool", args: []string{"--redis-pool-size=-1"}, wantErr: "--redis-pool-size"},
 		{name: "negative batch max", args: []string{"--redis-batch-max=-1"}, wantErr: "--redis-batch-max"},
 		{name: "negative batch window", env: map[string]string{"SIDECAR_REDIS_BATCH_WINDOW": "-1ms"}, wantErr: "--redis-batch-window"},
+		{name: "bad default algorithm", args: []string{"--default-algorithm=leaky_bucket"}, wantErr: `--default-algorithm="leaky_bucket": must be sliding_window, fixed_window or token_bucket`},
+		{name: "near-limit ratio above 1", args: []string{"--near-limit-ratio=1.2"}, wantErr: "--near-limit-ratio=1.2: must be above 0 and at most 1"},
+		{name: "negative near-limit ratio", env: map[string]string{"SIDECAR_NEAR_LIMIT_RATIO": "-0.5"}, wantErr: "--near-limit-ratio=-0.5"},
+		{name: "bad near-limit ratio", args: []string{"--near-limit-ratio=most"}, wantErr: "near-limit-ratio"},
 		{name: "negative reload interval", args: []string{"--reload-interval=-1s"}, wantErr: "--reload-interval"},
 		{name: "negative shutdown timeout", args: []string{"--shutdown-timeout=-1s"}, wantErr: "--shutdown-timeout"},
 		{name: "negative dial timeout", args: []string{"--redis-dial-timeout=-1s"}, wantErr: "--redis-dial-timeout"},

@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/floodgate/floodgate/internal/redistest"
+	"github.com/floodgate/floodgate/internal/xdstest"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var undefinedFlag = regexp.MustCompile(`flag provided but not defined: -(\S+)`)
+
+// refAddrs are the bound addresses of a ratelimit-mode process.
+type refAddrs struct{ http, debug string }
+
+// startRatelimit runs `sidecar ratelimit` with env (and nothing else: no
+// SIDECAR_* is read) until the test ends. While serve lacks a flag that
+// another branch adds, the mode cannot start in this build: the test is
+// skipped naming that flag. TODO(after the merge into dropin): that skip
+// must never happen.
+func startRatelimit(t *testing.T, env map[string]string) refAddrs {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr lockedBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, []string{"ratelimit"}, func(k string) string { return env[k] }, io.Discard, &stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			t.Error("ratelimit mode did not stop")
+		}
+	})
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case code := <-exited:
+			exited <- code
+			out := stderr.String()
+			if m := undefinedFlag.FindStringSubmatch(out); m != nil {
+				t.Skipf("until the merge: serve has no --%s yet (another branch adds it)", m[1])
+			}
+			t.Fatalf("ratelimit mode exited %d:\n%s", code, out)
+		case <-deadline:
+			t.Fatalf("ratelimit mode not listening:\n%s", stderr.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		sc := bufio.NewScanner(strings.NewReader(stderr.String()))
+		for sc.Scan() {
+			var line struct{ Msg, HTTP, Debug string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
+				return refAddrs{http: line.HTTP, debug: line.Debug}
+			}
+		}
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func post(t *testing.T, url, body string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// loopbackListeners put every listener of the mode on 127.0.0.1:0, and
+// logs in JSON at info, so that the test reads the bound addresses.
+func loopbackListeners(env map[string]string) {
+	for k, v := range map[string]string{
+		"HOST": "127.0.0.1", "PORT": "0", "GRPC_HOST": "127.0.0.1", "GRPC_PORT": "0",
+		"DEBUG_HOST": "127.0.0.1", "DEBUG_PORT": "0", "LOG_FORMAT": "json", "LOG_LEVEL": "info",
+	} {
+		env[k] = v
+	}
+}
+
+// TestRatelimitModeFile runs the mode on the reference's runtime layout
+// (its integration test's config files) and Redis, and asks it as the
+// reference is asked: /healthcheck, /json, /rlconfig.
+func TestRatelimitModeFile(t *testing.T) {
+	t.Parallel()
+	redis := redistest.StartServer(t)
+	root := t.TempDir()
+	cfgDir := filepath.Join(root, "ratelimit", "config")
+	if err := os.MkdirAll(cfgDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"basic.yaml", "another.yaml"} {
+		data, err := os.ReadFile(filepath.Join("../../../shared/data/envoy-ratelimit/test/integration/runtime/current/ratelimit/config", f))
+		if err != nil {
+			t.Skipf("the reference's fixtures are not here: %v", err)
+		}
+		if err := os.WriteFile(filepath.Join(cfgDir, f), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := map[string]string{
+		"RUNTIME_ROOT": root, "RUNTIME_SUBDIRECTORY": "ratelimit", "RUNTIME_IGNOREDOTFILES": "true",
+		"REDIS_SOCKET_TYPE": "tcp", "REDIS_URL": redis.Addr, "USE_STATSD": "false",
+		// Read by serve, never by the ratelimit mode.
+		"SIDECAR_CONFIG": "/nonexistent",
+	}
+	loopbackListeners(env)
+	a := startRatelimit(t, env)
+	if code, body := get(t, "http://"+a.http+"/healthcheck"); code != 200 || body != "OK" {
+		t.Errorf("/healthcheck: %d %q", code, body)
+	}
+	req := `{"domain":"another","descriptors":[{"entries":[{"key":"key2"}]}]}`
+	if code, body := post(t, "http://"+a.http+"/json", req); code != 200 || !strings.Contains(body, `"overallCode":"OK"`) {
+		t.Errorf("/json: %d %s", code, body)
+	}
+	code, body := get(t, "http://"+a.debug+"/rlconfig")
+	if code != 200 || !strings.Contains(body, "another.key2: unit=MINUTE requests_per_unit=20, shadow_mode: false, quota_mode: false\n") ||
+		!strings.Contains(body, "basic.key1: unit=SECOND requests_per_unit=50, shadow_mode: false, quota_mode: false\n") {
+		t.Errorf("/rlconfig: %d\n%s", code, body)
+	}
+}
+
+// TestRatelimitModeEnvoyGateway starts the mode with the environment
+// Envoy Gateway gives its envoy-ratelimit Deployment
+// (../../pkg/refenv/testdata/envoy-gateway.env), changed only where the
+// test needs local things: file paths to generated certificates, the xDS
+// server (go-control-plane's, over mutual TLS) and Redis (over TLS) on
+// loopback, listeners on loopback. With FORCE_START_WITHOUT_INITIAL_CONFIG
+// it serves before any config (/healthcheck OK, /json refused with 400,
+// /rlconfig empty); once the xDS server sends a config for node
+// envoy-ratelimit, /rlconfig lists it and /json decides with it.
+func TestRatelimitModeEnvoyGateway(t *testing.T) {
+	t.Parallel()
+	env := readEnv(t, "../../pkg/refenv/testdata/envoy-gateway.env")
+	certs := xdstest.NewCerts(t)
+	xds := xdstest.StartTLS(t, certs.ServerTLS(t, true))
+	redis := redistest.StartTLSServer(t)
+	_, _, redisCA := redis.TLSFiles()
+	for k, v := range map[string]string{
+		"GRPC_SERVER_TLS_CERT": certs.ServerCert, "GRPC_SERVER_TLS_KEY": certs.ServerKey, "GRPC_SERVER_TLS_CA_CERT": certs.CAFile,
+		"CONFIG_GRPC_XDS_CLIENT_TLS_CERT": certs.ClientCert, "CONFIG_GRPC_XDS_CLIENT_TLS_KEY": certs.ClientKey,
+		"CONFIG_GRPC_XDS_SERVER_TLS_CACERT": certs.CAFile, "CONFIG_GRPC_XDS_SERVER_URL": xds.Addr,
+		"REDIS_URL": redis.Addr, "REDIS_TLS_CLIENT_CERT": certs.ClientCert, "REDIS_TLS_CLIENT_KEY": certs.ClientKey, "REDIS_TLS_CACERT": redisCA,
+		"PROMETHEUS_ADDR": "127.0.0.1:0", "PROMETHEUS_MAPPER_YAML": "",
+	} {
+		env[k] = v
+	}
+	loopbackListeners(env)
+	a := startRatelimit(t, env)
+	if code, body := get(t, "http://"+a.http+"/healthcheck"); code != 200 || body != "OK" {
+		t.Errorf("/healthcheck: %d %q", code, body)
+	}
+	req := `{"domain":"eg","descriptors":[{"entries":[{"key":"k","value":"v"}]}]}`
+	if code, _ := post(t, "http://"+a.http+"/json", req); code != 400 {
+		t.Errorf("/json before any config: %d, want 400", code)
+	}
+	if code, body := get(t, "http://"+a.debug+"/rlconfig"); code != 200 || body != "" {
+		t.Errorf("/rlconfig before any config: %d %q", code, body)
+	}
+
+	xds.Set(env["CONFIG_GRPC_XDS_NODE_ID"], "1", xdstest.Limit("eg", 2, "k", "v"))
+	want := "eg.k_v: unit=MINUTE requests_per_unit=2, shadow_mode: false, quota_mode: false\n"
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, body := get(t, "http://"+a.debug+"/rlconfig"); body == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/rlconfig never showed the xDS config")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i, wantCode := range []int{200, 200, 429} {
+		if code, body := post(t, "http://"+a.http+"/json", req); code != wantCode {
+			t.Errorf("/json call %d: %d %s, want %d", i, code, body, wantCode)
+		}
+	}
+}
+
+// TestRatelimitModeRefuses: a value the mode cannot honour stops it before
+// anything starts, naming the variable.
+func TestRatelimitModeRefuses(t *testing.T) {
+	t.Parallel()
+	for name, env := range map[string]map[string]string{
+		"BACKEND_TYPE":    {"BACKEND_TYPE": "memcache", "RUNTIME_SUBDIRECTORY": "rl"},
+		"REDIS_PERSECOND": {"REDIS_PERSECOND": "true", "RUNTIME_SUBDIRECTORY": "rl"},
+		"CONFIG_TYPE":     {"CONFIG_TYPE": "GRPC_XDS_DELTA"},
+		"PORT":            {"PORT": "eighty", "RUNTIME_SUBDIRECTORY": "rl"},
+	} {
+		var stderr lockedBuffer
+		code := run(context.Background(), []string{"ratelimit"}, func(k string) string { return env[k] }, io.Discard, &stderr)
+		if code != exitUsage || !strings.Contains(stderr.String(), name+"=") {
+			t.Errorf("%s: exit %d, stderr %q; want %d naming %s", name, code, stderr.String(), exitUsage, name)
+		}
+	}
+}
+
+func readEnv(t *testing.T, path string) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, _ := strings.Cut(line, "=")
+		env[k] = v
+	}
+	return env
+}
