@@ -11,14 +11,9 @@ import (
 	"github.com/floodgate/floodgate/pkg/sidecar"
 )
 
-// otherBranches are flags that other branches add to serve (counting,
-// gRPC TLS, reference metrics; xDS has been merged). TODO(after the merge into dropin):
-// empty this list, so that every translated flag must parse.
-var otherBranches = []string{
-	"count-rejected", "stop-increment-over-limit", "default-algorithm", "near-limit-ratio",
-	"grpc-tls-cert", "grpc-tls-key", "grpc-tls-client-ca", "grpc-tls-client-san",
-	"statsd-addr", "statsd-protocol", "reference-metrics-addr", "prometheus-mapper-yaml",
-}
+// otherBranches are flags other branches were to add: all merged now,
+// so every translated flag must parse.
+var otherBranches []string
 
 var undefined = regexp.MustCompile(`flag provided but not defined: -(\S+)`)
 
