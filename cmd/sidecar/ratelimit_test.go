@@ -35,7 +35,6 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-
 // refAddrs are the bound addresses of a ratelimit-mode process.
 type refAddrs struct{ http, debug string }
 
