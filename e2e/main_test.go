@@ -79,14 +79,22 @@ type sidecar struct {
 // process is killed when the test ends, if it still runs.
 func startSidecar(t testing.TB, name string, args ...string) *sidecar {
 	t.Helper()
+	full := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, args...)
+	return startProcess(t, name, nil, full...)
+}
+
+// startProcess runs the sidecar binary with args as they are and env added
+// to the cleaned environment (later entries win), and returns once it logs
+// "listening", as startSidecar does. The process must log JSON.
+func startProcess(t testing.TB, name string, env []string, args ...string) *sidecar {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	full := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, args...)
-	cmd := exec.Command(sidecarBin, full...)
-	cmd.Env = cleanEnv()
+	cmd := exec.Command(sidecarBin, args...)
+	cmd.Env = append(cleanEnv(), env...)
 	listening := make(chan listenLine, 1)
 	cmd.Stderr = &logWatcher{f: logf, listening: listening}
 	cmd.Stdout = logf

@@ -18,7 +18,10 @@
 // and remembered: a check is refused only by a counter in debt (over its
 // limit), and an entry for N = 0 says every hit on the counter is refused
 // until the debt is paid. A debt only grows before then, so the cache never
-// admits, nor refuses for longer than the backend would.
+// admits, nor refuses for longer than the backend would; and since a charge
+// that reaches the backend may have made it grow, it drops its counter's
+// entry, so that the next check learns the new wait from the backend
+// (Retry-After tells the whole debt, not what was owed before the charge).
 package nearcache
 
 import (
@@ -175,6 +178,24 @@ func (c *Cache) lookup(h *quota.Hit, now int64) (time.Duration, bool) {
 	return time.Duration(e.until - now), true
 }
 
+// charge reports whether h is a charge the backend takes whatever it
+// decides, which may add to a debt the cache remembers.
+func charge(h *quota.Hit) bool {
+	return h.N > 0 && h.Counting != quota.AllOrNothing
+}
+
+// forget drops the entry of h's counter, if any: h was taken by the
+// backend and may have made its debt (and so the wait) longer.
+func (c *Cache) forget(h *quota.Hit) {
+	sh := c.shard(h.Key)
+	sh.mu.Lock()
+	if _, ok := sh.entries[h.Key]; ok {
+		delete(sh.entries, h.Key)
+		sh.bytes -= len(h.Key)
+	}
+	sh.mu.Unlock()
+}
+
 // remember records a backend's rejection of h, answered at now.
 func (c *Cache) remember(h *quota.Hit, d *quota.Decision, now int64) {
 	if passes(h) || d.Fits || d.ResetAfter <= 0 {
@@ -262,7 +283,9 @@ func (c *Cache) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision
 			return err
 		}
 		for i := range hits {
-			if !repeated(hits, i) {
+			if charge(&hits[i]) {
+				c.forget(&hits[i])
+			} else if !repeated(hits, i) {
 				c.remember(&hits[i], &out[i], now)
 			}
 		}
@@ -299,6 +322,9 @@ func (c *Cache) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision
 	}
 	for j, i := range sc.idx {
 		out[i] = sc.decs[j]
+		if charge(&hits[i]) {
+			c.forget(&hits[i])
+		}
 	}
 	return nil
 }

@@ -385,18 +385,26 @@ func TestDebt(t *testing.T) {
 	if got := inner.calls.Load(); got != calls+1 {
 		t.Errorf("a charge made %d backend calls, want 1", got-calls)
 	}
+	// The charge dropped the remembered refusal: the next check asks the
+	// backend and tells the whole debt (60 owed at the first charge's time:
+	// 36 minutes from it, 26 from now), not the 20 minutes remembered.
+	if d := take(t, c, check)[0]; d.Fits || d.ResetAfter != 26*time.Minute {
+		t.Errorf("check after a charge during the debt: %+v, want over for 26m", d)
+	}
+	if got := inner.calls.Load(); got != calls+2 {
+		t.Errorf("the check after a charge made %d backend calls in all, want 2", got-calls)
+	}
 	// Beside a remembered refusal too (the batch is then rejected).
 	other := quota.Hit{Key: "other", Limit: l, N: 5, Counting: quota.Always}
 	take(t, c, check, other)
-	if got := inner.calls.Load(); got != calls+2 {
-		t.Errorf("a batch with a charge made %d backend calls in all, want 2", got-calls)
+	if got := inner.calls.Load(); got != calls+3 {
+		t.Errorf("a batch with a charge made %d backend calls in all, want 3", got-calls)
 	}
 	// The other counter took its 5 although the batch was rejected.
 	if d := take(t, c, quota.Hit{Key: "other", Limit: l})[0]; d.Remaining != 95 {
 		t.Errorf("other after its charge: %+v, want 95 left", d)
 	}
-	// 60 owed at the first charge's time take 36 minutes to repay: the
-	// cache's entry (the first 30) runs out first and the backend decides.
+	// 60 owed at the first charge's time take 36 minutes to repay.
 	clock.Advance(20 * time.Minute)
 	if d := take(t, c, check)[0]; d.Fits {
 		t.Errorf("check 30m after the first charge, with 10 more owed: %+v, want over", d)
