@@ -254,33 +254,52 @@ func TestAIGatewayTokenBudgetServe(t *testing.T) {
 // generates (no Floodgate extensions), counts as the reference does: every
 // hit is added (INCRBY), a call is over when the count after it exceeds
 // the limit, a check is over once the count is past it, and the window's
-// end ends the debt. On Redis as the reference runs it, and on memory with
-// flags after the mode (a test-only override: BACKEND_TYPE is redis only).
+// end ends the debt. FLOODGATE_DEFAULT_ALGORITHM opts into the other
+// algorithms, which carry the debt as serve's overdraw rules do: under the
+// reference's counting every hit is taken in full already. On Redis as the
+// reference runs it, and on memory with flags after the mode (a test-only
+// override: BACKEND_TYPE is redis only).
 func TestAIGatewayTokenBudgetRatelimitMode(t *testing.T) {
 	redis := redistest.StartServer(t)
-	for _, backend := range []string{"memory", "redis"} {
-		t.Run(backend, func(t *testing.T) {
-			t.Parallel()
-			root := t.TempDir()
-			dir := filepath.Join(root, "current", "config")
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
+	for _, alg := range []string{"", "token_bucket", "sliding_window"} {
+		for _, backend := range []string{"memory", "redis"} {
+			name := alg
+			if name == "" {
+				name = "default"
 			}
-			writeFile(t, dir, "aigw.yaml", aigwConfig(""))
-			env := []string{
-				"RUNTIME_ROOT=" + root, "RUNTIME_SUBDIRECTORY=current", "RUNTIME_IGNOREDOTFILES=true",
-				"GRPC_HOST=127.0.0.1", "GRPC_PORT=0", "HOST=127.0.0.1", "PORT=0",
-				"DEBUG_HOST=127.0.0.1", "DEBUG_PORT=0", "USE_STATSD=false",
-				"LOG_FORMAT=json", "LOG_LEVEL=info",
-				"BACKEND_TYPE=redis", "REDIS_SOCKET_TYPE=tcp", "REDIS_URL=" + redis.Addr,
-				"CACHE_KEY_PREFIX=" + fmt.Sprintf("aigw-ref-%d:", time.Now().UnixNano()),
-			}
-			args := []string{"ratelimit"}
-			if backend == "memory" {
-				args = append(args, "--backend=memory", "--redis-url=")
-			}
-			s := startProcess(t, "ratelimit-"+backend, env, args...)
-			runAIGWSequence(t, s, "fixed_window", false)
-		})
+			t.Run(name+"/"+backend, func(t *testing.T) {
+				t.Parallel()
+				testRatelimitMode(t, redis, alg, backend)
+			})
+		}
 	}
+}
+
+func testRatelimitMode(t *testing.T, redis *redistest.Server, alg, backend string) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "current", "config")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "aigw.yaml", aigwConfig(""))
+	env := []string{
+		"RUNTIME_ROOT=" + root, "RUNTIME_SUBDIRECTORY=current", "RUNTIME_IGNOREDOTFILES=true",
+		"GRPC_HOST=127.0.0.1", "GRPC_PORT=0", "HOST=127.0.0.1", "PORT=0",
+		"DEBUG_HOST=127.0.0.1", "DEBUG_PORT=0", "USE_STATSD=false",
+		"LOG_FORMAT=json", "LOG_LEVEL=info",
+		"BACKEND_TYPE=redis", "REDIS_SOCKET_TYPE=tcp", "REDIS_URL=" + redis.Addr,
+		"CACHE_KEY_PREFIX=" + fmt.Sprintf("aigw-ref-%s-%s-%d:", alg, backend, time.Now().UnixNano()),
+	}
+	if alg != "" {
+		env = append(env, "FLOODGATE_DEFAULT_ALGORITHM="+alg)
+	}
+	args := []string{"ratelimit"}
+	if backend == "memory" {
+		args = append(args, "--backend=memory", "--redis-url=")
+	}
+	s := startProcess(t, "ratelimit-"+backend, env, args...)
+	if alg == "" {
+		alg = "fixed_window"
+	}
+	runAIGWSequence(t, s, alg, false)
 }
