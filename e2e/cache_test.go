@@ -1,0 +1,582 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	procmodev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/floodgate/floodgate/internal/extproctest"
+	"github.com/floodgate/floodgate/internal/redistest"
+)
+
+// The response cache's tests run the built binary with --cache-config and
+// play Envoy's ext_proc filter against it with internal/extproctest: each
+// HTTP request is one Process stream, its headers in raw_value, the
+// ext_authz metadata in metadata_context, bodies only when asked for. The
+// same tests run on the memory store and on a real Redis. Every count is
+// exact: each test has its own sidecar (or, on Redis, its own server).
+
+// cacheRules are the rules most tests use: public items whose writes also
+// invalidate the lists, public lists, and per-user pages.
+const cacheRules = `rules:
+  - name: items
+    match: {hosts: [api.example.com], path_prefix: /v1/items/}
+    scope: public
+    ttl: 60s
+    invalidates: [/v1/lists/]
+  - name: lists
+    match: {hosts: [api.example.com], path_prefix: /v1/lists/}
+    scope: public
+    ttl: 60s
+  - name: me
+    match: {hosts: [api.example.com], path_prefix: /v1/me/}
+    scope: user
+    ttl: 60s
+`
+
+const cacheHost = "api.example.com"
+
+// cacheStore is where a test's sidecars keep entries.
+type cacheStore struct {
+	name  string
+	redis bool
+}
+
+var cacheStores = []cacheStore{{name: "memory"}, {name: "redis", redis: true}}
+
+// eachStore runs f as a parallel subtest per store; on Redis each subtest
+// gets a server of its own, so that entry counts are the test's alone.
+func eachStore(t *testing.T, f func(t *testing.T, args []string)) {
+	for _, st := range cacheStores {
+		t.Run(st.name, func(t *testing.T) {
+			t.Parallel()
+			var args []string
+			if st.redis {
+				args = []string{"--redis-url", redistest.StartServer(t).URL}
+			}
+			f(t, args)
+		})
+	}
+}
+
+// startCacheSidecar writes rules to a new directory's cache.yaml and
+// starts a sidecar on it (limits: examples/config.yaml). It returns the
+// sidecar and the cache config's path.
+func startCacheSidecar(t *testing.T, name, rules string, args ...string) (*sidecar, string) {
+	t.Helper()
+	path := writeFile(t, t.TempDir(), "cache.yaml", rules)
+	args = append([]string{"--config", exampleConfig, "--cache-config", path, "--reload-interval", "100ms"}, args...)
+	return startSidecar(t, name, args...), path
+}
+
+// body is a response body of n bytes that says which response it is.
+func body(n int, tag string) []byte {
+	b := bytes.Repeat([]byte("."), n)
+	copy(b, `{"response":"`+tag+`"}`)
+	return b
+}
+
+// okResponse is a 200 the upstream gives: JSON, fresh for a minute, an
+// ETag, a 1 KiB body naming tag, and extra headers.
+func okResponse(tag string, extra ...[2]string) extproctest.Response {
+	h := [][2]string{{"content-type", "application/json"}, {"cache-control", "max-age=60"}, {"etag", `"` + tag + `"`}}
+	return extproctest.Response{Status: 200, Header: append(h, extra...), Body: body(1024, tag)}
+}
+
+// do plays one request through s's ext_proc door; resp is what the
+// upstream answers if the request reaches it.
+func (s *sidecar) do(req extproctest.Request, resp extproctest.Response) *extproctest.Result {
+	s.t.Helper()
+	if req.Authority == "" {
+		req.Authority = cacheHost
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	res, err := extproctest.New(s.conn).Do(ctx, req, resp)
+	if err != nil {
+		s.t.Fatalf("%s: %s %s: %v", s.name, req.Method, req.Path, err)
+	}
+	return res
+}
+
+// get is do for a GET of path.
+func (s *sidecar) getVia(path string, resp extproctest.Response) *extproctest.Result {
+	s.t.Helper()
+	return s.do(extproctest.Request{Path: path}, resp)
+}
+
+var hitStatus = regexp.MustCompile(`^floodgate; hit; ttl=\d+$`)
+
+// wantHit fails unless res was served from the cache with the body of tag.
+func wantHit(t *testing.T, what string, res *extproctest.Result, tag string) {
+	t.Helper()
+	if res.Hit == nil {
+		t.Errorf("%s: forwarded (cache-status %q), want a hit", what, res.Get("cache-status"))
+		return
+	}
+	if res.Status != 200 || !bytes.Equal(res.Body, body(1024, tag)) || res.Messages != 1 {
+		t.Errorf("%s: status %d, %d bytes (%.30q), %d messages; want 200 with %s's 1 KiB body in one message",
+			what, res.Status, len(res.Body), res.Body, res.Messages, tag)
+	}
+	if cs := res.Get("cache-status"); !hitStatus.MatchString(cs) {
+		t.Errorf("%s: cache-status %q, want floodgate; hit; ttl=N", what, cs)
+	}
+	if res.Get("age") == "" || res.Get("content-type") != "application/json" || res.Get("etag") != `"`+tag+`"` {
+		t.Errorf("%s: headers %v, want age, the stored content-type and etag", what, res.Header)
+	}
+}
+
+// wantStored fails unless res was forwarded and its response stored.
+func wantStored(t *testing.T, what string, res *extproctest.Result) {
+	t.Helper()
+	if res.Hit != nil {
+		t.Errorf("%s: a hit (%s), want forwarded and stored", what, res.Get("cache-status"))
+		return
+	}
+	if cs := res.Get("cache-status"); cs != "floodgate; fwd=miss; stored" || res.BodyMode != procmodev3.ProcessingMode_BUFFERED {
+		t.Errorf("%s: cache-status %q, body mode %v; want fwd=miss; stored after a BUFFERED body", what, cs, res.BodyMode)
+	}
+}
+
+// wantBypass fails unless res was forwarded with neither a hit nor a store
+// and without its body asked for.
+func wantBypass(t *testing.T, what string, res *extproctest.Result) {
+	t.Helper()
+	cs := res.Get("cache-status")
+	if res.Hit != nil || strings.Contains(cs, "hit") || strings.Contains(cs, "stored") || res.BodyMode != procmodev3.ProcessingMode_NONE {
+		t.Errorf("%s: hit %v, cache-status %q, body mode %v; want bypassed, body not asked for", what, res.Hit != nil, cs, res.BodyMode)
+	}
+}
+
+// wantMetrics fails for each series whose value is not the one given.
+func wantMetrics(t *testing.T, s *sidecar, want map[string]float64) {
+	t.Helper()
+	for series, v := range want {
+		got, err := s.metric(series)
+		if err != nil {
+			t.Errorf("%s: %v", s.name, err)
+			continue
+		}
+		if got != v {
+			t.Errorf("%s: %s = %v, want %v", s.name, series, got, v)
+		}
+	}
+}
+
+func requests(rule, result string) string {
+	return fmt.Sprintf(`floodgate_cache_requests_total{result=%q,rule=%q}`, result, rule)
+}
+
+// purge posts body to s's POST /cache/purge with the bearer token (none
+// when ""): the status and the answer.
+func (s *sidecar) purge(body, token string) (int, string) {
+	s.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://"+s.httpAddr+"/cache/purge", strings.NewReader(body))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s: POST /cache/purge: %v", s.name, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b))
+}
+
+// TestCacheMissHit: a GET is forwarded and stored with its 1 KiB body,
+// then served from the cache (GET, HEAD, and 304 for a matching
+// If-None-Match) without reaching the upstream; a request's no-cache
+// bypasses; the metrics count each request once.
+func TestCacheMissHit(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, args []string) {
+		s, _ := startCacheSidecar(t, "cache-hit", cacheRules, args...)
+		wantStored(t, "first GET", s.getVia("/v1/items/1", okResponse("one")))
+		// The upstream would answer differently now: a hit never asks it.
+		wantHit(t, "second GET", s.getVia("/v1/items/1", okResponse("changed")), "one")
+
+		head := s.do(extproctest.Request{Method: "HEAD", Path: "/v1/items/1"}, okResponse("changed"))
+		if head.Hit == nil || head.Status != 200 || len(head.Body) != 0 || head.Get("etag") != `"one"` {
+			t.Errorf("HEAD: hit %v, status %d, %d bytes, etag %q; want a 200 hit with no body", head.Hit != nil, head.Status, len(head.Body), head.Get("etag"))
+		}
+		inm := s.do(extproctest.Request{Path: "/v1/items/1", Header: [][2]string{{"if-none-match", `"zero", "one"`}}}, okResponse("changed"))
+		if inm.Hit == nil || inm.Status != 304 || len(inm.Body) != 0 || inm.Get("etag") != `"one"` {
+			t.Errorf("If-None-Match: hit %v, status %d, %d bytes, etag %q; want 304 from the cache, no body", inm.Hit != nil, inm.Status, len(inm.Body), inm.Get("etag"))
+		}
+		nc := s.do(extproctest.Request{Path: "/v1/items/1", Header: [][2]string{{"cache-control", "no-cache"}}}, okResponse("fresh"))
+		wantBypass(t, "request no-cache", nc)
+		if !bytes.Equal(nc.Body, body(1024, "fresh")) {
+			t.Errorf("request no-cache: got %.30q, want the upstream's body", nc.Body)
+		}
+		// The entry is still the first response's.
+		wantHit(t, "GET after the bypass", s.getVia("/v1/items/1", okResponse("changed")), "one")
+
+		// A request no rule covers: its response headers are skipped.
+		if other := s.getVia("/elsewhere", okResponse("x")); !other.SkippedResponse || other.Get("cache-status") != "" {
+			t.Errorf("a path without a rule: skipped %v, cache-status %q; want its response headers skipped", other.SkippedResponse, other.Get("cache-status"))
+		}
+		// A response that says no-store is forwarded, not stored.
+		ns := s.getVia("/v1/items/2", extproctest.Response{Status: 200, Header: [][2]string{{"cache-control", "no-store"}}, Body: body(1024, "two")})
+		if ns.Hit != nil || ns.Get("cache-status") != "floodgate; fwd=miss" || ns.BodyMode != procmodev3.ProcessingMode_NONE {
+			t.Errorf("no-store response: cache-status %q, body mode %v; want fwd=miss, body not asked for", ns.Get("cache-status"), ns.BodyMode)
+		}
+
+		wantMetrics(t, s, map[string]float64{
+			requests("items", "hit"):                     4, // GET, HEAD, 304, GET
+			requests("items", "miss"):                    2,
+			requests("items", "bypass"):                  1,
+			`floodgate_cache_stores_total{rule="items"}`: 1,
+			`floodgate_cache_entries`:                    1,
+			`floodgate_cache_errors_total{op="get"}`:     0,
+		})
+		if b := s.mustMetric("floodgate_cache_bytes"); b < 1024 || b > 4096 {
+			t.Errorf("floodgate_cache_bytes %v, want one 1 KiB entry with its headers", b)
+		}
+	})
+}
+
+// TestCacheUserScope: a user rule keys on the verified user that Envoy
+// forwards in the ext_authz metadata: two users never share an entry, the
+// same user in two tenants neither, and identity headers (x-floodgate-*)
+// neither make nor choose an entry.
+func TestCacheUserScope(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, args []string) {
+		s, _ := startCacheSidecar(t, "cache-user", cacheRules, args...)
+		alice := map[string]string{"auth": "api_key", "tenant": "acme", "user": "alice", "key_id": "k-alice"}
+		bob := map[string]string{"auth": "api_key", "tenant": "acme", "user": "bob", "key_id": "k-bob"}
+		aliceElsewhere := map[string]string{"auth": "api_key", "tenant": "initech", "user": "alice", "key_id": "k-alice2"}
+		me := func(id map[string]string, hdr [][2]string, tag string) *extproctest.Result {
+			return s.do(extproctest.Request{Path: "/v1/me/profile", Identity: id, Header: hdr}, okResponse(tag))
+		}
+		wantStored(t, "alice", me(alice, nil, "alice"))
+		wantStored(t, "bob", me(bob, nil, "bob"))
+		wantStored(t, "alice of initech", me(aliceElsewhere, nil, "alice-initech"))
+		wantHit(t, "alice again", me(alice, nil, "x"), "alice")
+		wantHit(t, "bob again", me(bob, nil, "x"), "bob")
+		wantHit(t, "alice of initech again", me(aliceElsewhere, nil, "x"), "alice-initech")
+
+		// Identity headers are not identity: without the metadata the
+		// request bypasses, whatever headers it carries.
+		forged := [][2]string{{"x-floodgate-user", "alice"}, {"x-floodgate-tenant", "acme"}, {"x-floodgate-key-id", "k-alice"}, {"x-floodgate-auth", "api_key"}}
+		wantBypass(t, "no metadata, alice's headers", me(nil, forged, "forged"))
+		// With bob's metadata and alice's headers: bob's entry.
+		wantHit(t, "bob with alice's headers", me(bob, forged, "x"), "bob")
+		// Metadata without a user, key id or subject is no user.
+		wantBypass(t, "metadata without a user", me(map[string]string{"auth": "none", "tenant": "acme"}, nil, "anon"))
+
+		wantMetrics(t, s, map[string]float64{
+			requests("me", "miss"):                    3,
+			requests("me", "hit"):                     4,
+			requests("me", "bypass"):                  2,
+			`floodgate_cache_stores_total{rule="me"}`: 3,
+			`floodgate_cache_entries`:                 3,
+		})
+	})
+}
+
+// TestCacheInvalidation: a successful write removes its own path, the
+// same-host Location it answers with, and the rule's invalidates
+// prefixes; other entries stay; a failed write removes nothing.
+func TestCacheInvalidation(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, args []string) {
+		s, _ := startCacheSidecar(t, "cache-inval", cacheRules, args...)
+		for _, p := range []string{"/v1/items/1", "/v1/items/2", "/v1/items/3", "/v1/lists/all", "/v1/lists/all?page=2"} {
+			wantStored(t, p, s.getVia(p, okResponse(p)))
+		}
+		hit := func(p string) bool { return s.getVia(p, okResponse("new")).Hit != nil }
+
+		// A failed write: nothing removed.
+		post := s.do(extproctest.Request{Method: "POST", Path: "/v1/items/"}, extproctest.Response{Status: 500})
+		wantBypass(t, "POST answered 500", post)
+		if !hit("/v1/items/2") || !hit("/v1/lists/all") {
+			t.Fatal("a POST answered 500 removed entries")
+		}
+		// POST /v1/items/ answered 201 with Location /v1/items/2: removes
+		// /v1/items/2 and everything under /v1/lists/ (both queries).
+		s.do(extproctest.Request{Method: "POST", Path: "/v1/items/", Header: [][2]string{{"content-type", "application/json"}}},
+			extproctest.Response{Status: 201, Header: [][2]string{{"location", "http://api.example.com/v1/items/2"}}})
+		for p, want := range map[string]bool{"/v1/items/1": true, "/v1/items/2": false, "/v1/items/3": true, "/v1/lists/all": false, "/v1/lists/all?page=2": false} {
+			if got := hit(p); got != want {
+				t.Errorf("after POST with Location: %s hit %v, want %v", p, got, want)
+			}
+		}
+		// DELETE /v1/items/3 answered 204: its path.
+		s.do(extproctest.Request{Method: "DELETE", Path: "/v1/items/3"}, extproctest.Response{Status: 204})
+		if hit("/v1/items/3") {
+			t.Error("after DELETE: /v1/items/3 still a hit")
+		}
+		if !hit("/v1/items/1") {
+			t.Error("after DELETE /v1/items/3: /v1/items/1 was removed too")
+		}
+		wantMetrics(t, s, map[string]float64{
+			// /v1/items/2 and the two /v1/lists/all entries; then /v1/items/3.
+			`floodgate_cache_invalidations_total{rule="items"}`: 4,
+			requests("items", "bypass"):                         3, // the three writes
+		})
+	})
+}
+
+// TestCachePurge: tagged responses (Cache-Tag, Surrogate-Key) are purged
+// by tag with POST /cache/purge, and by exact path; the answer counts
+// what was removed.
+func TestCachePurge(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, args []string) {
+		s, _ := startCacheSidecar(t, "cache-purge", cacheRules, args...)
+		wantStored(t, "red+blue", s.getVia("/v1/items/10", okResponse("10", [2]string{"cache-tag", "red, blue"})))
+		wantStored(t, "blue", s.getVia("/v1/items/11", okResponse("11", [2]string{"surrogate-key", "blue green"})))
+		wantStored(t, "untagged", s.getVia("/v1/items/12", okResponse("12")))
+		wantStored(t, "list", s.getVia("/v1/lists/x", okResponse("x")))
+
+		if code, ans := s.purge(`{"tags": ["blue"]}`, ""); code != 200 || ans != `{"removed":2}` {
+			t.Errorf("purge blue: %d %s, want 200 {\"removed\":2}", code, ans)
+		}
+		for p, want := range map[string]bool{"/v1/items/10": false, "/v1/items/11": false, "/v1/items/12": true, "/v1/lists/x": true} {
+			if got := s.getVia(p, okResponse("again")).Hit != nil; got != want {
+				t.Errorf("after purging blue: %s hit %v, want %v", p, got, want)
+			}
+		}
+		// 10 and 11 were stored again just now (untagged "again").
+		if code, ans := s.purge(`{"paths": ["/v1/items/12", "/v1/lists/x"]}`, ""); code != 200 || ans != `{"removed":2}` {
+			t.Errorf("purge paths: %d %s, want 200 {\"removed\":2}", code, ans)
+		}
+		if code, ans := s.purge(`{"tags": ["blue"]}`, ""); code != 200 || ans != `{"removed":0}` {
+			t.Errorf("purge blue again: %d %s, want 200 {\"removed\":0}", code, ans)
+		}
+		for _, bad := range []string{`{}`, `{"tags": [""]}`, `{"paths": ["no-slash"]}`, `{"tag": ["x"]}`, `not json`} {
+			if code, _ := s.purge(bad, ""); code != 400 {
+				t.Errorf("purge %s: %d, want 400", bad, code)
+			}
+		}
+		wantMetrics(t, s, map[string]float64{
+			`floodgate_cache_purged_total`: 4,
+			`floodgate_cache_entries`:      2, // 10 and 11, stored again
+		})
+	})
+}
+
+// TestCachePurgeToken: with --admin-token-file, purge needs the token,
+// even from loopback.
+func TestCachePurgeToken(t *testing.T) {
+	t.Parallel()
+	const token = "e2e-admin-token-0123456789"
+	tokenFile := writeFile(t, t.TempDir(), "admin-token", token+"\n")
+	s, _ := startCacheSidecar(t, "cache-token", cacheRules, "--admin-token-file", tokenFile)
+	wantStored(t, "tagged", s.getVia("/v1/items/1", okResponse("1", [2]string{"cache-tag", "t"})))
+	for _, tok := range []string{"", "wrong"} {
+		if code, _ := s.purge(`{"tags": ["t"]}`, tok); code != 401 {
+			t.Errorf("purge with token %q: %d, want 401", tok, code)
+		}
+	}
+	if code, ans := s.purge(`{"tags": ["t"]}`, token); code != 200 || ans != `{"removed":1}` {
+		t.Errorf("purge with the token: %d %s", code, ans)
+	}
+	if strings.Contains(s.log(), token) {
+		t.Error("the admin token is in the log")
+	}
+}
+
+// TestCacheHealthAndValidate: with --cache-config, grpc.health.v1 reports
+// the ext_proc service SERVING; without it the service is unknown. And
+// `sidecar validate --cache-config` checks the file.
+func TestCacheHealthAndValidate(t *testing.T) {
+	t.Parallel()
+	s, path := startCacheSidecar(t, "cache-health", cacheRules)
+	plain := startSidecar(t, "no-cache", "--config", exampleConfig)
+	svc := extprocv3.ExternalProcessor_ServiceDesc.ServiceName
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	st, err := healthpb.NewHealthClient(s.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+	if err != nil || st.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health of %s with --cache-config: %v (%v), want SERVING", svc, st.GetStatus(), err)
+	}
+	if st, err := healthpb.NewHealthClient(plain.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: svc}); err == nil {
+		t.Errorf("health of %s without --cache-config: %v, want NOT_FOUND", svc, st.GetStatus())
+	}
+
+	dir := filepath.Dir(path)
+	stdout, stderr, code := runCLI(t, dir, "validate", "--cache-config", path)
+	if code != 0 || !strings.Contains(stdout, "cache config: 3 rules (2 public, 0 tenant, 1 user)") {
+		t.Errorf("validate --cache-config (good): exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	bad := writeFile(t, dir, "bad.yaml", "rules:\n  - name: x\n    match: {path_prefix: /a/}\n    scope: everyone\n")
+	stdout, stderr, code = runCLI(t, dir, "validate", "--cache-config", bad)
+	if code != 1 || !regexp.MustCompile(`(?m)^\S*bad\.yaml:4: .*scope`).MatchString(stdout) {
+		t.Errorf("validate --cache-config (bad scope): exit %d, want 1 and bad.yaml:4 naming scope\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+}
+
+// TestCacheReload: a rule added to the cache config takes effect without
+// a restart; a broken edit keeps the rules in force.
+func TestCacheReload(t *testing.T) {
+	t.Parallel()
+	s, path := startCacheSidecar(t, "cache-reload", cacheRules)
+	if res := s.getVia("/v1/extra/1", okResponse("e")); !res.SkippedResponse {
+		t.Fatalf("/v1/extra/ before the reload: cache-status %q, want no rule (response skipped)", res.Get("cache-status"))
+	}
+	reloads := `floodgate_config_reloads_total{result="success",source="cache"}`
+	before, _ := s.metric(reloads) // absent until the first reload
+	writeFile(t, filepath.Dir(path), "cache.yaml", cacheRules+`  - name: extra
+    match: {path_prefix: /v1/extra/}
+    ttl: 30s
+`)
+	eventually(t, 10*time.Second, "the cache config reloaded", func() error {
+		if n, err := s.metric(reloads); err != nil || n <= before {
+			return fmt.Errorf("%s = %v (%v)", reloads, n, err)
+		}
+		return nil
+	})
+	wantStored(t, "/v1/extra/1 after the reload", s.getVia("/v1/extra/1", okResponse("e")))
+	wantHit(t, "/v1/extra/1 again", s.getVia("/v1/extra/1", okResponse("x")), "e")
+	wantMetrics(t, s, map[string]float64{requests("extra", "hit"): 1, requests("extra", "miss"): 1})
+
+	// A broken file: the reload fails and the rules stay.
+	writeFile(t, filepath.Dir(path), "cache.yaml", "rules: [{name: \"\"}]\n")
+	failed := `floodgate_config_reloads_total{result="failure",source="cache"}`
+	eventually(t, 10*time.Second, "the broken cache config refused", func() error {
+		if n, err := s.metric(failed); err != nil || n < 1 {
+			return fmt.Errorf("%s = %v (%v)", failed, n, err)
+		}
+		return nil
+	})
+	wantHit(t, "/v1/extra/1 after a broken edit", s.getVia("/v1/extra/1", okResponse("x")), "e")
+}
+
+// TestCacheTwoSidecarsOneRedis: two sidecars on one Redis share entries
+// and invalidations: stored via A, served via B; a write via B removes
+// A's entry; a purge via B removes what A stored; user entries stay
+// per user across both.
+func TestCacheTwoSidecarsOneRedis(t *testing.T) {
+	t.Parallel()
+	redis := redistest.StartServer(t)
+	a, _ := startCacheSidecar(t, "cache-a", cacheRules, "--redis-url", redis.URL)
+	b, _ := startCacheSidecar(t, "cache-b", cacheRules, "--redis-url", redis.URL)
+
+	wantStored(t, "GET via A", a.getVia("/v1/items/1", okResponse("from-a")))
+	wantHit(t, "GET via B", b.getVia("/v1/items/1", okResponse("from-b")), "from-a")
+	wantHit(t, "GET via A again", a.getVia("/v1/items/1", okResponse("x")), "from-a")
+
+	// A write via B removes A's entry; the next GET via A is a miss.
+	b.do(extproctest.Request{Method: "PUT", Path: "/v1/items/1"}, extproctest.Response{Status: 200, Body: []byte(`{}`)})
+	wantStored(t, "GET via A after PUT via B", a.getVia("/v1/items/1", okResponse("after-put")))
+	wantHit(t, "GET via B after that", b.getVia("/v1/items/1", okResponse("x")), "after-put")
+
+	// Invalidation by prefix across sidecars: a list stored via A, a POST
+	// on items via B removes it.
+	wantStored(t, "list via A", a.getVia("/v1/lists/all", okResponse("list")))
+	b.do(extproctest.Request{Method: "POST", Path: "/v1/items/"}, extproctest.Response{Status: 201, Header: [][2]string{{"location", "/v1/items/9"}}})
+	wantStored(t, "list via A after POST via B", a.getVia("/v1/lists/all", okResponse("list2")))
+
+	// Users: alice via A, alice via B is hers; bob via B is not.
+	alice := map[string]string{"auth": "api_key", "tenant": "acme", "user": "alice"}
+	bob := map[string]string{"auth": "api_key", "tenant": "acme", "user": "bob"}
+	wantStored(t, "alice via A", a.do(extproctest.Request{Path: "/v1/me/", Identity: alice}, okResponse("alice")))
+	wantHit(t, "alice via B", b.do(extproctest.Request{Path: "/v1/me/", Identity: alice}, okResponse("x")), "alice")
+	wantStored(t, "bob via B", b.do(extproctest.Request{Path: "/v1/me/", Identity: bob}, okResponse("bob")))
+
+	// Tags: stored via A, purged via B.
+	wantStored(t, "tagged via A", a.getVia("/v1/items/t", okResponse("t", [2]string{"cache-tag", "shared"})))
+	if code, ans := b.purge(`{"tags": ["shared"]}`, ""); code != 200 || ans != `{"removed":1}` {
+		t.Errorf("purge via B: %d %s, want {\"removed\":1}", code, ans)
+	}
+	wantStored(t, "tagged via A after the purge via B", a.getVia("/v1/items/t", okResponse("t2")))
+
+	wantMetrics(t, a, map[string]float64{
+		`floodgate_cache_stores_total{rule="items"}`: 4, // items/1 twice, items/t twice
+		`floodgate_cache_stores_total{rule="lists"}`: 2,
+		`floodgate_cache_stores_total{rule="me"}`:    1,
+		requests("items", "hit"):                     1,
+	})
+	wantMetrics(t, b, map[string]float64{
+		`floodgate_cache_stores_total{rule="items"}`:        0,
+		`floodgate_cache_stores_total{rule="me"}`:           1,
+		requests("items", "hit"):                            2,
+		requests("me", "hit"):                               1,
+		`floodgate_cache_invalidations_total{rule="items"}`: 2, // A's item, A's list
+	})
+	// Both see what Redis holds: items/1, lists/all, alice, bob, items/t.
+	for _, s := range []*sidecar{a, b} {
+		wantMetrics(t, s, map[string]float64{`floodgate_cache_entries`: 5})
+	}
+}
+
+// TestCacheAfterAuth: Envoy's sequence with both doors on one sidecar:
+// ext_authz Check verifies the API key (examples/auth.yaml and the TEST
+// ONLY keys of examples/keys.yaml), Envoy applies the Check's header
+// changes and forwards its dynamic_metadata to ext_proc, and a user rule
+// keys on the verified identity: each key gets its own entry.
+func TestCacheAfterAuth(t *testing.T) {
+	t.Parallel()
+	const (
+		acmeKey    = "fgk_nvYjpyVSHE7bLTVK8lhjKzCQBLUyFFVxqjoayZkYXFs" // k-acme-pro, user billing-bot
+		initechKey = "fgk_HTHLw9Rqui1tpLgHid8UyG3WbJlgzzJtioDaaqMVFEY" // k-initech-free, no user: keyed by key_id
+	)
+	rules := `rules:
+  - name: things
+    match: {path_prefix: /v1/}
+    scope: user
+    ttl: 60s
+`
+	eachStore(t, func(t *testing.T, args []string) {
+		path := writeFile(t, t.TempDir(), "cache.yaml", rules)
+		s := startSidecar(t, "auth-cache", append([]string{"--config", exampleLimits, "--auth-config", exampleAuth,
+			"--cache-config", path, "--log-level", "debug"}, args...)...)
+
+		// through plays one request as Envoy does: Check, then (allowed)
+		// the ext_proc stream with the Check's header changes applied and
+		// its dynamic_metadata forwarded.
+		through := func(key, tag string) *extproctest.Result {
+			t.Helper()
+			hdr := map[string]string{"x-api-key": key, "x-floodgate-user": "forged"}
+			resp := s.mustCheck("192.0.2.7", hdr)
+			ok := resp.GetOkResponse()
+			if ok == nil {
+				t.Fatalf("Check: %v, want allowed", resp.GetStatus())
+			}
+			for _, h := range ok.GetHeadersToRemove() {
+				delete(hdr, strings.ToLower(h))
+			}
+			for _, o := range ok.GetHeaders() {
+				hdr[strings.ToLower(o.GetHeader().GetKey())] = o.GetHeader().GetValue()
+			}
+			var fields [][2]string
+			for k, v := range hdr {
+				fields = append(fields, [2]string{k, v})
+			}
+			return s.do(extproctest.Request{Path: "/v1/things", Header: fields, AuthzMetadata: resp.GetDynamicMetadata()}, okResponse(tag))
+		}
+		wantStored(t, "acme's key", through(acmeKey, "acme"))
+		wantStored(t, "initech's key", through(initechKey, "initech"))
+		wantHit(t, "acme's key again", through(acmeKey, "x"), "acme")
+		wantHit(t, "initech's key again", through(initechKey, "x"), "initech")
+		// The same path without the metadata (an Envoy that does not
+		// forward the namespace): bypassed, even with identity headers.
+		wantBypass(t, "no metadata", s.do(extproctest.Request{Path: "/v1/things",
+			Header: [][2]string{{"x-floodgate-user", "billing-bot"}, {"x-floodgate-tenant", "acme"}}}, okResponse("anon")))
+		wantMetrics(t, s, map[string]float64{
+			requests("things", "hit"):    2,
+			requests("things", "miss"):   2,
+			requests("things", "bypass"): 1,
+			`floodgate_cache_entries`:    2,
+		})
+		noSecretsLogged(t, s, acmeKey, initechKey)
+	})
+}
