@@ -1,7 +1,7 @@
 package envoy_test
 
-// The ext_authz configs (authz-proxy.yaml, authz-metadata.yaml) and the
-// example auth config, keys and JWKS they go with: the filters in order and
+// The ext_authz configs (authz-proxy.yaml, authz-metadata.yaml, cache.yaml)
+// and the example auth config, keys and JWKS they go with: the filters in order and
 // closed on failure, client-sent x-floodgate-* headers dropped before any
 // filter, and the descriptors both Check (the policies' rate_limit) and the
 // ratelimit filter (its actions, metadata included) make reaching rules of
@@ -32,6 +32,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -54,6 +55,14 @@ const (
 var authzPairs = map[string]string{
 	"authz-proxy.yaml":    "../examples/auth.yaml",
 	"authz-metadata.yaml": "../examples/auth-metadata.yaml",
+	"cache.yaml":          "../examples/auth.yaml",
+}
+
+// authzFilters is each ext_authz config's HTTP filter chain, in order.
+var authzFilters = map[string][]string{
+	"authz-proxy.yaml":    {"ext_authz", "ratelimit", "router"},
+	"authz-metadata.yaml": {"ext_authz", "ratelimit", "router"},
+	"cache.yaml":          {"ext_authz", "ratelimit", "ext_proc", "router"},
 }
 
 // checkFields are the top-level string fields of Check's dynamic metadata
@@ -270,6 +279,7 @@ type authzChain struct {
 	names     []string
 	extAuthz  *extauthzv3.ExtAuthz
 	rateLimit *ratelimitv3.RateLimit
+	extProc   *extprocv3.ExternalProcessor
 	hcm       *hcmv3.HttpConnectionManager
 }
 
@@ -292,6 +302,9 @@ func authzChains(b *bootstrapv3.Bootstrap) []authzChain {
 					case *ratelimitv3.RateLimit:
 						c.names = append(c.names, "ratelimit")
 						c.rateLimit = f
+					case *extprocv3.ExternalProcessor:
+						c.names = append(c.names, "ext_proc")
+						c.extProc = f
 					case *routerv3.Router:
 						c.names = append(c.names, "router")
 					default:
@@ -306,7 +319,8 @@ func authzChains(b *bootstrapv3.Bootstrap) []authzChain {
 }
 
 // TestAuthzConfigs holds each ext_authz config to its design: exactly
-// ext_authz, ratelimit (domain api), router; ext_authz over gRPC V3 to the
+// ext_authz, ratelimit (domain api), router (cache.yaml: ext_proc before
+// the router); ext_authz over gRPC V3 to the
 // cluster the ratelimit filter calls (Floodgate's one listener), closed on
 // failure, with a timeout; client-sent x-floodgate-* headers dropped by the
 // early header mutation; and, in the metadata variant, limits keyed on
@@ -325,7 +339,7 @@ func TestAuthzConfigs(t *testing.T) {
 				t.Fatalf("want one HTTP connection manager, got %d", len(chains))
 			}
 			c := chains[0]
-			if want := []string{"ext_authz", "ratelimit", "router"}; !slices.Equal(c.names, want) {
+			if want := authzFilters[file]; !slices.Equal(c.names, want) {
 				t.Errorf("http_filters %q, want %q", c.names, want)
 			}
 			if c.extAuthz == nil || c.rateLimit == nil {

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -27,6 +28,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cache/v3"
 	cachev2v3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cache_v2/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -252,8 +254,10 @@ func http2(c *clusterv3.Cluster) bool {
 // checkHTTPFilters checks what Envoy checks when it builds an HTTP filter
 // chain, plus the order this project documents: the router last, the
 // rate-limit filter before the cache so a blocked client never reaches it,
-// and ext_authz (Floodgate's Check) before every rate-limit filter, closed
-// on failure, behind the removal of client-sent x-floodgate-* headers.
+// ext_authz (Floodgate's Check) before every rate-limit filter, closed
+// on failure, behind the removal of client-sent x-floodgate-* headers, and
+// ext_proc (Floodgate's response cache) after both, set up as the cache
+// expects (checkExtProc).
 func checkHTTPFilters(path string, hcm *hcmv3.HttpConnectionManager) []error {
 	var errs []error
 	filters := hcm.GetHttpFilters()
@@ -263,7 +267,7 @@ func checkHTTPFilters(path string, hcm *hcmv3.HttpConnectionManager) []error {
 	// The last rate-limit filter and the last cache: a cache hit skips every
 	// filter after the cache. The first rate-limit filter and the last
 	// ext_authz: a limit must key on a verified identity only.
-	rateLimit, firstRateLimit, cache, extAuthz := -1, -1, -1, -1
+	rateLimit, firstRateLimit, cache, extAuthz, extProc := -1, -1, -1, -1, -1
 	for i, f := range filters {
 		if f.GetTypedConfig() == nil {
 			errs = append(errs, fmt.Errorf("%s.http_filters[%d] %q: no typed_config", path, i, f.GetName()))
@@ -280,6 +284,11 @@ func checkHTTPFilters(path string, hcm *hcmv3.HttpConnectionManager) []error {
 			}
 		case *cachev3.CacheConfig, *cachev2v3.CacheV2Config:
 			cache = i
+		case *extprocv3.ExternalProcessor:
+			if extProc < 0 {
+				extProc = i
+			}
+			errs = append(errs, checkExtProc(fmt.Sprintf("%s.http_filters[%d]", path, i), c)...)
 		case *routerv3.Router:
 			if i != len(filters)-1 {
 				errs = append(errs, fmt.Errorf("%s.http_filters[%d]: the router must be the last filter", path, i))
@@ -292,6 +301,14 @@ func checkHTTPFilters(path string, hcm *hcmv3.HttpConnectionManager) []error {
 	if cache >= 0 && rateLimit > cache {
 		errs = append(errs, fmt.Errorf("%s.http_filters[%d]: the cache filter must come after the rate-limit filter", path, cache))
 	}
+	if extProc >= 0 {
+		if rateLimit > extProc {
+			errs = append(errs, fmt.Errorf("%s.http_filters[%d]: the ext_proc filter (the response cache) must come after the rate-limit filter (http_filters[%d]): a limited client must never cost a cache read", path, extProc, rateLimit))
+		}
+		if extAuthz > extProc {
+			errs = append(errs, fmt.Errorf("%s.http_filters[%d]: the ext_proc filter (the response cache) must come after ext_authz (http_filters[%d]): it keys on the identity Check returns", path, extProc, extAuthz))
+		}
+	}
 	if extAuthz >= 0 {
 		if firstRateLimit >= 0 && extAuthz > firstRateLimit {
 			errs = append(errs, fmt.Errorf("%s.http_filters[%d]: the ext_authz filter must come before the rate-limit filter (http_filters[%d])", path, extAuthz, firstRateLimit))
@@ -301,6 +318,88 @@ func checkHTTPFilters(path string, hcm *hcmv3.HttpConnectionManager) []error {
 		}
 	}
 	return errs
+}
+
+// collapseWait is the sidecar's default --cache-collapse-wait: requests
+// behind a miss wait this long in their request_headers message, so the
+// ext_proc message_timeout must be longer.
+const collapseWait = 150 * time.Millisecond
+
+// defaultMessageTimeout is Envoy's ext_proc message_timeout when unset.
+const defaultMessageTimeout = 200 * time.Millisecond
+
+// cacheMode is the processing_mode Floodgate's response cache expects
+// (docs/cache.md): headers both ways, no bodies unless it asks for one
+// with a mode_override, no trailers.
+var cacheMode = &extprocv3.ProcessingMode{
+	RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
+	ResponseHeaderMode:  extprocv3.ProcessingMode_SEND,
+	RequestBodyMode:     extprocv3.ProcessingMode_NONE,
+	ResponseBodyMode:    extprocv3.ProcessingMode_NONE,
+	RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
+	ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+}
+
+// checkExtProc checks an ext_proc filter, which in these configs is always
+// Floodgate's response cache: gRPC to a cluster; cacheMode, spelt out
+// (DEFAULT would leave the choice to Envoy); mode overrides allowed (the
+// cache asks for storable bodies that way); open on failure (a cache must
+// never fail a request); the ext_authz metadata forwarded (user and tenant
+// rules key on it); immediate responses and answers honoured (hits are
+// immediate responses); and a message_timeout above --cache-collapse-wait
+// and at most a second.
+func checkExtProc(path string, c *extprocv3.ExternalProcessor) []error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: ext_proc %s", path, fmt.Sprintf(format, args...)))
+	}
+	if c.GetGrpcService().GetEnvoyGrpc().GetClusterName() == "" {
+		bad("must call Floodgate over grpc_service.envoy_grpc")
+	}
+	m := c.GetProcessingMode()
+	for _, f := range []struct {
+		name      string
+		got, want protoreflect.Enum
+	}{
+		{"request_header_mode", m.GetRequestHeaderMode(), cacheMode.GetRequestHeaderMode()},
+		{"response_header_mode", m.GetResponseHeaderMode(), cacheMode.GetResponseHeaderMode()},
+		{"request_body_mode", m.GetRequestBodyMode(), cacheMode.GetRequestBodyMode()},
+		{"response_body_mode", m.GetResponseBodyMode(), cacheMode.GetResponseBodyMode()},
+		{"request_trailer_mode", m.GetRequestTrailerMode(), cacheMode.GetRequestTrailerMode()},
+		{"response_trailer_mode", m.GetResponseTrailerMode(), cacheMode.GetResponseTrailerMode()},
+	} {
+		if f.got.Number() != f.want.Number() {
+			bad("processing_mode.%s is %s, want %s", f.name, enumName(f.got), enumName(f.want))
+		}
+	}
+	if !c.GetAllowModeOverride() {
+		bad("allow_mode_override must be true: the cache asks for a storable response's body with a mode_override")
+	}
+	if !c.GetFailureModeAllow() {
+		bad("failure_mode_allow must be true: a cache that cannot answer must let the request through, not fail it")
+	}
+	if !slices.Contains(c.GetMetadataOptions().GetForwardingNamespaces().GetUntyped(), extAuthzNamespace) {
+		bad("metadata_options.forwarding_namespaces.untyped must include %s: without the identity every user and tenant rule bypasses", extAuthzNamespace)
+	}
+	if c.GetObservabilityMode() || c.GetDisableImmediateResponse() {
+		bad("observability_mode and disable_immediate_response must be false: cache hits are immediate responses")
+	}
+	timeout := defaultMessageTimeout
+	if c.GetMessageTimeout() != nil {
+		timeout = c.GetMessageTimeout().AsDuration()
+	}
+	if timeout <= collapseWait || timeout > time.Second {
+		bad("message_timeout %s must be above --cache-collapse-wait (%s) and at most 1s", timeout, collapseWait)
+	}
+	return errs
+}
+
+// enumName is an enum value's name, for messages.
+func enumName(e protoreflect.Enum) string {
+	if v := e.Descriptor().Values().ByNumber(e.Number()); v != nil {
+		return string(v.Name())
+	}
+	return fmt.Sprint(e.Number())
 }
 
 // identityHeaderPrefix starts the headers Check sets to the verified

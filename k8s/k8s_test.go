@@ -82,6 +82,7 @@ var kustomizations = []struct{ name, dir, combine string }{
 	{name: "istio", dir: "istio"},
 	{name: "authz", dir: "overlays/authz"},
 	{name: "istio-authz", dir: "overlays/istio-authz"},
+	{name: "cache", dir: "overlays/cache"},
 	{name: "injector", dir: "injector"},
 }
 
@@ -282,6 +283,7 @@ func TestCopiesInSync(t *testing.T) {
 		"base/limits/edge.yaml":      "../examples/config.yaml",
 		"istio/limits/edge.yaml":     "../examples/config.yaml",
 		"overlays/authz/envoy.yaml":  "../envoy/authz-proxy.yaml",
+		"overlays/cache/envoy.yaml":  "../envoy/cache.yaml",
 		"components/authz/auth.yaml": "../examples/auth.yaml",
 		"components/authz/keys.yaml": "../examples/keys.yaml",
 		"components/authz/jwks.json": "../examples/jwks.json",
@@ -608,7 +610,7 @@ func container(tmpl *corev1.PodTemplateSpec, name string) *corev1.Container {
 func TestSidecarPatternWiring(t *testing.T) {
 	t.Parallel()
 	for _, b := range allBuilds(t) {
-		if !slices.Contains([]string{"base", "dev", "production", "production+servicemonitor", "authz"}, b.name) {
+		if !slices.Contains([]string{"base", "dev", "production", "production+servicemonitor", "authz", "cache"}, b.name) {
 			continue
 		}
 		t.Run(b.name, func(t *testing.T) {

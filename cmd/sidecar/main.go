@@ -3,6 +3,7 @@
 //	sidecar [serve] [flags]       serve the rate-limit API (the default)
 //	sidecar validate --config P   check a config file or directory
 //	sidecar validate --auth-config P [--config P]   check an auth config
+//	sidecar validate --cache-config P   check a cache config
 //	sidecar keys new --id ID ...  make a new API key and its keys-file entry
 //	sidecar check --addr A ...    ask a running server once
 //	sidecar inject -f IN.yaml     add the sidecar to annotated workloads
@@ -70,6 +71,7 @@ const usage = `usage:
   sidecar validate --config PATH          check a config file or directory
   sidecar validate --auth-config PATH [--config PATH]
                                           check an auth config (and, given both, that its rate_limit domains exist)
+  sidecar validate --cache-config PATH    check a cache config (with --config or --auth-config, those too)
   sidecar check --addr HOST:PORT --domain D --descriptor k=v[,k=v...] [--descriptor ...] [--hits N] [--json]
   sidecar keys new --id ID --tenant T --tier TIER [--user U] [--expires RFC3339]
                                           print a new API key, then its entry to append under keys: in a keys file

@@ -52,8 +52,8 @@ type Response struct {
 
 // Result is what one stream did.
 type Result struct {
-	// Hit is the immediate response, when the cache answered.
-	Hit *extprocv3.ImmediateResponse
+	// Immediate is the immediate response, when the cache answered.
+	Immediate *extprocv3.ImmediateResponse
 	// Status, Header and Body are what the client received: the cache's
 	// answer on a hit, else the upstream's response with the mutations
 	// applied. Header names are lower case.
@@ -92,7 +92,7 @@ type Stream struct {
 }
 
 // Open sends the request's headers and reads the answer. On a hit the
-// stream is over (Result.Hit is set).
+// stream is over (Result.Immediate is set).
 func (c *Client) Open(ctx context.Context, req Request) (*Stream, error) {
 	s, err := c.c.Process(ctx)
 	if err != nil {
@@ -120,7 +120,7 @@ func (c *Client) Open(ctx context.Context, req Request) (*Stream, error) {
 	switch r := resp.Response.(type) {
 	case *extprocv3.ProcessingResponse_ImmediateResponse:
 		ir := r.ImmediateResponse
-		st.res.Hit = ir
+		st.res.Immediate = ir
 		st.res.Status = int(ir.GetStatus().GetCode())
 		st.res.Header = map[string][]string{}
 		apply(st.res.Header, ir.GetHeaders())
@@ -136,11 +136,14 @@ func (c *Client) Open(ctx context.Context, req Request) (*Stream, error) {
 }
 
 // Hit says whether the cache answered the request.
-func (st *Stream) Hit() bool { return st.res.Hit != nil }
+func (st *Stream) Hit() bool { return st.res.Immediate != nil }
+
+// Hit says whether the cache answered the request.
+func (r *Result) Hit() bool { return r.Immediate != nil }
 
 // Respond plays the upstream's response through the stream and ends it.
 func (st *Stream) Respond(r Response) (*Result, error) {
-	if st.res.Hit != nil {
+	if st.res.Immediate != nil {
 		return &st.res, nil
 	}
 	res := &st.res

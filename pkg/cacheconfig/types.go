@@ -17,6 +17,7 @@ const (
 	User
 )
 
+// String returns the config name: public, tenant or user.
 func (s Scope) String() string {
 	switch s {
 	case Tenant:
@@ -29,42 +30,56 @@ func (s Scope) String() string {
 
 // Defaults of a rule's fields.
 const (
+	// DefaultMaxTTL is max_ttl when a rule gives none.
 	DefaultMaxTTL = time.Hour
+	// DefaultScope is scope when a rule gives none.
+	DefaultScope = Public
+	// DefaultPathPrefix is match.path_prefix when a rule gives none.
+	DefaultPathPrefix = "/"
+)
+
+// Bounds on a rule's durations; beyond them a value is a mistake.
+const (
+	// MaxMaxTTL is the largest max_ttl (and so ttl): a week.
+	MaxMaxTTL = 7 * 24 * time.Hour
+	// MinMaxTTL is the smallest max_ttl.
+	MinMaxTTL = time.Second
 )
 
 // Rule is one cache rule, as compiled: names lower case, lists sorted
 // where order does not matter.
 type Rule struct {
 	Name string
-	// Hosts the rule matches (lower case, no port; empty = any host) and
-	// PathPrefix ("/" when not given).
+	// Hosts the rule matches (lower case, no port, sorted; empty = any
+	// host) and PathPrefix ("/" when not given).
 	Hosts      []string
 	PathPrefix string
 	Scope      Scope
-	// TTL is the freshness of a response that gives none (0 = such
-	// responses are not stored); MaxTTL caps every freshness.
+	// TTL is the freshness of a response that gives none (0, the
+	// default: such responses are not stored); MaxTTL caps every
+	// freshness (default DefaultMaxTTL). TTL <= MaxTTL.
 	TTL, MaxTTL time.Duration
-	KeyHeaders  []string // lower case
+	// KeyHeaders are request headers in the key, lower case, sorted,
+	// never hop-by-hop nor x-floodgate-*.
+	KeyHeaders []string
+	// IgnoreQuery are query parameter names left out of the key (as
+	// decoded), sorted; pass them to httpcache.CanonicalQuery.
 	IgnoreQuery []string
-	Invalidates []string // path prefixes
+	// Invalidates are path prefixes (each starting with '/') that a
+	// successful write on this rule invalidates, sorted.
+	Invalidates []string
 	// File and Line are where the rule was defined.
 	File string
 	Line int
 }
 
-// Config is a loaded cache config.
+// Config is a loaded cache config. It is immutable once loaded and safe
+// for concurrent use.
 type Config struct {
+	// Rules in file order; the first that matches a request applies
+	// (Match). None is shadowed by an earlier one.
 	Rules []*Rule
-	// Files the config was read from.
+	// Files the config was read from, so a watcher can reload when one
+	// changes.
 	Files []string
 }
-
-// Match is the first rule for a request to host (lower case, port
-// removed) and path (no query), or nil.
-func (c *Config) Match(host, path string) *Rule { panic("todo") }
-
-// Load reads a cache config file.
-func Load(path string) (*Config, error) { panic("todo") }
-
-// Parse reads a cache config from data; file names it in errors.
-func Parse(file string, data []byte) (*Config, error) { panic("todo") }

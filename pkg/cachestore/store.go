@@ -7,6 +7,7 @@ package cachestore
 
 import (
 	"context"
+	"strconv"
 	"time"
 )
 
@@ -101,6 +102,78 @@ type Store interface {
 // and the request's value of it (fields of one name joined with ", "), so
 // that two requests share a variant exactly when they agree on every
 // name. Both stores use it; rediscache's Lua script computes the same.
+//
+// The encoding is, for each name in order, the name (ASCII lower case) as
+// LEN:NAME, then "!" when the request has no field of that name, else
+// "=" and the joined value as LEN:VALUE (LEN in decimal). Lengths make it
+// unambiguous whatever bytes the values hold; an absent field and an empty
+// one are different variants. No names is the variant "".
 func VariantID(vary []string, req []Header) string {
-	panic("todo")
+	if len(vary) == 0 {
+		return ""
+	}
+	return string(AppendVariantID(nil, vary, req))
+}
+
+// AppendVariantID appends VariantID(vary, req) to dst, so that a caller
+// with a buffer of its own looks a variant up without allocating.
+func AppendVariantID(dst []byte, vary []string, req []Header) []byte {
+	for _, name := range vary {
+		dst = strconv.AppendInt(dst, int64(len(name)), 10)
+		dst = append(dst, ':')
+		for i := 0; i < len(name); i++ {
+			dst = append(dst, lower(name[i]))
+		}
+		n, fields := 0, 0
+		for i := range req {
+			if asciiEqualFold(req[i].Name, name) {
+				if fields > 0 {
+					n += len(", ")
+				}
+				n += len(req[i].Value)
+				fields++
+			}
+		}
+		if fields == 0 {
+			dst = append(dst, '!')
+			continue
+		}
+		dst = append(dst, '=')
+		dst = strconv.AppendInt(dst, int64(n), 10)
+		dst = append(dst, ':')
+		fields = 0
+		for i := range req {
+			if asciiEqualFold(req[i].Name, name) {
+				if fields > 0 {
+					dst = append(dst, ", "...)
+				}
+				dst = append(dst, req[i].Value...)
+				fields++
+			}
+		}
+	}
+	return dst
+}
+
+// lower is ASCII lower case: Lua's string.lower in the C locale, so that
+// Go and the Redis script fold names the same way.
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// asciiEqualFold compares two names under ASCII case folding only
+// (strings.EqualFold also folds Unicode, which the Lua script does not).
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if lower(a[i]) != lower(b[i]) {
+			return false
+		}
+	}
+	return true
 }

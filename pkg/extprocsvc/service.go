@@ -47,8 +47,17 @@ func New(eng *respcache.Engine) (*Service, error) {
 	return &Service{engine: eng}, nil
 }
 
-// Process follows one HTTP request's stream until Envoy ends it.
+// Process follows one HTTP request's stream until Envoy ends it. A
+// malformed stream ends with INVALID_ARGUMENT and the reason.
 func (s *Service) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	err := s.process(stream)
+	if _, ok := status.FromError(err); ok {
+		return err // nil, or the stream's own status (a cancelled stream)
+	}
+	return grpcstatus.FromError(err)
+}
+
+func (s *Service) process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 	ctx := stream.Context()
 	var (
 		tx    *respcache.Tx
@@ -284,4 +293,3 @@ func firstOf(h []respcache.Header, name string) string {
 	}
 	return ""
 }
-

@@ -30,9 +30,19 @@ func (e *Engine) lead(k flightKey, lead bool) (f *flight, leader bool) {
 	return f, true
 }
 
+// Collapsing says how many misses are in flight and how many requests
+// wait behind them now.
+func (e *Engine) Collapsing() (flights, waiting int) {
+	e.fmu.Lock()
+	defer e.fmu.Unlock()
+	return len(e.flights), int(e.waiting.Load())
+}
+
 // await waits for f to land, at most the collapse wait; false when it did
 // not land in time or ctx ended.
 func (e *Engine) await(ctx context.Context, f *flight) bool {
+	e.waiting.Add(1)
+	defer e.waiting.Add(-1)
 	t := time.NewTimer(e.collapseWait)
 	defer t.Stop()
 	select {

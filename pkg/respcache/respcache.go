@@ -68,6 +68,7 @@ type Engine struct {
 
 	fmu     sync.Mutex
 	flights map[flightKey]*flight
+	waiting atomic.Int64 // requests waiting behind flights
 
 	lastLog atomic.Int64 // unix nanos of the last storage error logged
 	dropped atomic.Int64 // storage errors not logged since

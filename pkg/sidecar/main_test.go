@@ -462,6 +462,11 @@ func defaultSettings() sidecar.Settings {
 		MemoryMaxKeys:     1_000_000,
 		NearCacheSize:     100_000,
 		NearCacheMaxBytes: 64 << 20,
+		Cache: sidecar.CacheSettings{
+			MaxBytes:      268435456,
+			MaxEntryBytes: 1 << 20,
+			CollapseWait:  150 * time.Millisecond,
+		},
 		Redis: sidecar.RedisSettings{
 			KeyPrefix:    "floodgate:",
 			DialTimeout:  time.Second,

@@ -1,0 +1,48 @@
+package cacheconfig
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/floodgate/floodgate/internal/yamlconf"
+)
+
+// FuzzParse checks that no file makes Parse panic or return another error
+// than Problems, and that every rule of a config that parses matches a
+// request on its own path prefix (to one of its hosts).
+func FuzzParse(f *testing.F) {
+	paths, _ := filepath.Glob(filepath.Join("testdata", "*", "*.yaml"))
+	for _, p := range paths {
+		if strings.Contains(p, "alias_bomb") {
+			continue
+		}
+		if data, err := os.ReadFile(p); err == nil {
+			f.Add(data)
+		}
+	}
+	f.Add([]byte(matchConfig))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("fuzz.yaml", data)
+		if err != nil {
+			if _, ok := err.(yamlconf.Problems); !ok {
+				t.Fatalf("error of type %T: %v", err, err)
+			}
+			return
+		}
+		_ = cfg.Summary()
+		for _, r := range cfg.Rules {
+			host := "any.example"
+			if len(r.Hosts) > 0 {
+				host = r.Hosts[0]
+			}
+			if r.TTL > r.MaxTTL || r.MaxTTL <= 0 {
+				t.Fatalf("rule %q: ttl %v, max_ttl %v", r.Name, r.TTL, r.MaxTTL)
+			}
+			if got := cfg.Match(host, r.PathPrefix); got == nil {
+				t.Fatalf("rule %q matches no request to %q on its own path prefix", r.Name, host)
+			}
+		}
+	})
+}

@@ -1,0 +1,41 @@
+-- variant.lua: shared by get.lua (and the tests), never run alone.
+--
+-- parse_vary reads a Key's Vary names as the store writes them, each name
+-- (lower case) as LEN:NAME; nil when the field is corrupt.
+-- variant_id is cachestore.VariantID over those names and the request's
+-- headers, given as name, value pairs in argv from index first on: for each
+-- name LEN:NAME, then "!" when no field has that name, else "=" and the
+-- values of its fields, joined with ", ", as LEN:VALUE. Header names are
+-- folded with string.lower, which is ASCII only, like the Go side.
+local function parse_vary(enc)
+  local names, pos = {}, 1
+  while pos <= #enc do
+    local colon = string.find(enc, ':', pos, true)
+    if not colon then return nil end
+    local n = tonumber(string.sub(enc, pos, colon - 1))
+    if not n or colon + n > #enc then return nil end
+    names[#names + 1] = string.sub(enc, colon + 1, colon + n)
+    pos = colon + n + 1
+  end
+  return names
+end
+
+local function variant_id(names, argv, first)
+  local out = {}
+  for _, name in ipairs(names) do
+    local vals = {}
+    for i = first, #argv - 1, 2 do
+      if string.lower(argv[i]) == name then
+        vals[#vals + 1] = argv[i + 1]
+      end
+    end
+    out[#out + 1] = #name .. ':' .. name
+    if #vals == 0 then
+      out[#out + 1] = '!'
+    else
+      local v = table.concat(vals, ', ')
+      out[#out + 1] = '=' .. #v .. ':' .. v
+    end
+  end
+  return table.concat(out)
+end
