@@ -121,7 +121,7 @@ var hitStatus = regexp.MustCompile(`^floodgate; hit; ttl=\d+$`)
 // wantHit fails unless res was served from the cache with the body of tag.
 func wantHit(t *testing.T, what string, res *extproctest.Result, tag string) {
 	t.Helper()
-	if res.Hit == nil {
+	if res.Immediate == nil {
 		t.Errorf("%s: forwarded (cache-status %q), want a hit", what, res.Get("cache-status"))
 		return
 	}
@@ -140,7 +140,7 @@ func wantHit(t *testing.T, what string, res *extproctest.Result, tag string) {
 // wantStored fails unless res was forwarded and its response stored.
 func wantStored(t *testing.T, what string, res *extproctest.Result) {
 	t.Helper()
-	if res.Hit != nil {
+	if res.Immediate != nil {
 		t.Errorf("%s: a hit (%s), want forwarded and stored", what, res.Get("cache-status"))
 		return
 	}
@@ -154,8 +154,8 @@ func wantStored(t *testing.T, what string, res *extproctest.Result) {
 func wantBypass(t *testing.T, what string, res *extproctest.Result) {
 	t.Helper()
 	cs := res.Get("cache-status")
-	if res.Hit != nil || strings.Contains(cs, "hit") || strings.Contains(cs, "stored") || res.BodyMode != procmodev3.ProcessingMode_NONE {
-		t.Errorf("%s: hit %v, cache-status %q, body mode %v; want bypassed, body not asked for", what, res.Hit != nil, cs, res.BodyMode)
+	if res.Immediate != nil || strings.Contains(cs, "hit") || strings.Contains(cs, "stored") || res.BodyMode != procmodev3.ProcessingMode_NONE {
+		t.Errorf("%s: hit %v, cache-status %q, body mode %v; want bypassed, body not asked for", what, res.Immediate != nil, cs, res.BodyMode)
 	}
 }
 
@@ -212,12 +212,12 @@ func TestCacheMissHit(t *testing.T) {
 		wantHit(t, "second GET", s.getVia("/v1/items/1", okResponse("changed")), "one")
 
 		head := s.do(extproctest.Request{Method: "HEAD", Path: "/v1/items/1"}, okResponse("changed"))
-		if head.Hit == nil || head.Status != 200 || len(head.Body) != 0 || head.Get("etag") != `"one"` {
-			t.Errorf("HEAD: hit %v, status %d, %d bytes, etag %q; want a 200 hit with no body", head.Hit != nil, head.Status, len(head.Body), head.Get("etag"))
+		if head.Immediate == nil || head.Status != 200 || len(head.Body) != 0 || head.Get("etag") != `"one"` {
+			t.Errorf("HEAD: hit %v, status %d, %d bytes, etag %q; want a 200 hit with no body", head.Immediate != nil, head.Status, len(head.Body), head.Get("etag"))
 		}
 		inm := s.do(extproctest.Request{Path: "/v1/items/1", Header: [][2]string{{"if-none-match", `"zero", "one"`}}}, okResponse("changed"))
-		if inm.Hit == nil || inm.Status != 304 || len(inm.Body) != 0 || inm.Get("etag") != `"one"` {
-			t.Errorf("If-None-Match: hit %v, status %d, %d bytes, etag %q; want 304 from the cache, no body", inm.Hit != nil, inm.Status, len(inm.Body), inm.Get("etag"))
+		if inm.Immediate == nil || inm.Status != 304 || len(inm.Body) != 0 || inm.Get("etag") != `"one"` {
+			t.Errorf("If-None-Match: hit %v, status %d, %d bytes, etag %q; want 304 from the cache, no body", inm.Immediate != nil, inm.Status, len(inm.Body), inm.Get("etag"))
 		}
 		nc := s.do(extproctest.Request{Path: "/v1/items/1", Header: [][2]string{{"cache-control", "no-cache"}}}, okResponse("fresh"))
 		wantBypass(t, "request no-cache", nc)
@@ -233,7 +233,7 @@ func TestCacheMissHit(t *testing.T) {
 		}
 		// A response that says no-store is forwarded, not stored.
 		ns := s.getVia("/v1/items/2", extproctest.Response{Status: 200, Header: [][2]string{{"cache-control", "no-store"}}, Body: body(1024, "two")})
-		if ns.Hit != nil || ns.Get("cache-status") != "floodgate; fwd=miss" || ns.BodyMode != procmodev3.ProcessingMode_NONE {
+		if ns.Immediate != nil || ns.Get("cache-status") != "floodgate; fwd=miss" || ns.BodyMode != procmodev3.ProcessingMode_NONE {
 			t.Errorf("no-store response: cache-status %q, body mode %v; want fwd=miss, body not asked for", ns.Get("cache-status"), ns.BodyMode)
 		}
 
@@ -300,7 +300,7 @@ func TestCacheInvalidation(t *testing.T) {
 		for _, p := range []string{"/v1/items/1", "/v1/items/2", "/v1/items/3", "/v1/lists/all", "/v1/lists/all?page=2"} {
 			wantStored(t, p, s.getVia(p, okResponse(p)))
 		}
-		hit := func(p string) bool { return s.getVia(p, okResponse("new")).Hit != nil }
+		hit := func(p string) bool { return s.getVia(p, okResponse("new")).Immediate != nil }
 
 		// A failed write: nothing removed.
 		post := s.do(extproctest.Request{Method: "POST", Path: "/v1/items/"}, extproctest.Response{Status: 500})
@@ -351,7 +351,7 @@ func TestCachePurge(t *testing.T) {
 			t.Errorf("purge blue: %d %s, want 200 {\"removed\":2}", code, ans)
 		}
 		for p, want := range map[string]bool{"/v1/items/10": false, "/v1/items/11": false, "/v1/items/12": true, "/v1/lists/x": true} {
-			if got := s.getVia(p, okResponse("again")).Hit != nil; got != want {
+			if got := s.getVia(p, okResponse("again")).Immediate != nil; got != want {
 				t.Errorf("after purging blue: %s hit %v, want %v", p, got, want)
 			}
 		}

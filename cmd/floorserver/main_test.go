@@ -130,7 +130,7 @@ func TestFloorServerHit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Hit == nil || res.Status != 200 || len(res.Body) != 1024 || res.Get("content-length") != "1024" || res.Messages != 1 {
+	if res.Immediate == nil || res.Status != 200 || len(res.Body) != 1024 || res.Get("content-length") != "1024" || res.Messages != 1 {
 		t.Errorf("a stream of the hit floor: status %d, %d bytes, headers %v, %d messages; want an immediate 200 with 1024 bytes",
 			res.Status, len(res.Body), res.Header, res.Messages)
 	}
