@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	procmodev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -347,8 +350,8 @@ func TestCachePurge(t *testing.T) {
 		wantStored(t, "untagged", s.getVia("/v1/items/12", okResponse("12")))
 		wantStored(t, "list", s.getVia("/v1/lists/x", okResponse("x")))
 
-		if code, ans := s.purge(`{"tags": ["blue"]}`, ""); code != 200 || ans != `{"removed":2}` {
-			t.Errorf("purge blue: %d %s, want 200 {\"removed\":2}", code, ans)
+		if code, n := s.purgeRemoved(`{"tags": ["blue"]}`, ""); code != 200 || n != 2 {
+			t.Errorf("purge blue: %d, removed %d; want 200 and 2", code, n)
 		}
 		for p, want := range map[string]bool{"/v1/items/10": false, "/v1/items/11": false, "/v1/items/12": true, "/v1/lists/x": true} {
 			if got := s.getVia(p, okResponse("again")).Immediate != nil; got != want {
@@ -356,11 +359,11 @@ func TestCachePurge(t *testing.T) {
 			}
 		}
 		// 10 and 11 were stored again just now (untagged "again").
-		if code, ans := s.purge(`{"paths": ["/v1/items/12", "/v1/lists/x"]}`, ""); code != 200 || ans != `{"removed":2}` {
-			t.Errorf("purge paths: %d %s, want 200 {\"removed\":2}", code, ans)
+		if code, n := s.purgeRemoved(`{"paths": ["/v1/items/12", "/v1/lists/x"]}`, ""); code != 200 || n != 2 {
+			t.Errorf("purge paths: %d, removed %d; want 200 and 2", code, n)
 		}
-		if code, ans := s.purge(`{"tags": ["blue"]}`, ""); code != 200 || ans != `{"removed":0}` {
-			t.Errorf("purge blue again: %d %s, want 200 {\"removed\":0}", code, ans)
+		if code, n := s.purgeRemoved(`{"tags": ["blue"]}`, ""); code != 200 || n != 0 {
+			t.Errorf("purge blue again: %d, removed %d; want 200 and 0", code, n)
 		}
 		for _, bad := range []string{`{}`, `{"tags": [""]}`, `{"paths": ["no-slash"]}`, `{"tag": ["x"]}`, `not json`} {
 			if code, _ := s.purge(bad, ""); code != 400 {
@@ -387,8 +390,8 @@ func TestCachePurgeToken(t *testing.T) {
 			t.Errorf("purge with token %q: %d, want 401", tok, code)
 		}
 	}
-	if code, ans := s.purge(`{"tags": ["t"]}`, token); code != 200 || ans != `{"removed":1}` {
-		t.Errorf("purge with the token: %d %s", code, ans)
+	if code, n := s.purgeRemoved(`{"tags": ["t"]}`, token); code != 200 || n != 1 {
+		t.Errorf("purge with the token: %d, removed %d; want 200 and 1", code, n)
 	}
 	if strings.Contains(s.log(), token) {
 		t.Error("the admin token is in the log")
@@ -495,8 +498,8 @@ func TestCacheTwoSidecarsOneRedis(t *testing.T) {
 
 	// Tags: stored via A, purged via B.
 	wantStored(t, "tagged via A", a.getVia("/v1/items/t", okResponse("t", [2]string{"cache-tag", "shared"})))
-	if code, ans := b.purge(`{"tags": ["shared"]}`, ""); code != 200 || ans != `{"removed":1}` {
-		t.Errorf("purge via B: %d %s, want {\"removed\":1}", code, ans)
+	if code, n := b.purgeRemoved(`{"tags": ["shared"]}`, ""); code != 200 || n != 1 {
+		t.Errorf("purge via B: %d, removed %d; want 200 and 1", code, n)
 	}
 	wantStored(t, "tagged via A after the purge via B", a.getVia("/v1/items/t", okResponse("t2")))
 
@@ -580,4 +583,89 @@ func TestCacheAfterAuth(t *testing.T) {
 		})
 		noSecretsLogged(t, s, acmeKey, initechKey)
 	})
+}
+
+// TestCacheExample: the README tour's cache step. examples/cache.yaml
+// validates, and served beside examples/auth.yaml and examples/limits it
+// reports the ext_proc service SERVING, empty store metrics and an empty
+// purge; behind Check, its tenant rule shares /v1/things within a tenant
+// (two keys of acme: hits for the second) and not across tenants, and its
+// public docs rule serves a request without credentials to everyone.
+func TestCacheExample(t *testing.T) {
+	t.Parallel()
+	const (
+		acmeKey    = "fgk_nvYjpyVSHE7bLTVK8lhjKzCQBLUyFFVxqjoayZkYXFs" // k-acme-pro
+		initechKey = "fgk_HTHLw9Rqui1tpLgHid8UyG3WbJlgzzJtioDaaqMVFEY" // k-initech-free
+	)
+	exampleCache := filepath.Join(moduleRoot, "examples", "cache.yaml")
+	stdout, stderr, code := runCLI(t, moduleRoot, "validate", "--cache-config", "examples/cache.yaml")
+	if code != 0 || strings.TrimSpace(stdout) != "cache config: 3 rules (1 public, 1 tenant, 1 user) from examples/cache.yaml" {
+		t.Errorf("validate --cache-config examples/cache.yaml: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	s := startSidecar(t, "cache-example", "--config", exampleLimits, "--auth-config", exampleAuth, "--cache-config", exampleCache, "--log-level", "debug")
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	st, err := healthpb.NewHealthClient(s.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: extprocv3.ExternalProcessor_ServiceDesc.ServiceName})
+	if err != nil || st.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health: %v (%v), want SERVING", st.GetStatus(), err)
+	}
+	wantMetrics(t, s, map[string]float64{`floodgate_cache_entries`: 0, `floodgate_cache_bytes`: 0})
+	if code, n := s.purgeRemoved(`{"paths": ["/docs/"]}`, ""); code != 200 || n != 0 {
+		t.Errorf("purge /docs/: %d, removed %d; want 200 and 0", code, n)
+	}
+
+	// through plays a request as Envoy does: Check, then the stream with
+	// the Check's metadata.
+	through := func(key, path, tag string) *extproctest.Result {
+		t.Helper()
+		hdr := map[string]string{}
+		if key != "" {
+			hdr["x-api-key"] = key
+		}
+		resp, err := s.checkPath("192.0.2.8", path, hdr)
+		if err != nil || resp.GetOkResponse() == nil {
+			t.Fatalf("Check %s: %v (%v), want allowed", path, resp.GetStatus(), err)
+		}
+		return s.do(extproctest.Request{Authority: "localhost:10000", Path: path, AuthzMetadata: resp.GetDynamicMetadata()}, okResponse(tag))
+	}
+	wantStored(t, "acme's things", through(acmeKey, "/v1/things", "acme"))
+	wantHit(t, "acme's things again", through(acmeKey, "/v1/things", "x"), "acme")
+	wantStored(t, "initech's things", through(initechKey, "/v1/things", "initech"))
+	wantStored(t, "docs without a key", through("", "/docs/intro", "docs"))
+	wantHit(t, "docs again", through("", "/docs/intro", "x"), "docs")
+	wantMetrics(t, s, map[string]float64{
+		requests("things", "hit"):  1,
+		requests("things", "miss"): 2,
+		requests("docs", "hit"):    1,
+		`floodgate_cache_entries`:  3,
+	})
+	noSecretsLogged(t, s, acmeKey, initechKey)
+}
+
+// checkPath sends one Check for GET path from peer with headers.
+func (s *sidecar) checkPath(peer, path string, headers map[string]string) (*authv3.CheckResponse, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	return authv3.NewAuthorizationClient(s.conn).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+			SocketAddress: &corev3.SocketAddress{Address: peer, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 40000}}}}},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: "GET", Host: "localhost:10000", Path: path, Headers: headers}},
+	}})
+}
+
+// purgeRemoved is purge with the answer's "removed" decoded (-1 when the
+// answer is not {"removed": N}).
+func (s *sidecar) purgeRemoved(body, token string) (int, int) {
+	s.t.Helper()
+	code, ans := s.purge(body, token)
+	var out map[string]int
+	if err := json.Unmarshal([]byte(ans), &out); err != nil || len(out) != 1 {
+		return code, -1
+	}
+	n, ok := out["removed"]
+	if !ok {
+		return code, -1
+	}
+	return code, n
 }
