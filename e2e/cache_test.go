@@ -669,3 +669,222 @@ func (s *sidecar) purgeRemoved(body, token string) (int, int) {
 	}
 	return code, n
 }
+
+// keyRules key items on accept and leave utm_source out of the key.
+const keyRules = `rules:
+  - name: items
+    match: {hosts: [api.example.com], path_prefix: /v1/items/}
+    scope: public
+    ttl: 60s
+    key_headers: [accept]
+    ignore_query: [utm_source]
+`
+
+// TestCacheKeys: what shares an entry and what does not: query order and
+// ignored parameters share; key headers, Vary'd headers and hosts split;
+// the ext_proc :authority's port is not part of the host.
+func TestCacheKeys(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, args []string) {
+		s, _ := startCacheSidecar(t, "cache-keys", keyRules, args...)
+		get := func(path string, hdr [][2]string, resp extproctest.Response) *extproctest.Result {
+			return s.do(extproctest.Request{Path: path, Header: hdr}, resp)
+		}
+		wantStored(t, "?a=1&b=2", get("/v1/items/q?a=1&b=2", nil, okResponse("q")))
+		wantHit(t, "?b=2&a=1", get("/v1/items/q?b=2&a=1", nil, okResponse("x")), "q")
+		wantHit(t, "?a=1&utm_source=mail&b=2", get("/v1/items/q?a=1&utm_source=mail&b=2", nil, okResponse("x")), "q")
+		wantStored(t, "?a=2&b=2", get("/v1/items/q?a=2&b=2", nil, okResponse("q2")))
+		wantHit(t, "port in :authority", s.do(extproctest.Request{Authority: "api.example.com:8443", Path: "/v1/items/q?a=1&b=2"}, okResponse("x")), "q")
+
+		// key_headers: accept splits.
+		json := [][2]string{{"accept", "application/json"}}
+		wantStored(t, "accept json", get("/v1/items/k", json, okResponse("k-json")))
+		wantStored(t, "accept text", get("/v1/items/k", [][2]string{{"accept", "text/plain"}}, okResponse("k-text")))
+		wantHit(t, "accept json again", get("/v1/items/k", json, okResponse("x")), "k-json")
+
+		// Vary: accept-language splits too, by the response's word.
+		vary := func(tag string) extproctest.Response { return okResponse(tag, [2]string{"vary", "Accept-Language"}) }
+		de, fr := [][2]string{{"accept-language", "de"}}, [][2]string{{"accept-language", "fr"}}
+		wantStored(t, "vary de", get("/v1/items/v", de, vary("v-de")))
+		wantStored(t, "vary fr", get("/v1/items/v", fr, vary("v-fr")))
+		wantHit(t, "vary de again", get("/v1/items/v", de, vary("x")), "v-de")
+		wantHit(t, "vary fr again", get("/v1/items/v", fr, vary("x")), "v-fr")
+		// Invalidating the path removes every variant.
+		s.do(extproctest.Request{Method: "PATCH", Path: "/v1/items/v"}, extproctest.Response{Status: 200})
+		for _, h := range [][][2]string{de, fr} {
+			if get("/v1/items/v", h, vary("new")).Immediate != nil {
+				t.Errorf("variant %v: still a hit after PATCH", h)
+			}
+		}
+		wantMetrics(t, s, map[string]float64{`floodgate_cache_invalidations_total{rule="items"}`: 2})
+	})
+}
+
+// TestCacheNotStored: responses the contract says are forwarded but never
+// stored, and requests whose bodies are never asked for.
+func TestCacheNotStored(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, args []string) {
+		s, _ := startCacheSidecar(t, "cache-notstored", cacheRules, append(args, "--cache-max-entry-bytes", "4096")...)
+		forwardedTwice := func(what string, req extproctest.Request, resp extproctest.Response) {
+			t.Helper()
+			for i := range 2 {
+				res := s.do(req, resp)
+				if res.Immediate != nil || strings.Contains(res.Get("cache-status"), "stored") {
+					t.Errorf("%s (%d): hit %v, cache-status %q; want forwarded, not stored", what, i+1, res.Immediate != nil, res.Get("cache-status"))
+				}
+				if !bytes.Equal(res.Body, resp.Body) {
+					t.Errorf("%s (%d): the client got %d bytes, want the upstream's %d", what, i+1, len(res.Body), len(resp.Body))
+				}
+			}
+		}
+		forwardedTwice("Set-Cookie", extproctest.Request{Path: "/v1/items/cookie"}, okResponse("c", [2]string{"set-cookie", "s=1"}))
+		forwardedTwice("private on a public rule", extproctest.Request{Path: "/v1/items/private"},
+			extproctest.Response{Status: 200, Header: [][2]string{{"cache-control", "private, max-age=60"}}, Body: body(100, "p")})
+		forwardedTwice("Authorization on a public rule", extproctest.Request{Path: "/v1/items/authz", Header: [][2]string{{"authorization", "Bearer abc"}}}, okResponse("a"))
+		forwardedTwice("Vary: *", extproctest.Request{Path: "/v1/items/star"}, okResponse("s", [2]string{"vary", "*"}))
+		forwardedTwice("status 500", extproctest.Request{Path: "/v1/items/err"}, extproctest.Response{Status: 500, Header: [][2]string{{"cache-control", "max-age=60"}}, Body: body(10, "e")})
+		big := okResponse("big")
+		big.Body = body(5000, "big")
+		forwardedTwice("a body over --cache-max-entry-bytes", extproctest.Request{Path: "/v1/items/big"}, big)
+		if res := s.getVia("/v1/items/big", big); res.BodyMode != procmodev3.ProcessingMode_NONE {
+			t.Errorf("a Content-Length over the limit: body mode %v, want NONE (never buffered)", res.BodyMode)
+		}
+		// A chunked body is asked for BUFFERED_PARTIAL: whole, it is stored;
+		// cut at the proxy's buffer, it is not.
+		chunked := okResponse("chunked")
+		chunked.Chunked = true
+		res := s.getVia("/v1/items/chunked", chunked)
+		if res.BodyMode != procmodev3.ProcessingMode_BUFFERED_PARTIAL || res.Get("cache-status") != "floodgate; fwd=miss; stored" {
+			t.Errorf("a chunked body: mode %v, cache-status %q; want BUFFERED_PARTIAL and stored", res.BodyMode, res.Get("cache-status"))
+		}
+		wantHit(t, "the chunked body again", s.getVia("/v1/items/chunked", okResponse("x")), "chunked")
+		cut := okResponse("cut")
+		cut.Chunked, cut.BufferLimit = true, 512
+		res = s.getVia("/v1/items/cut", cut)
+		if res.BodyMode != procmodev3.ProcessingMode_BUFFERED_PARTIAL || strings.Contains(res.Get("cache-status"), "stored") {
+			t.Errorf("a cut chunked body: mode %v, cache-status %q; want BUFFERED_PARTIAL, not stored", res.BodyMode, res.Get("cache-status"))
+		}
+		if s.getVia("/v1/items/cut", okResponse("x")).Immediate != nil {
+			t.Error("a body cut at the proxy's buffer was stored")
+		}
+		wantMetrics(t, s, map[string]float64{
+			// The whole chunked body, and the GET that found no cut one.
+			`floodgate_cache_stores_total{rule="items"}`: 2,
+			`floodgate_cache_entries`:                    2,
+		})
+	})
+}
+
+// TestCacheRedisDown: a storage error never fails a request: with Redis
+// gone, requests pass through uncached and are counted; once Redis is
+// back, the cache stores again.
+func TestCacheRedisDown(t *testing.T) {
+	t.Parallel()
+	redis := redistest.StartServer(t)
+	s, _ := startCacheSidecar(t, "cache-redis-down", cacheRules, "--redis-url", redis.URL)
+	wantStored(t, "before the outage", s.getVia("/v1/items/1", okResponse("one")))
+	redis.Stop()
+	res := s.getVia("/v1/items/1", okResponse("during"))
+	if res.Immediate != nil || res.Status != 200 || !bytes.Equal(res.Body, body(1024, "during")) || strings.Contains(res.Get("cache-status"), "stored") {
+		t.Errorf("with Redis down: hit %v, status %d, cache-status %q; want the upstream's response, not stored", res.Immediate != nil, res.Status, res.Get("cache-status"))
+	}
+	wantMetrics(t, s, map[string]float64{
+		`floodgate_cache_errors_total{op="get"}`: 1,
+		`floodgate_cache_errors_total{op="put"}`: 1,
+	})
+	if !s.running() {
+		t.Fatal("the sidecar exited with Redis down")
+	}
+	if err := redis.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The restarted Redis is empty; the sidecar reconnects by itself.
+	eventually(t, 15*time.Second, "stored again after Redis restarted", func() error {
+		res := s.getVia("/v1/items/1", okResponse("after"))
+		if res.Immediate != nil || res.Get("cache-status") == "floodgate; fwd=miss; stored" {
+			return nil
+		}
+		return fmt.Errorf("cache-status %q", res.Get("cache-status"))
+	})
+	wantHit(t, "after the restart", s.getVia("/v1/items/1", okResponse("x")), "after")
+}
+
+// TestCacheCollapse: requests for a key whose miss is in flight wait for
+// it and are served from it ("collapsed"); when it is not stored, they
+// are forwarded. The wait is long here (10 s) so that the answer does not
+// depend on the machine's speed; a follower that arrives after the miss
+// landed is an ordinary hit, so the test tries a few times until one
+// arrived in time.
+func TestCacheCollapse(t *testing.T) {
+	t.Parallel()
+	s, _ := startCacheSidecar(t, "cache-collapse", cacheRules, "--cache-collapse-wait", "10s")
+	client := extproctest.New(s.conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// follow opens a stream for path in the background.
+	follow := func(path string) <-chan *extproctest.Stream {
+		ch := make(chan *extproctest.Stream, 1)
+		go func() {
+			st, err := client.Open(ctx, extproctest.Request{Authority: cacheHost, Path: path})
+			if err != nil {
+				t.Errorf("follower: %v", err)
+			}
+			ch <- st
+		}()
+		return ch
+	}
+	collapsed := 0
+	for attempt := 1; attempt <= 5 && collapsed == 0; attempt++ {
+		path := fmt.Sprintf("/v1/items/c%d", attempt)
+		leader, err := client.Open(ctx, extproctest.Request{Authority: cacheHost, Path: path})
+		if err != nil || leader.Hit() {
+			t.Fatalf("leader: %v (hit %v)", err, err == nil && leader.Hit())
+		}
+		ch := follow(path)
+		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond) // a chance to start waiting, not an assertion
+		if _, err := leader.Respond(okResponse("c")); err != nil {
+			t.Fatal(err)
+		}
+		st := <-ch
+		if st == nil {
+			t.FailNow()
+		}
+		res, err := st.Respond(okResponse("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Immediate == nil {
+			t.Fatalf("attempt %d: the follower was forwarded (cache-status %q), want served from the leader's entry", attempt, res.Get("cache-status"))
+		}
+		if res.Get("cache-status") == "floodgate; hit; collapsed" {
+			collapsed++
+		}
+	}
+	if collapsed == 0 {
+		t.Fatal("no follower was collapsed behind the leader in 5 attempts")
+	}
+	wantMetrics(t, s, map[string]float64{requests("items", "collapsed"): float64(collapsed)})
+
+	// A leader whose response is not stored releases its followers to
+	// the upstream.
+	leader, err := client.Open(ctx, extproctest.Request{Authority: cacheHost, Path: "/v1/items/nostore"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := follow("/v1/items/nostore")
+	time.Sleep(200 * time.Millisecond)
+	if _, err := leader.Respond(extproctest.Response{Status: 200, Header: [][2]string{{"cache-control", "no-store"}}, Body: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	st := <-ch
+	if st == nil {
+		t.FailNow()
+	}
+	if st.Hit() {
+		t.Error("a follower of a not-stored response was served from the cache")
+	}
+	if _, err := st.Respond(okResponse("f")); err != nil {
+		t.Fatal(err)
+	}
+}
