@@ -888,3 +888,128 @@ func TestCacheCollapse(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// semanticsRules add a tenant rule and a short max_ttl to the usual ones.
+const semanticsRules = cacheRules + `  - name: team
+    match: {hosts: [api.example.com], path_prefix: /v1/team/}
+    scope: tenant
+    ttl: 60s
+  - name: capped
+    match: {hosts: [api.example.com], path_prefix: /v1/capped/}
+    ttl: 10s
+    max_ttl: 2m
+`
+
+// TestCacheHTTPSemantics: the HTTP caching rules of the contract as a
+// client sees them through Envoy: statuses stored, freshness and its cap,
+// Age, hop-by-hop headers, personal requests on public rules, tenant
+// scope, and invalidation of every user's entries of a path.
+func TestCacheHTTPSemantics(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, args []string) {
+		s, _ := startCacheSidecar(t, "cache-http", semanticsRules, args...)
+
+		// Statuses: 404 and 410 are stored, and so is a 204 without a body.
+		for _, code := range []int{404, 410} {
+			p := fmt.Sprintf("/v1/items/status-%d", code)
+			r := extproctest.Response{Status: code, Header: [][2]string{{"cache-control", "max-age=60"}}, Body: []byte("gone")}
+			wantStored(t, p, s.getVia(p, r))
+			if res := s.getVia(p, okResponse("x")); res.Immediate == nil || res.Status != code || string(res.Body) != "gone" {
+				t.Errorf("%s again: hit %v, status %d, body %q; want the stored %d", p, res.Immediate != nil, res.Status, res.Body, code)
+			}
+		}
+		res := s.getVia("/v1/items/empty", extproctest.Response{Status: 204, Header: [][2]string{{"cache-control", "max-age=60"}}})
+		if res.Get("cache-status") != "floodgate; fwd=miss; stored" {
+			t.Errorf("204: cache-status %q, want stored without a body", res.Get("cache-status"))
+		}
+		if res := s.getVia("/v1/items/empty", okResponse("x")); res.Immediate == nil || res.Status != 204 || len(res.Body) != 0 {
+			t.Errorf("204 again: hit %v, status %d, %d bytes", res.Immediate != nil, res.Status, len(res.Body))
+		}
+
+		// Freshness: s-maxage over max-age, capped by max_ttl; Age counts
+		// the response's own age.
+		ttlOf := func(res *extproctest.Result) int {
+			var n int
+			if _, err := fmt.Sscanf(res.Get("cache-status"), "floodgate; hit; ttl=%d", &n); err != nil {
+				t.Errorf("cache-status %q: %v", res.Get("cache-status"), err)
+			}
+			return n
+		}
+		s.getVia("/v1/items/smax", okResponse("s", [2]string{"cache-control", "max-age=10, s-maxage=300"}))
+		if n := ttlOf(s.getVia("/v1/items/smax", okResponse("x"))); n < 250 || n > 300 {
+			t.Errorf("s-maxage=300 over max-age: ttl=%d", n)
+		}
+		capped := okResponse("c")
+		capped.Header = [][2]string{{"cache-control", "max-age=86400"}}
+		s.getVia("/v1/capped/1", capped)
+		if n := ttlOf(s.getVia("/v1/capped/1", okResponse("x"))); n > 120 || n < 60 {
+			t.Errorf("max-age=86400 under max_ttl 2m: ttl=%d", n)
+		}
+		aged := okResponse("aged")
+		aged.Header = [][2]string{{"cache-control", "max-age=100"}, {"age", "40"}}
+		s.getVia("/v1/items/aged", aged)
+		hit := s.getVia("/v1/items/aged", okResponse("x"))
+		if a := hit.Get("age"); a != "40" && a != "41" && a != "42" {
+			t.Errorf("a response stored with Age 40: served with age %q", a)
+		}
+		if n := ttlOf(hit); n > 60 || n < 50 {
+			t.Errorf("max-age=100 with Age 40: ttl=%d, want about 60", n)
+		}
+
+		// Hop-by-hop headers, and those Connection names, are not replayed.
+		hop := okResponse("hop", [2]string{"connection", "x-conn-only"}, [2]string{"keep-alive", "timeout=5"},
+			[2]string{"x-conn-only", "1"}, [2]string{"x-kept", "yes"})
+		s.getVia("/v1/items/hop", hop)
+		hit = s.getVia("/v1/items/hop", okResponse("x"))
+		for _, h := range []string{"connection", "keep-alive", "x-conn-only"} {
+			if v := hit.Get(h); v != "" {
+				t.Errorf("a hit replays the hop-by-hop %s: %q", h, v)
+			}
+		}
+		if hit.Get("x-kept") != "yes" {
+			t.Errorf("a hit lost x-kept: %v", hit.Header)
+		}
+
+		// A personal request on a public rule is stored only when the
+		// response says public.
+		authz := [][2]string{{"authorization", "Bearer t"}}
+		s.do(extproctest.Request{Path: "/v1/items/pub", Header: authz}, okResponse("pub", [2]string{"cache-control", "public, max-age=60"}))
+		wantHit(t, "public response to a personal request", s.getVia("/v1/items/pub", okResponse("x")), "pub")
+		apiKey := map[string]string{"auth": "api_key", "tenant": "acme", "user": "u"}
+		s.do(extproctest.Request{Path: "/v1/items/md", Identity: apiKey}, okResponse("md"))
+		if s.getVia("/v1/items/md", okResponse("x")).Immediate != nil {
+			t.Error("a response to a request with ext_authz identity was stored on a public rule without public")
+		}
+
+		// Tenant scope: shared within the tenant, not across, bypassed
+		// without one.
+		acme1 := map[string]string{"auth": "api_key", "tenant": "acme", "user": "one"}
+		acme2 := map[string]string{"auth": "api_key", "tenant": "acme", "user": "two"}
+		initech := map[string]string{"auth": "api_key", "tenant": "initech", "user": "one"}
+		team := func(id map[string]string, tag string) *extproctest.Result {
+			return s.do(extproctest.Request{Path: "/v1/team/board", Identity: id}, okResponse(tag))
+		}
+		wantStored(t, "acme, one", team(acme1, "acme"))
+		wantHit(t, "acme, two", team(acme2, "x"), "acme")
+		wantStored(t, "initech", team(initech, "initech"))
+		wantBypass(t, "no tenant", team(map[string]string{"auth": "api_key", "user": "one"}, "x"))
+
+		// A write on a user rule's path removes every user's entry of it.
+		alice, bob := map[string]string{"auth": "api_key", "user": "alice"}, map[string]string{"auth": "api_key", "user": "bob"}
+		for _, id := range []map[string]string{alice, bob} {
+			s.do(extproctest.Request{Path: "/v1/me/settings", Identity: id}, okResponse(id["user"]))
+		}
+		s.do(extproctest.Request{Method: "PUT", Path: "/v1/me/settings", Identity: alice}, extproctest.Response{Status: 200})
+		for _, id := range []map[string]string{alice, bob} {
+			if s.do(extproctest.Request{Path: "/v1/me/settings", Identity: id}, okResponse("new")).Immediate != nil {
+				t.Errorf("%s's entry survived alice's PUT of the path", id["user"])
+			}
+		}
+		// Content-Location, same host: invalidated too.
+		s.getVia("/v1/items/cl", okResponse("cl"))
+		s.do(extproctest.Request{Method: "POST", Path: "/v1/items/"}, extproctest.Response{Status: 200, Header: [][2]string{{"content-location", "/v1/items/cl"}}})
+		if s.getVia("/v1/items/cl", okResponse("x")).Immediate != nil {
+			t.Error("a POST answered with Content-Location left that path's entry")
+		}
+	})
+}
