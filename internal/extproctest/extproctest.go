@@ -77,7 +77,9 @@ func (r *Result) Get(name string) string {
 }
 
 // Client opens streams.
-type Client struct{ c extprocv3.ExternalProcessorClient }
+type Client struct {
+	c extprocv3.ExternalProcessorClient
+}
 
 // New returns a Client over conn.
 func New(conn grpc.ClientConnInterface) *Client {

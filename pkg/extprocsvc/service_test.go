@@ -577,3 +577,38 @@ func TestCollapsed(t *testing.T) { both(t, testCollapsed) }
 func TestCollapsedNotShared(t *testing.T) { both(t, testCollapsedNotShared) }
 
 func TestMetricsNames(t *testing.T) { both(t, testMetricsNames) }
+
+// TestStorageErrorsPassThrough: a store that fails never fails a request:
+// each passes through uncached, and each failure is counted by operation.
+func TestStorageErrorsPassThrough(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: 100 * time.Millisecond})
+	t.Cleanup(func() { c.Close() })
+	st, err := rediscache.New(c, rediscache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, memory, respcache.Options{Store: st})
+	for i := 0; i < 2; i++ {
+		res := f.do(extproctest.Request{Path: "/v1/catalog/e"}, ok("max-age=60"))
+		if res.Hit() || res.Get("cache-status") != "floodgate; fwd=miss" {
+			t.Fatalf("request %d: hit %v, Cache-Status %q; want a plain miss", i, res.Hit(), res.Get("cache-status"))
+		}
+	}
+	if res := f.do(extproctest.Request{Method: "DELETE", Path: "/v1/catalog/e"}, extproctest.Response{Status: 204}); res.Status != 204 {
+		t.Fatalf("write: status %d", res.Status)
+	}
+	for op, want := range map[string]float64{"get": 2, "put": 2, "invalidate": 1} {
+		if got := f.metric("floodgate_cache_errors_total", "op", op); got != want {
+			t.Errorf("errors{op=%s} = %v, want %v", op, got, want)
+		}
+	}
+	if f.count("catalog", "miss") != 2 {
+		t.Errorf("misses %d, want 2", f.count("catalog", "miss"))
+	}
+}

@@ -110,7 +110,7 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.SetOutput(out)
 	fs.StringVar(&s.Config, "config", DefaultConfig, "descriptor config: a YAML file, or a directory whose *.yaml/*.yml files are each one domain")
 	fs.StringVar(&s.AuthConfig, "auth-config", "", "ext_authz config: a YAML file or a directory of them; when set, envoy.service.auth.v3.Authorization is served (hot-reloaded with its keys and JWKS files)")
-	fs.BoolVar(&s.GRPCAllowRemote, "grpc-allow-remote", false, "with --auth-config, allow a gRPC listener that is not loopback (the network is fenced some other way, say a NetworkPolicy)")
+	fs.BoolVar(&s.GRPCAllowRemote, "grpc-allow-remote", false, "with --auth-config or --cache-config, allow a gRPC listener that is not loopback (the network is fenced some other way, say a NetworkPolicy)")
 	fs.StringVar(&s.GRPCAddr, "grpc-addr", ":8081", "gRPC listener (RateLimitService, grpc.health.v1, reflection)")
 	fs.StringVar(&s.HTTPAddr, "http-addr", ":8080", "HTTP listener (/healthz, /readyz, /healthcheck, /metrics, /debug/config)")
 	fs.StringVar(&s.Backend, "backend", "", "where counters live: memory or redis (default: redis when --redis-url or --redis-sentinel-master is set, else memory)")
@@ -224,6 +224,11 @@ func (s *Settings) check() error {
 		// Whoever reaches the listener can ask Check about any client
 		// address, so an open one would let anyone probe keys and tokens.
 		bad("--auth-config needs a loopback --grpc-addr (got %q), since whoever reaches the gRPC listener can ask Check about any address; set --grpc-allow-remote when the network is fenced some other way (a NetworkPolicy)", s.GRPCAddr)
+	}
+	if s.Cache.Config != "" && !s.GRPCAllowRemote && !loopback(s.GRPCAddr) {
+		// Process trusts the identity in the metadata it is sent, so an
+		// open listener would let anyone read any user's entries.
+		bad("--cache-config needs a loopback --grpc-addr (got %q), since whoever reaches the gRPC listener can send Process any identity and read that user's cached responses; set --grpc-allow-remote when the network is fenced some other way (a NetworkPolicy)", s.GRPCAddr)
 	}
 	// Zero means the default; negative is an error (see Settings).
 	for _, n := range []struct {
