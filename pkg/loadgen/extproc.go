@@ -53,6 +53,9 @@ const (
 	fieldResponseBody      = 4
 	fieldImmediateResponse = 7
 	fieldModeOverride      = 9
+	// streamed_immediate_response: a kind Envoy's filter does not take
+	// here, so it counts as unexpected.
+	fieldStreamedImmediateResponse = 11
 	// ProcessingMode.response_header_mode and response_body_mode.
 	fieldResponseHeaderMode = 2
 	fieldResponseBodyMode   = 4
@@ -113,7 +116,9 @@ func decodeProcessingResponse(b []byte, r *rawProcessingResponse) error {
 			}
 			continue
 		}
-		if typ == protowire.BytesType && num >= fieldRequestHeaders && num <= 11 {
+		// The response oneof: fields 1 to 7 and 11. Others (dynamic
+		// metadata 8, override_message_timeout 10, ...) are not its kind.
+		if typ == protowire.BytesType && (num >= fieldRequestHeaders && num <= fieldImmediateResponse || num == fieldStreamedImmediateResponse) {
 			r.kind = num
 		}
 		m := protowire.ConsumeFieldValue(num, typ, b)

@@ -7,11 +7,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	procmodev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 func serveExtProc(t *testing.T, s extprocv3.ExternalProcessorServer) string {
@@ -208,6 +211,12 @@ func TestExtProcDecode(t *testing.T) {
 			rawProcessingResponse{kind: fieldResponseHeaders, responseBodyMode: 3}},
 		{&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}},
 			rawProcessingResponse{kind: fieldResponseBody}},
+		// Dynamic metadata and a message timeout after the oneof do not
+		// change its kind.
+		{&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}},
+			DynamicMetadata:        &structpb.Struct{Fields: map[string]*structpb.Value{"a": structpb.NewStringValue("b")}},
+			OverrideMessageTimeout: durationpb.New(time.Second)},
+			rawProcessingResponse{kind: fieldRequestHeaders}},
 	} {
 		b, err := proto.Marshal(tc.msg)
 		if err != nil {
@@ -233,6 +242,10 @@ func TestExtProcValidate(t *testing.T) {
 		{func(o *Options) { o.Keys = 5 }, "--keys 5: no --header"},
 		{func(o *Options) { o.BodyBytes = -1 }, "--body-bytes -1"},
 		{func(o *Options) { o.MaxAge = 0 }, "--max-age 0s"},
+		{func(o *Options) {
+			o.Mode, o.CacheLoad, o.Domain, o.Descriptors = ModeRateLimit, CacheMiss, "d", []Descriptor{{{Key: "k"}}}
+		}, "--cache-load: only with --mode extproc"},
+		{func(o *Options) { o.Mode, o.CacheLoad = ModeCheck, CacheMiss }, "--cache-load: only with --mode extproc"},
 	} {
 		o := extprocOptions("127.0.0.1:1", 1)
 		tc.edit(&o)

@@ -183,6 +183,9 @@ func (o *Options) validateRateLimit() []error {
 	if len(o.Headers) > 0 || len(o.KeyLines) > 0 {
 		errs = append(errs, errors.New("--header and --key-file: only with --mode check or extproc"))
 	}
+	if o.CacheLoad == CacheMiss {
+		errs = append(errs, errors.New("--cache-load: only with --mode extproc"))
+	}
 	return errs
 }
 
