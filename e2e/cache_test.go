@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -428,6 +429,18 @@ func TestCacheHealthAndValidate(t *testing.T) {
 	}
 }
 
+// replaceFile replaces path's content at once (a new file renamed over
+// it), as editors and config management do: the poller never reads it
+// half written. (A cache config with no rules is valid, so an empty file,
+// as os.WriteFile leaves it for a moment, would be loaded.)
+func replaceFile(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := writeFile(t, filepath.Dir(path), "."+filepath.Base(path)+".new", content)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestCacheReload: a rule added to the cache config takes effect without
 // a restart; a broken edit keeps the rules in force.
 func TestCacheReload(t *testing.T) {
@@ -438,7 +451,7 @@ func TestCacheReload(t *testing.T) {
 	}
 	reloads := `floodgate_config_reloads_total{result="success",source="cache"}`
 	before, _ := s.metric(reloads) // absent until the first reload
-	writeFile(t, filepath.Dir(path), "cache.yaml", cacheRules+`  - name: extra
+	replaceFile(t, path, cacheRules+`  - name: extra
     match: {path_prefix: /v1/extra/}
     ttl: 30s
 `)
@@ -453,7 +466,7 @@ func TestCacheReload(t *testing.T) {
 	wantMetrics(t, s, map[string]float64{requests("extra", "hit"): 1, requests("extra", "miss"): 1})
 
 	// A broken file: the reload fails and the rules stay.
-	writeFile(t, filepath.Dir(path), "cache.yaml", "rules: [{name: \"\"}]\n")
+	replaceFile(t, path, "rules: [{name: \"\"}]\n")
 	failed := `floodgate_config_reloads_total{result="error",source="cache"}`
 	eventually(t, 10*time.Second, "the broken cache config refused", func() error {
 		if n, err := s.metric(failed); err != nil || n < 1 {
