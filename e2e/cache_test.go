@@ -114,7 +114,7 @@ func (s *sidecar) do(req extproctest.Request, resp extproctest.Response) *extpro
 	return res
 }
 
-// get is do for a GET of path.
+// getVia is do for a GET of path.
 func (s *sidecar) getVia(path string, resp extproctest.Response) *extproctest.Result {
 	s.t.Helper()
 	return s.do(extproctest.Request{Path: path}, resp)
@@ -710,10 +710,10 @@ func TestCacheKeys(t *testing.T) {
 		wantHit(t, "port in :authority", s.do(extproctest.Request{Authority: "api.example.com:8443", Path: "/v1/items/q?a=1&b=2"}, okResponse("x")), "q")
 
 		// key_headers: accept splits.
-		json := [][2]string{{"accept", "application/json"}}
-		wantStored(t, "accept json", get("/v1/items/k", json, okResponse("k-json")))
+		acceptJSON := [][2]string{{"accept", "application/json"}}
+		wantStored(t, "accept json", get("/v1/items/k", acceptJSON, okResponse("k-json")))
 		wantStored(t, "accept text", get("/v1/items/k", [][2]string{{"accept", "text/plain"}}, okResponse("k-text")))
-		wantHit(t, "accept json again", get("/v1/items/k", json, okResponse("x")), "k-json")
+		wantHit(t, "accept json again", get("/v1/items/k", acceptJSON, okResponse("x")), "k-json")
 
 		// Vary: accept-language splits too, by the response's word.
 		vary := func(tag string) extproctest.Response { return okResponse(tag, [2]string{"vary", "Accept-Language"}) }
