@@ -5,7 +5,9 @@
 .PHONY: e2e e2e-docker
 
 ## e2e: the real binary: Envoy's descriptors, hot reload, Redis outage,
-##      SIGTERM under load, two sidecars on one Redis, validate and check.
+##      SIGTERM under load, two sidecars on one Redis, validate and check,
+##      the auth door, and the response cache over ext_proc streams (memory
+##      and Redis stores, two sidecars sharing one Redis).
 e2e: deps
 	$(GO) test -race -count=1 ./e2e/...
 

@@ -2,7 +2,11 @@
 // against: a grpc-go server with default options whose
 // envoy.service.ratelimit.v3 ShouldRateLimit and envoy.service.auth.v3
 // Authorization Check handlers answer OK without doing anything (each with
-// one shared, prebuilt response).
+// one shared, prebuilt response), and whose envoy.service.ext_proc.v3
+// ExternalProcessor Process answers each message of a stream with the
+// minimal CONTINUE of its kind. With --extproc-hit-bytes N it answers every
+// stream's request headers with an immediate_response instead (status 200,
+// a cache hit's headers and an N-byte body): the floor of a cache hit.
 //
 // It logs {"msg":"listening","grpc":ADDR,"pid":PID} on stderr once it
 // accepts connections, and prints its own CPU time as one JSON line on
@@ -30,6 +34,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc"
 
@@ -55,6 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, reports <
 	fs := flag.NewFlagSet("floorserver", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8081", "gRPC listen `host:port` (port 0 picks a free one), or unix:///path for a Unix socket")
+	hitBytes := fs.Int("extproc-hit-bytes", 0, "ext_proc: answer request headers with an immediate_response whose body has this many `bytes` (a cache hit's floor); 0: CONTINUE")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -65,7 +71,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, reports <
 		fmt.Fprintf(stderr, "floorserver: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	m := &Main{Addr: *addr}
+	if *hitBytes < 0 {
+		fmt.Fprintf(stderr, "floorserver: --extproc-hit-bytes %d: negative\n", *hitBytes)
+		return 2
+	}
+	m := &Main{Addr: *addr, HitBytes: *hitBytes}
 	if err := m.Start(); err != nil {
 		fmt.Fprintf(stderr, "floorserver: %v\n", err)
 		return 1
@@ -98,6 +108,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, reports <
 type Main struct {
 	// Addr is the listen address; port 0 picks a free port.
 	Addr string
+	// HitBytes, when positive, makes Process answer request headers with
+	// loadgen.FloorHit(HitBytes) (--extproc-hit-bytes).
+	HitBytes int
 
 	floor  loadgen.FloorServer
 	server *grpc.Server
@@ -121,8 +134,12 @@ func (m *Main) Start() error {
 	// Default server options on purpose: the floor is what grpc-go costs
 	// out of the box.
 	m.server = grpc.NewServer()
+	if m.HitBytes > 0 {
+		m.floor.Hit = loadgen.FloorHit(m.HitBytes)
+	}
 	rlsv3.RegisterRateLimitServiceServer(m.server, &m.floor)
 	authv3.RegisterAuthorizationServer(m.server, &m.floor)
+	extprocv3.RegisterExternalProcessorServer(m.server, &m.floor)
 	m.done = make(chan error, 1)
 	go func() { m.done <- m.server.Serve(ln) }()
 	return nil
@@ -131,7 +148,8 @@ func (m *Main) Start() error {
 // BoundAddr is the address actually listened on.
 func (m *Main) BoundAddr() string { return m.ln.Addr().String() }
 
-// Served is the number of calls (ShouldRateLimit and Check) answered.
+// Served is the number of calls (ShouldRateLimit, Check and Process
+// streams) answered.
 func (m *Main) Served() uint64 { return m.floor.Served() }
 
 // cpuReport is the line Report prints.

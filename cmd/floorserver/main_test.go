@@ -9,6 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/floodgate/floodgate/internal/extproctest"
 	"github.com/floodgate/floodgate/pkg/loadgen"
 )
 
@@ -66,6 +70,19 @@ func TestFloorServerServesAndReports(t *testing.T) {
 		t.Fatalf("check: ok %d denied %v errors %v, want 100 OK", res.OK, res.Denied, res.Errors)
 	}
 
+	// The ext_proc door of the floor: one stream per request, counted
+	// too; CONTINUE answers, so no body is asked for.
+	e := loadgen.DefaultOptions()
+	e.Addr, e.Mode = listening.GRPC, loadgen.ModeExtProc
+	e.Concurrency, e.Connections, e.Duration, e.Requests = 4, 2, 0, 50
+	res, err = loadgen.Run(t.Context(), e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 50 || res.Hits != 0 || res.BodiesSent != 0 || res.ErrorsTotal != 0 || res.Unknown != 0 {
+		t.Fatalf("extproc: %+v, want 50 streams continued", res)
+	}
+
 	outLines := bufio.NewScanner(stdoutR)
 	readReport := func() cpuReport {
 		t.Helper()
@@ -86,12 +103,46 @@ func TestFloorServerServesAndReports(t *testing.T) {
 		t.Errorf("exit %d, want 0", code)
 	}
 	for _, r := range []cpuReport{mid, final} {
-		if r.Msg != "cpu" || r.Served != 300 || r.UserMicros+r.SystemMicros <= 0 || r.MicrosPerRequest <= 0 {
-			t.Errorf("report %+v, want msg cpu, 300 served and CPU time spent", r)
+		if r.Msg != "cpu" || r.Served != 350 || r.UserMicros+r.SystemMicros <= 0 || r.MicrosPerRequest <= 0 {
+			t.Errorf("report %+v, want msg cpu, 350 served and CPU time spent", r)
 		}
 	}
 	if final.UserMicros+final.SystemMicros < mid.UserMicros+mid.SystemMicros {
 		t.Errorf("CPU time went backwards: %+v then %+v", mid, final)
+	}
+}
+
+// TestFloorServerHit: with --extproc-hit-bytes every stream is answered
+// with an immediate_response carrying that many bytes of body.
+func TestFloorServerHit(t *testing.T) {
+	t.Parallel()
+	m := &Main{Addr: "127.0.0.1:0", HitBytes: 1024}
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	conn, err := grpc.NewClient(m.BoundAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	res, err := extproctest.New(conn).Do(t.Context(), extproctest.Request{Authority: "api.example.com", Path: "/v1/x"}, extproctest.Response{Status: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Immediate == nil || res.Status != 200 || len(res.Body) != 1024 || res.Get("content-length") != "1024" || res.Messages != 1 {
+		t.Errorf("a stream of the hit floor: status %d, %d bytes, headers %v, %d messages; want an immediate 200 with 1024 bytes",
+			res.Status, len(res.Body), res.Header, res.Messages)
+	}
+	o := loadgen.DefaultOptions()
+	o.Addr, o.Mode = m.BoundAddr(), loadgen.ModeExtProc
+	o.Concurrency, o.Connections, o.Duration, o.Requests = 4, 2, 0, 100
+	lr, err := loadgen.Run(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lr.OK != 100 || lr.Hits != 100 || lr.ErrorsTotal != 0 || m.Served() != 101 {
+		t.Errorf("loadgen on the hit floor: %+v, served %d; want 100 hits", lr, m.Served())
 	}
 }
 
@@ -105,6 +156,7 @@ func TestFloorServerBadArgs(t *testing.T) {
 		{args: []string{"--nope"}, want: 2, wantErr: "-nope"},
 		{args: []string{"extra"}, want: 2, wantErr: `unexpected argument "extra"`},
 		{args: []string{"--addr", "256.0.0.1:0"}, want: 1, wantErr: "--addr 256.0.0.1:0"},
+		{args: []string{"--extproc-hit-bytes", "-1"}, want: 2, wantErr: "--extproc-hit-bytes -1"},
 	}
 	for _, tc := range tests {
 		var stdout, stderr strings.Builder

@@ -16,6 +16,20 @@
 //	loadgen --mode check --header 'authorization: Bearer {key}' \
 //	    --key-file tokens.txt --sequential --requests 20000 --json
 //
+// With --mode extproc each request is an ext_proc Process stream played as
+// Envoy's ext_proc filter plays it: the request headers; unless answered
+// with an immediate_response (a cache hit), the response headers (200,
+// Cache-Control max-age, a Content-Length of --body-bytes) and the body when
+// the answer's mode_override asks for it; then the half-close. --cache-load
+// hit sends the same request again and again (all hits after the first);
+// --cache-load miss puts a new number in place of {n} in every request
+// (every request a miss that may be stored):
+//
+//	loadgen --mode extproc --host api.example.com --path /v1/items/1 \
+//	    --cache-load hit --concurrency 32 --duration 8s --pid 1234 --json
+//	loadgen --mode extproc --path '/v1/items/{n}' --cache-load miss \
+//	    --body-bytes 1024 --duration 8s --pid 1234 --json
+//
 // Exit status: 0 when the run completed (whatever the server answered; read
 // the counts), 1 when it could not run, 2 on a bad command line.
 package main

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc"
 
@@ -24,6 +25,7 @@ func startFloor(t *testing.T) (string, *loadgen.FloorServer) {
 	s := grpc.NewServer()
 	rlsv3.RegisterRateLimitServiceServer(s, floor)
 	authv3.RegisterAuthorizationServer(s, floor)
+	extprocv3.RegisterExternalProcessorServer(s, floor)
 	go func() { _ = s.Serve(ln) }()
 	t.Cleanup(s.Stop)
 	return ln.Addr().String(), floor
@@ -92,6 +94,23 @@ func TestRunText(t *testing.T) {
 	}
 }
 
+func TestRunExtProc(t *testing.T) {
+	t.Parallel()
+	addr, floor := startFloor(t)
+	var stdout, stderr bytes.Buffer
+	code := run(t.Context(), []string{
+		"--addr", addr, "--mode", "extproc", "--path", "/v1/items/{n}", "--cache-load", "miss",
+		"--concurrency", "4", "--connections", "2", "--requests", "120",
+	}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr: %s", code, stderr.String())
+	}
+	if floor.Served() != 120 || !strings.Contains(stdout.String(), "mode=extproc cache_load=miss body=1024B") ||
+		!strings.Contains(stdout.String(), "streams 120  hits 0  bodies_sent 0  skipped 0  unexpected 0  errors 0") {
+		t.Errorf("served %d; stdout:\n%s", floor.Served(), stdout.String())
+	}
+}
+
 func TestRunBadCommandLine(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -105,6 +124,7 @@ func TestRunBadCommandLine(t *testing.T) {
 		{args: []string{"--domain", "api", "--descriptor", "a=b", "--keys", "9"}, wantCode: 2, wantErr: "--keys 9"},
 		{args: []string{"--bogus"}, wantCode: 2, wantErr: "-bogus"},
 		{args: []string{"--mode", "check", "--header", "x"}, wantCode: 2, wantErr: `--header "x"`},
+		{args: []string{"--mode", "extproc", "--cache-load", "miss"}, wantCode: 2, wantErr: "--cache-load miss: no --header, --host or --path contains {n}"},
 	}
 	for _, tc := range tests {
 		var stdout, stderr bytes.Buffer

@@ -32,6 +32,10 @@ type Request struct {
 	Header    [][2]string
 	// Identity is the ext_authz metadata Envoy forwards (nil: none).
 	Identity map[string]string
+	// AuthzMetadata, when set, is forwarded instead of Identity: the
+	// dynamic_metadata of a CheckResponse as Check returned it, which
+	// Envoy keeps under AuthzNamespace and forwards unchanged.
+	AuthzMetadata *structpb.Struct
 }
 
 // Response is what the upstream answers, if the request gets there.
@@ -102,7 +106,9 @@ func (c *Client) Open(ctx context.Context, req Request) (*Stream, error) {
 	st := &Stream{s: s, req: req}
 	hm := headerMap([][2]string{{":method", req.Method}, {":authority", req.Authority}, {":path", req.Path}, {":scheme", "http"}}, req.Header)
 	msg := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: hm, EndOfStream: req.Method == "GET" || req.Method == "HEAD"}}}
-	if req.Identity != nil {
+	if req.AuthzMetadata != nil {
+		msg.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{AuthzNamespace: req.AuthzMetadata}}
+	} else if req.Identity != nil {
 		fields := map[string]*structpb.Value{}
 		for k, v := range req.Identity {
 			fields[k] = structpb.NewStringValue(v)

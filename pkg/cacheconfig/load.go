@@ -27,6 +27,12 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, yamlconf.Problems{{File: path, Msg: "cannot read cache config: " + err.Error(), Err: err}}
 	}
+	if len(data) == 0 {
+		// A zero-byte file is most likely one being written (a poll can
+		// land between its truncation and its write): refusing it keeps
+		// the rules in force. A config of no rules says "rules: []".
+		return nil, yamlconf.Problems{{File: path, Msg: `the file is empty (write "rules: []" for a config with no rules)`}}
+	}
 	return Parse(path, data)
 }
 

@@ -67,6 +67,15 @@ func TestEmpty(t *testing.T) {
 	if got := (*Config)(nil).Match("a", "/"); got != nil {
 		t.Errorf("nil config matched %v", got)
 	}
+	// A zero-byte file is refused by Load: it is most likely one caught
+	// mid-write, and refusing it keeps the rules in force.
+	path := filepath.Join(t.TempDir(), "cache.yaml")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), path+": the file is empty") {
+		t.Errorf("Load(empty file) = %v, want an error naming it", err)
+	}
 }
 
 // Every problem of a config, exactly as `sidecar validate` prints them,

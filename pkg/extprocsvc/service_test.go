@@ -612,3 +612,22 @@ func TestStorageErrorsPassThrough(t *testing.T) {
 		t.Errorf("misses %d, want 2", f.count("catalog", "miss"))
 	}
 }
+
+// TestUpstreamCacheStatusKept: the response's own Cache-Status stays,
+// with Floodgate's member after it, also when the body was asked for.
+func testUpstreamCacheStatusKept(t *testing.T, store storeKind) {
+	f := newFixture(t, store, respcache.Options{})
+	res := f.do(extproctest.Request{Path: "/v1/catalog/u"}, ok("max-age=60", [2]string{"cache-status", "origin; hit"}))
+	if got := res.Get("cache-status"); got != "origin; hit, floodgate; fwd=miss; stored" {
+		t.Fatalf("stored: Cache-Status %q", got)
+	}
+	res = f.do(extproctest.Request{Path: "/v1/catalog/u2"}, ok("no-store", [2]string{"cache-status", "origin; fwd=uri-miss"}))
+	if got := res.Get("cache-status"); got != "origin; fwd=uri-miss, floodgate; fwd=miss" {
+		t.Fatalf("not stored: Cache-Status %q", got)
+	}
+	if hit := f.do(extproctest.Request{Path: "/v1/catalog/u"}, ok("max-age=60")); hit.Get("cache-status") != "floodgate; hit; ttl=60" {
+		t.Fatalf("hit: Cache-Status %q, want only Floodgate's member", hit.Get("cache-status"))
+	}
+}
+
+func TestUpstreamCacheStatusKept(t *testing.T) { both(t, testUpstreamCacheStatusKept) }

@@ -97,6 +97,9 @@ func (o *Options) validateCheck() []error {
 	if o.Hits != 0 {
 		errs = append(errs, errors.New("--hits: not used with --mode check"))
 	}
+	if o.CacheLoad == CacheMiss {
+		errs = append(errs, errors.New("--cache-load: only with --mode extproc"))
+	}
 	if o.Method == "" {
 		errs = append(errs, errors.New("--method: empty"))
 	}

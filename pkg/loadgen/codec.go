@@ -42,8 +42,9 @@ func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.SliceBuffer(r.b)}, nil
 }
 
-// Unmarshal reads overall_code (field 1) of a RateLimitResponse, or
-// status.code of a CheckResponse, and skips everything else.
+// Unmarshal reads overall_code (field 1) of a RateLimitResponse,
+// status.code of a CheckResponse, or which message a ProcessingResponse is
+// (and its mode_override), and skips everything else.
 func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	var b []byte
 	if len(data) == 1 {
@@ -64,6 +65,8 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 			return err
 		}
 		r.code = code
+	case *rawProcessingResponse:
+		return decodeProcessingResponse(b, r)
 	default:
 		return fmt.Errorf("loadgen codec: cannot unmarshal into %T", v)
 	}

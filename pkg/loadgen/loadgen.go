@@ -1,8 +1,10 @@
 // Package loadgen drives any Envoy RLS v3 server
-// (envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit), or with
+// (envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit), with
 // ModeCheck any ext_authz v3 server (envoy.service.auth.v3.Authorization/
-// Check), over gRPC for benchmarks, and measures latency, outcomes and,
-// optionally, the server's CPU time per decision.
+// Check), or with ModeExtProc any ext_proc v3 server (envoy.service.
+// ext_proc.v3.ExternalProcessor/Process, one stream per HTTP request), over
+// gRPC for benchmarks, and measures latency, outcomes and, optionally, the
+// server's CPU time per decision.
 //
 // The generator is built to cost little, because on a small machine it
 // shares the cores with the server it measures: requests are marshalled once
@@ -39,7 +41,7 @@ const MaxKeys = 10_000_000
 type Options struct {
 	// Addr is the server's host:port. Default 127.0.0.1:8081.
 	Addr string
-	// Mode is ModeRateLimit (the default) or ModeCheck.
+	// Mode is ModeRateLimit (the default), ModeCheck or ModeExtProc.
 	Mode string
 	// Domain is the rate-limit domain of every request. Required in
 	// ModeRateLimit; not used in ModeCheck.
@@ -57,7 +59,8 @@ type Options struct {
 	Sequential bool
 
 	// Method, Host, Path, Headers and Source make the Check request
-	// (ModeCheck only); each may hold KeyPlaceholder and LinePlaceholder.
+	// (ModeCheck), and Method, Host, Path and Headers the request headers
+	// of ModeExtProc; each may hold KeyPlaceholder and LinePlaceholder.
 	// Defaults GET, api.example.com, /v1/things, no header, 127.0.0.1.
 	Method  string
 	Host    string
@@ -68,6 +71,16 @@ type Options struct {
 	// KeyLines are the values LinePlaceholder takes: line n for key index
 	// n (the --key-file).
 	KeyLines []string
+	// CacheLoad is ModeExtProc's load: CacheHit (the default; key indexes
+	// as in the other modes) or CacheMiss (a new number for KeyPlaceholder
+	// in every request).
+	CacheLoad string
+	// BodyBytes is the length of the upstream's response body that
+	// ModeExtProc plays (sent when a mode_override asks). Default 1024.
+	BodyBytes int
+	// MaxAge is the response's Cache-Control max-age in ModeExtProc.
+	// Default 60s.
+	MaxAge time.Duration
 	// Concurrency is the number of requests in flight (one worker each).
 	// Default 32.
 	Concurrency int
@@ -110,6 +123,9 @@ func DefaultOptions() Options {
 		Host:        "api.example.com",
 		Path:        "/v1/things",
 		Source:      "127.0.0.1",
+		CacheLoad:   CacheHit,
+		BodyBytes:   1024,
+		MaxAge:      time.Minute,
 		Concurrency: 32,
 		Connections: 4,
 		Duration:    10 * time.Second,
@@ -128,8 +144,10 @@ func (o *Options) Validate() error {
 		errs = append(errs, o.validateRateLimit()...)
 	case ModeCheck:
 		errs = append(errs, o.validateCheck()...)
+	case ModeExtProc:
+		errs = append(errs, o.validateExtProc()...)
 	default:
-		errs = append(errs, fmt.Errorf("--mode %q: want %s or %s", o.Mode, ModeRateLimit, ModeCheck))
+		errs = append(errs, fmt.Errorf("--mode %q: want %s, %s or %s", o.Mode, ModeRateLimit, ModeCheck, ModeExtProc))
 	}
 	errs = append(errs, o.validateRest()...)
 	return errors.Join(errs...)
@@ -163,7 +181,10 @@ func (o *Options) validateRateLimit() []error {
 		errs = append(errs, fmt.Errorf("--keys %d: no --descriptor contains %s, so every key would be the same", o.Keys, KeyPlaceholder))
 	}
 	if len(o.Headers) > 0 || len(o.KeyLines) > 0 {
-		errs = append(errs, errors.New("--header and --key-file: only with --mode check"))
+		errs = append(errs, errors.New("--header and --key-file: only with --mode check or extproc"))
+	}
+	if o.CacheLoad == CacheMiss {
+		errs = append(errs, errors.New("--cache-load: only with --mode extproc"))
 	}
 	return errs
 }
@@ -227,19 +248,24 @@ type CPUReport struct {
 // Result is the outcome of a run; it is also the --json output.
 type Result struct {
 	Addr string `json:"addr"`
-	// Mode is set to ModeCheck for a Check run; absent, ShouldRateLimit.
+	// Mode is set to ModeCheck for a Check run and ModeExtProc for a
+	// Process run; absent, ShouldRateLimit.
 	Mode        string   `json:"mode,omitempty"`
 	Domain      string   `json:"domain"`
 	Descriptors []string `json:"descriptors"`
-	// Request is a Check run's "METHOD host path"; Headers the names of
-	// its headers (not the values, which may be credentials).
-	Request     string   `json:"request,omitempty"`
-	Headers     []string `json:"headers,omitempty"`
-	Keys        int      `json:"keys"`
-	Sequential  bool     `json:"sequential,omitempty"`
-	Concurrency int      `json:"concurrency"`
-	Connections int      `json:"connections"`
-	TargetRate  float64  `json:"target_rate,omitempty"`
+	// Request is a Check or Process run's "METHOD host path"; Headers the
+	// names of its headers (not the values, which may be credentials).
+	Request string   `json:"request,omitempty"`
+	Headers []string `json:"headers,omitempty"`
+	// CacheLoad and BodyBytes are a Process run's load and response body
+	// length.
+	CacheLoad   string  `json:"cache_load,omitempty"`
+	BodyBytes   int     `json:"body_bytes,omitempty"`
+	Keys        int     `json:"keys"`
+	Sequential  bool    `json:"sequential,omitempty"`
+	Concurrency int     `json:"concurrency"`
+	Connections int     `json:"connections"`
+	TargetRate  float64 `json:"target_rate,omitempty"`
 	// ElapsedSeconds is the measured wall time, warmup excluded.
 	ElapsedSeconds float64 `json:"elapsed_s"`
 	// Requests counts every request that completed: OK + OverLimit +
@@ -260,6 +286,14 @@ type Result struct {
 	// name, e.g. "Unauthenticated" (401), "PermissionDenied" (403).
 	Denied      map[string]uint64 `json:"denied,omitempty"`
 	DeniedTotal uint64            `json:"denied_total,omitempty"`
+	// A Process run counts each completed stream in OK, and an answer
+	// Envoy would refuse where it came (a stream cut short) in Unknown.
+	// Of the OK streams, Hits were answered with an immediate_response,
+	// BodiesSent had their response body asked for (and sent), and
+	// Skipped were told to skip the response headers.
+	Hits       uint64 `json:"hits,omitempty"`
+	BodiesSent uint64 `json:"bodies_sent,omitempty"`
+	Skipped    uint64 `json:"skipped,omitempty"`
 	// Errors counts failed requests by gRPC code name (e.g. "Unavailable").
 	Errors      map[string]uint64 `json:"errors"`
 	ErrorsTotal uint64            `json:"errors_total"`
@@ -284,17 +318,21 @@ type worker struct {
 	req       rawRequest
 	resp      rawResponse
 	checkResp rawCheckResponse
+	procResp  rawProcessingResponse
 	hist      *Histogram
 	ok        uint64
 	overLimit uint64
 	unknown   uint64
 	denied    map[codes.Code]uint64
 	errs      map[codes.Code]uint64
+	// ModeExtProc's counts.
+	hits, bodies, skipped uint64
 }
 
 func (w *worker) reset() {
 	w.hist.Reset()
 	w.ok, w.overLimit, w.unknown = 0, 0, 0
+	w.hits, w.bodies, w.skipped = 0, 0, 0
 	clear(w.denied)
 	clear(w.errs)
 }
@@ -303,7 +341,13 @@ func (w *worker) reset() {
 type runner struct {
 	opts    Options
 	check   bool
+	extproc bool
 	reqs    *requestSet
+	msgs    *extprocMessages // ModeExtProc
+	// unique counts CacheMiss requests over every phase, from a random
+	// start, so that no two requests (nor, very likely, two runs) share a
+	// number.
+	unique  atomic.Uint64
 	workers []*worker
 }
 
@@ -315,18 +359,27 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	check := o.Mode == ModeCheck
+	check, extproc := o.Mode == ModeCheck, o.Mode == ModeExtProc
 	keys := 1
 	var (
 		reqs *requestSet
+		msgs *extprocMessages
 		err  error
 	)
-	if check {
+	switch {
+	case extproc:
+		if templated, _ := o.checkTemplated(); templated && o.CacheLoad != CacheMiss {
+			keys = o.Keys
+		}
+		if msgs, err = buildExtProcMessages(&o, keys); err == nil {
+			reqs = msgs.requests
+		}
+	case check:
 		if templated, _ := o.checkTemplated(); templated {
 			keys = o.Keys
 		}
 		reqs, err = buildCheckRequests(&o, keys)
-	} else {
+	default:
 		for _, d := range o.Descriptors {
 			if d.templated() {
 				keys = o.Keys
@@ -366,7 +419,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
-	r := &runner{opts: o, check: check, reqs: reqs}
+	r := &runner{opts: o, check: check, extproc: extproc, reqs: reqs, msgs: msgs}
+	// Below 10^15, so that the 16 digits never run out.
+	r.unique.Store(rand.New(rand.NewPCG(seed, 1<<63)).Uint64N(1e15))
 	for i := range o.Concurrency {
 		t := time.NewTimer(time.Hour)
 		t.Stop()
@@ -494,8 +549,39 @@ func (r *runner) loop(ctx context.Context, w *worker, start time.Time, d, interv
 		default:
 			k = w.rng.IntN(keys)
 		}
-		w.req.b = r.reqs.get(k)
 		callCtx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+		if r.extproc {
+			req := r.reqs.get(k)
+			if r.msgs.marks != nil {
+				req = r.msgs.uniqueRequest(r.unique.Add(1))
+			}
+			out, err := r.process(callCtx, w, req)
+			cancel()
+			latency := time.Since(begin)
+			switch {
+			case errors.Is(err, errUnexpected):
+				w.unknown++
+			case err != nil:
+				if ctx.Err() != nil {
+					return
+				}
+				w.errs[status.Code(err)]++
+			default:
+				w.hist.Record(latency)
+				w.ok++
+				if out.hit {
+					w.hits++
+				}
+				if out.bodySent {
+					w.bodies++
+				}
+				if out.skipped {
+					w.skipped++
+				}
+			}
+			continue
+		}
+		w.req.b = r.reqs.get(k)
 		var err error
 		if r.check {
 			err = w.conn.Invoke(callCtx, checkMethod, &w.req, &w.checkResp)
@@ -560,12 +646,26 @@ func (r *runner) collect(elapsed time.Duration) *Result {
 		}
 		res.Denied = map[string]uint64{}
 	}
+	if r.extproc {
+		res.Mode = ModeExtProc
+		res.Request = o.Method + " " + o.Host + " " + o.Path
+		for _, h := range o.Headers {
+			res.Headers = append(res.Headers, h.Name)
+		}
+		res.CacheLoad, res.BodyBytes = o.CacheLoad, o.BodyBytes
+		if res.CacheLoad == "" {
+			res.CacheLoad = CacheHit
+		}
+	}
 	res.Sequential = o.Sequential
 	for _, w := range r.workers {
 		res.Histogram.Merge(w.hist)
 		res.OK += w.ok
 		res.OverLimit += w.overLimit
 		res.Unknown += w.unknown
+		res.Hits += w.hits
+		res.BodiesSent += w.bodies
+		res.Skipped += w.skipped
 		for c, n := range w.errs {
 			res.Errors[c.String()] += n
 			res.ErrorsTotal += n

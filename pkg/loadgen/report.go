@@ -21,10 +21,14 @@ func (r *Result) WriteJSON(w io.Writer) error {
 // microseconds.
 func (r *Result) WriteText(w io.Writer) error {
 	var b strings.Builder
-	if r.Mode == ModeCheck {
+	switch r.Mode {
+	case ModeCheck:
 		fmt.Fprintf(&b, "target      %s mode=check keys=%d concurrency=%d connections=%d",
 			r.Addr, r.Keys, r.Concurrency, r.Connections)
-	} else {
+	case ModeExtProc:
+		fmt.Fprintf(&b, "target      %s mode=extproc cache_load=%s body=%dB keys=%d concurrency=%d connections=%d",
+			r.Addr, r.CacheLoad, r.BodyBytes, r.Keys, r.Concurrency, r.Connections)
+	default:
 		fmt.Fprintf(&b, "target      %s domain=%s keys=%d concurrency=%d connections=%d",
 			r.Addr, r.Domain, r.Keys, r.Concurrency, r.Connections)
 	}
@@ -51,13 +55,17 @@ func (r *Result) WriteText(w io.Writer) error {
 	l := r.LatencyMicros
 	fmt.Fprintf(&b, "latency µs  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (mean %.1f, min %.1f)\n",
 		l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean, l.Min)
-	if r.Mode == ModeCheck {
+	switch r.Mode {
+	case ModeExtProc:
+		fmt.Fprintf(&b, "answers     streams %d  hits %d  bodies_sent %d  skipped %d  unexpected %d  errors %d\n",
+			r.OK, r.Hits, r.BodiesSent, r.Skipped, r.Unknown, r.ErrorsTotal)
+	case ModeCheck:
 		fmt.Fprintf(&b, "answers     ok %d  over_limit %d  denied %d  errors %d\n",
 			r.OK, r.OverLimit, r.DeniedTotal, r.ErrorsTotal)
 		for _, name := range sortedKeys(r.Denied) {
 			fmt.Fprintf(&b, "denied      %s %d\n", name, r.Denied[name])
 		}
-	} else {
+	default:
 		fmt.Fprintf(&b, "answers     ok %d  over_limit %d  unknown %d  errors %d\n",
 			r.OK, r.OverLimit, r.Unknown, r.ErrorsTotal)
 	}

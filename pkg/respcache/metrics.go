@@ -62,6 +62,10 @@ func newMetrics(reg prometheus.Registerer, store cachestore.Store) (*metrics, er
 		}),
 		names: make(map[string]bool),
 	}
+	// Every op's series from the start, so that alerts see 0, not nothing.
+	for _, op := range []string{"get", "put", "invalidate", "purge", "stats"} {
+		m.errors.WithLabelValues(op)
+	}
 	if reg == nil {
 		return m, nil
 	}

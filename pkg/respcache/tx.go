@@ -81,6 +81,9 @@ type Tx struct {
 
 	pending *cachestore.Entry // a storable response awaiting its body
 	pvary   []string
+	// upstream is the response's own Cache-Status, which Body's answer
+	// keeps before Floodgate's member.
+	upstream string
 }
 
 // Begin starts a request's exchange. With no rule for it, tx is nil and
@@ -191,6 +194,7 @@ func (t *Tx) Response(ctx context.Context, status int, header []Header, end bool
 		return t.status(header, fwdMiss, stored)
 	}
 	t.pending, t.pvary = ent, vary
+	t.upstream = strings.Join(values(header, "cache-status"), ", ")
 	a := t.status(header, fwdMiss, false)
 	a.Body = mode
 	return a
@@ -210,7 +214,16 @@ func (t *Tx) Body(ctx context.Context, body []byte, end bool) Answer {
 		stored = t.put(ctx, ent, t.pvary)
 	}
 	t.land()
-	return Answer{SetHeader: []Header{{Name: "cache-status", Value: httpcache.CacheStatusFwd(fwdMiss, stored)}}}
+	return Answer{SetHeader: []Header{{Name: "cache-status", Value: joinStatus(t.upstream, httpcache.CacheStatusFwd(fwdMiss, stored))}}}
+}
+
+// joinStatus puts Floodgate's member after the upstream's (RFC 9211: the
+// cache nearest the client comes last).
+func joinStatus(upstream, ours string) string {
+	if upstream == "" {
+		return ours
+	}
+	return upstream + ", " + ours
 }
 
 // Close ends the exchange: a request others wait behind releases them.
@@ -223,10 +236,7 @@ func (t *Tx) Close() {
 // status is an answer that sets Cache-Status after the field the response
 // already has (RFC 9211: the cache nearest the client comes last).
 func (t *Tx) status(header []Header, fwd string, stored bool) Answer {
-	v := httpcache.CacheStatusFwd(fwd, stored)
-	if prev := values(header, "cache-status"); len(prev) > 0 {
-		v = strings.Join(prev, ", ") + ", " + v
-	}
+	v := joinStatus(strings.Join(values(header, "cache-status"), ", "), httpcache.CacheStatusFwd(fwd, stored))
 	return Answer{SetHeader: []Header{{Name: "cache-status", Value: v}}}
 }
 

@@ -154,3 +154,27 @@ func TestStartFailsOnBadCacheConfig(t *testing.T) {
 		t.Fatalf("Start: %v, want an error naming %s:3", err, cache)
 	}
 }
+
+// TestCacheNeedsLoopbackGRPC: Process trusts the identity it is sent, so
+// --cache-config refuses a listener others can reach, unless told the
+// network is fenced.
+func TestCacheNeedsLoopbackGRPC(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		ok   bool
+	}{
+		{args: []string{"--cache-config=c.yaml"}},
+		{args: []string{"--cache-config=c.yaml", "--grpc-addr=0.0.0.0:8081"}},
+		{args: []string{"--cache-config=c.yaml", "--grpc-addr=127.0.0.1:8081"}, ok: true},
+		{args: []string{"--cache-config=c.yaml", "--grpc-allow-remote"}, ok: true},
+	} {
+		_, err := sidecar.ParseSettings(tc.args, func(string) string { return "" }, io.Discard)
+		if tc.ok != (err == nil) {
+			t.Errorf("%v: %v, want ok %v", tc.args, err, tc.ok)
+		}
+		if err != nil && (!strings.Contains(err.Error(), "--cache-config needs a loopback --grpc-addr") || !strings.Contains(err.Error(), "--grpc-allow-remote")) {
+			t.Errorf("%v: %v, want the loopback error naming --grpc-allow-remote", tc.args, err)
+		}
+	}
+}

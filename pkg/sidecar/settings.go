@@ -193,7 +193,7 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.StringVar(&s.XDS.SAN, "config-xds-tls-san", "", "with --config-xds-tls: the name the server's certificate must carry (default: the host of --config-xds-url)")
 	fs.BoolVar(&s.ForceStart, "force-start", false, "start and be ready without a limits config: before the first arrives over xDS, or when --config does not load (it is loaded once it changes); ShouldRateLimit answers UNAVAILABLE until a config is in force")
 	fs.StringVar(&s.AuthConfig, "auth-config", "", "ext_authz config: a YAML file or a directory of them; when set, envoy.service.auth.v3.Authorization is served (hot-reloaded with its keys and JWKS files)")
-	fs.BoolVar(&s.GRPCAllowRemote, "grpc-allow-remote", false, "with --auth-config, allow a gRPC listener that is not loopback (the network is fenced some other way, say a NetworkPolicy)")
+	fs.BoolVar(&s.GRPCAllowRemote, "grpc-allow-remote", false, "with --auth-config or --cache-config, allow a gRPC listener that is not loopback (the network is fenced some other way, say a NetworkPolicy)")
 	fs.StringVar(&s.GRPCAddr, "grpc-addr", ":8081", "gRPC listener (RateLimitService, grpc.health.v1, reflection): host:port, or unix:///path for a Unix socket")
 	s.GRPCTLS.flags(fs)
 	fs.StringVar(&s.HTTPAddr, "http-addr", ":8080", "HTTP listener (/healthz, /readyz, /healthcheck, /metrics, /debug/config)")
@@ -372,6 +372,11 @@ func (s *Settings) check() error {
 		// Required client certificates fence it as well as loopback does:
 		// only holders of a certificate from the CA get a call in.
 		bad("--auth-config needs a loopback --grpc-addr (got %q), since whoever reaches the gRPC listener can ask Check about any address; require client certificates (--grpc-tls-client-ca), or set --grpc-allow-remote when the network is fenced some other way (a NetworkPolicy)", s.GRPCAddr)
+	}
+	if s.Cache.Config != "" && !s.GRPCAllowRemote && !loopback(s.GRPCAddr) && s.GRPCTLS.ClientCA == "" {
+		// Process trusts the identity in the metadata it is sent, so an
+		// open listener would let anyone read any user's entries.
+		bad("--cache-config needs a loopback --grpc-addr (got %q), since whoever reaches the gRPC listener can send Process any identity and read that user's cached responses; require client certificates (--grpc-tls-client-ca), or set --grpc-allow-remote when the network is fenced some other way (a NetworkPolicy)", s.GRPCAddr)
 	}
 	// Zero means the default; negative is an error (see Settings).
 	for _, n := range []struct {
