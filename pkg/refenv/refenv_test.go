@@ -221,7 +221,6 @@ func TestBadValues(t *testing.T) {
 		{map[string]string{"RUNTIME_SUBDIRECTORY": ""}, "RUNTIME_SUBDIRECTORY", "loads no config"},
 		// Cannot be honoured.
 		{map[string]string{"BACKEND_TYPE": "memcache"}, "BACKEND_TYPE", "cannot be honoured"},
-		{map[string]string{"REDIS_PERSECOND": "true"}, "REDIS_PERSECOND", "cannot be honoured"},
 		{map[string]string{"USE_DOG_STATSD": "true"}, "USE_DOG_STATSD", "cannot be honoured"},
 		{map[string]string{"EXTRA_TAGS": "env:prod"}, "EXTRA_TAGS", "cannot be honoured"},
 		{map[string]string{"PROMETHEUS_PATH": "/stats"}, "PROMETHEUS_PATH", "cannot be honoured"},
@@ -362,5 +361,26 @@ func TestMigrationDocListsEveryVar(t *testing.T) {
 		if !ok || def != want {
 			t.Errorf("docs/migration.md: %s row %q, want default %s", v.Name, def, want)
 		}
+	}
+}
+
+// TestPerSecondRedisIgnored: REDIS_PERSECOND=true (which the reference's own
+// integration tests set) starts, with per-second limits counted in the one
+// Redis of REDIS_URL; the second Redis's settings are listed as ignored.
+func TestPerSecondRedisIgnored(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"RUNTIME_SUBDIRECTORY": "rl", "REDIS_SOCKET_TYPE": "tcp", "REDIS_URL": "main:6379",
+		"REDIS_PERSECOND": "true", "REDIS_PERSECOND_SOCKET_TYPE": "tcp", "REDIS_PERSECOND_URL": "second:6380"}
+	got, err := Translate(envOf(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"REDIS_PERSECOND", "REDIS_PERSECOND_URL"} {
+		if !slices.Contains(got.Ignored, name) {
+			t.Errorf("%s not among the ignored: %q", name, got.Ignored)
+		}
+	}
+	if all := strings.Join(got.Args, " "); strings.Contains(all, "second:6380") || !strings.Contains(all, "main:6379") {
+		t.Errorf("args %q: want main:6379 and not second:6380", got.Args)
 	}
 }
