@@ -62,6 +62,10 @@ type Var struct {
 	Meaning, Becomes string
 }
 
+// minLocalCacheBytes is the least LOCAL_CACHE_SIZE_IN_BYTES becomes, as the
+// reference's freecache rounds smaller sizes up to it.
+const minLocalCacheBytes = 512 << 10
+
 // DefaultAlgorithmVar opts a ratelimit-mode process into another algorithm
 // than the reference's fixed windows (an extension: the reference has none).
 const DefaultAlgorithmVar = "FLOODGATE_DEFAULT_ALGORITHM"
@@ -139,7 +143,7 @@ var Vars = []Var{
 	{"QUOTA_MODE", "false", "bool", Mapped, "every rule in quota mode", "--quota-mode"},
 	{"RESPONSE_DYNAMIC_METADATA", "false", "bool", Mapped, "dynamic metadata on answers", "--response-dynamic-metadata"},
 	{"NEAR_LIMIT_RATIO", "0.8", "float", Mapped, "share of the limit counted as near it (stats)", "--near-limit-ratio"},
-	{"LOCAL_CACHE_SIZE_IN_BYTES", "0", "int", Mapped, "local cache of over-limit keys, bytes; 0 = off", "0: --near-cache-size=0; N: --near-cache-max-bytes=N"},
+	{"LOCAL_CACHE_SIZE_IN_BYTES", "0", "int", Mapped, "local cache of over-limit keys, bytes; 0 = off", "0: --near-cache-size=0; N: --near-cache-max-bytes=N (at least 524288, as freecache there)"},
 	{"CACHE_KEY_PREFIX", "", "", Mapped, "prefix of every Redis key", "--redis-key-prefix when set (keys differ from the reference's anyway)"},
 	{"STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT", "false", "bool", Mapped, "a request one descriptor rejects adds nothing to the others", "--stop-increment-over-limit"},
 	{"EXPIRATION_JITTER_MAX_SECONDS", "300", "int", Ignored, "random extra TTL on Redis keys", "ignored"},
@@ -504,7 +508,9 @@ func Translate(getenv func(string) string) (Translation, error) {
 	} else if n == 0 {
 		flag("near-cache-size", "0")
 	} else {
-		flag("near-cache-max-bytes", strconv.Itoa(n))
+		// The reference's cache (freecache) holds at least 512 KiB, whatever
+		// is asked for; below that the keys of a few counters would not fit.
+		flag("near-cache-max-bytes", strconv.Itoa(max(n, minLocalCacheBytes)))
 	}
 	return t, errors.Join(e.errs...)
 }

@@ -147,6 +147,9 @@ func TestMapped(t *testing.T) {
 			[]string{"--ratelimit-header-style=reference", "--ratelimit-header-limit=RateLimit-Limit", "--ratelimit-header-remaining=RateLimit-Remaining", "--ratelimit-header-reset=X-Reset"},
 			[]string{"ratelimit-headers"}},
 		{"local cache", map[string]string{"LOCAL_CACHE_SIZE_IN_BYTES": "1048576"}, []string{"--near-cache-max-bytes=1048576"}, []string{"near-cache-size"}},
+		// freecache, the reference's, holds 512 KiB at least: 1000 bytes
+		// there are 524288 (here 1000 would not hold a key per shard).
+		{"small local cache", map[string]string{"LOCAL_CACHE_SIZE_IN_BYTES": "1000"}, []string{"--near-cache-max-bytes=524288"}, []string{"near-cache-size"}},
 		{"redis auth", map[string]string{"REDIS_AUTH": "s3cr:t"}, []string{"--redis-url=redis://s3cr:t@r:6379"}, nil},
 		{"redis password only", map[string]string{"REDIS_AUTH": "p@ss"}, []string{"--redis-url=redis://:p%40ss@r:6379"}, nil},
 		{"redis tls", map[string]string{"REDIS_TLS": "true", "REDIS_TLS_CLIENT_CERT": "c", "REDIS_TLS_CLIENT_KEY": "k", "REDIS_TLS_CACERT": "ca"},

@@ -72,6 +72,7 @@ type Stats struct {
 	counters map[string]*counter
 	list     []*counter // in creation order
 	timers   map[string]*timer
+	gauges   []*gauge
 	keys     map[string]*keyStats // by stat key
 	dynamic  map[string]*keyStats // by unsanitized key made from a request
 	notFound map[string]*counter  // by domain
@@ -100,6 +101,15 @@ func (c *counter) add(n uint64) { c.v.Add(n) }
 // keyStats are the counters of one stat key.
 type keyStats struct {
 	total, over, near, within, shadow *counter
+	overLocal                         *counter // over_limit_with_local_cache
+}
+
+// gauge is one stat gauge, read when the sinks send.
+type gauge struct {
+	name string
+	read func() uint64
+
+	mapped *Mapped // the Prometheus mapping, resolved at the first scrape
 }
 
 // New returns Stats; nothing is sent until Start.
@@ -170,6 +180,8 @@ func (s *Stats) keyStatsLocked(key string) *keyStats {
 		near:   s.counterLocked(p + "near_limit"),
 		within: s.counterLocked(p + "within_limit"),
 		shadow: s.counterLocked(p + "shadow_mode"),
+
+		overLocal: s.counterLocked(p + "over_limit_with_local_cache"),
 	}
 	s.keys[key] = k
 	return k
@@ -360,6 +372,9 @@ func (s *Stats) count(k *keyStats, l *engine.Limit, hit *quota.Hit, dec *quota.D
 	}
 	if !dec.Fits {
 		k.over.add(n)
+		if dec.FromCache {
+			k.overLocal.add(n)
+		}
 		if l.Shadow {
 			k.shadow.add(n)
 		}
@@ -422,6 +437,38 @@ var ipv4 = regexp.MustCompile(`\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}`)
 func sanitize(s string) string {
 	s = strings.NewReplacer(":", "_", "|", "_").Replace(s)
 	return ipv4.ReplaceAllStringFunc(s, func(ip string) string { return strings.ReplaceAll(ip, ".", "_") })
+}
+
+// LocalCache adds the reference's local-cache gauges, ratelimit.localcache.*
+// (hitCount, missCount, lookupCount, entryCount), read from lookups (hits
+// answered and not) and entries when the sinks send.
+func (s *Stats) LocalCache(lookups func() (hits, misses uint64), entries func() int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, g := range []*gauge{
+		{name: "ratelimit.localcache.hitCount", read: func() uint64 { h, _ := lookups(); return h }},
+		{name: "ratelimit.localcache.missCount", read: func() uint64 { _, m := lookups(); return m }},
+		{name: "ratelimit.localcache.lookupCount", read: func() uint64 { h, m := lookups(); return h + m }},
+		{name: "ratelimit.localcache.entryCount", read: func() uint64 { return uint64(max(0, entries())) }},
+	} {
+		s.gauges = append(s.gauges, g)
+	}
+}
+
+// gaugeList returns every gauge.
+func (s *Stats) gaugeList() []*gauge {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.gauges[:len(s.gauges):len(s.gauges)]
+}
+
+// Gauges returns every gauge's value, by its statsd name.
+func (s *Stats) Gauges() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, g := range s.gaugeList() {
+		out[g.name] = g.read()
+	}
+	return out
 }
 
 // Counters returns every counter that has moved, by its statsd name.

@@ -154,6 +154,10 @@ func (st *Stats) latch() {
 			c.sent = v
 		}
 	}
+	// Gauges every flush, moved or not, as gostats sends them.
+	for _, g := range st.gaugeList() {
+		st.statsd.line(g.name, int64(g.read()), "|g\n")
+	}
 }
 
 // send writes the waiting lines; on failure they wait for the next try

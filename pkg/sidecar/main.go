@@ -34,6 +34,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/engine"
 	"github.com/floodgate/floodgate/pkg/extprocsvc"
 	"github.com/floodgate/floodgate/pkg/jwtauth"
+	"github.com/floodgate/floodgate/pkg/nearcache"
 	"github.com/floodgate/floodgate/pkg/quota"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 	"github.com/floodgate/floodgate/pkg/respcache"
@@ -267,6 +268,9 @@ func (m *Main) build() (err error) {
 		return fmt.Errorf("backend %s: %w", s.Backend, err)
 	}
 	m.limiter, m.closeFn = be.limiter, be.close
+	if c, ok := be.limiter.(*nearcache.Cache); ok {
+		m.ref.localCache(c)
+	}
 	if m.cacheSrc != nil {
 		if m.cache, m.cacheSvc, err = m.newCache(be); err != nil {
 			m.closeBackend()

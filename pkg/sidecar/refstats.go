@@ -15,6 +15,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/configsource"
 	"github.com/floodgate/floodgate/pkg/descriptors"
 	"github.com/floodgate/floodgate/pkg/engine"
+	"github.com/floodgate/floodgate/pkg/nearcache"
 	"github.com/floodgate/floodgate/pkg/refstats"
 )
 
@@ -102,6 +103,15 @@ func (rs *refStats) observer() engine.Observer {
 		return nil
 	}
 	return rs.stats
+}
+
+// localCache reports the near-cache as the reference's local cache
+// (ratelimit.localcache.* gauges).
+func (rs *refStats) localCache(c *nearcache.Cache) {
+	if rs == nil {
+		return
+	}
+	rs.stats.LocalCache(c.Lookups, c.Len)
 }
 
 // counted wraps the limits watcher so that every config it gives, from a
