@@ -134,8 +134,8 @@ var Vars = []Var{
 	{"PROMETHEUS_MAPPER_YAML", "", "", Mapped, "statsd→Prometheus mapping file", "--prometheus-mapper-yaml"},
 	{"PROMETHEUS_RESPONSE_TIME_AS_MILLISECONDS", "false", "bool", Refused, "response time histogram in ms", "refused when true"},
 	{"DISABLE_STATS", "false", "bool", Mapped, "no stats sink at all", "no --statsd-addr and no --reference-metrics-addr"},
-	{"EXTRA_TAGS", "", "", Refused, "tags added to every stat", "refused when set"},
-	{"STATS_FLUSH_INTERVAL", "10s", "duration", Ignored, "how often stats are flushed", "ignored"},
+	{"EXTRA_TAGS", "", "", Mapped, "tags added to every stat, key:value,key:value", "--stats-extra-tags"},
+	{"STATS_FLUSH_INTERVAL", "10s", "duration", Mapped, "how often stats are flushed", "--stats-flush-interval (with USE_STATSD)"},
 
 	// Limits and counting.
 	{"BACKEND_TYPE", "redis", "", Mapped, "redis or memcache", "redis (or empty): --backend=redis; memcache and others fail"},
@@ -449,8 +449,20 @@ func Translate(getenv func(string) string) (Translation, error) {
 	} else if statsd && prom {
 		e.bad("USE_PROMETHEUS", "true", "beside USE_STATSD=true (its default): the reference runs one stats sink; set USE_STATSD=false")
 	}
+	if statsd || prom {
+		if tags := e.str("EXTRA_TAGS"); tags != "" {
+			for _, pair := range strings.Split(tags, ",") {
+				if k, _, ok := strings.Cut(pair, ":"); !ok || k == "" {
+					e.bad("EXTRA_TAGS", tags, "must be key:value pairs separated by commas")
+					break
+				}
+			}
+			flag("stats-extra-tags", tags)
+		}
+	}
 	if statsd {
 		flag("statsd-addr", net.JoinHostPort(e.str("STATSD_HOST"), e.port("STATSD_PORT")))
+		flag("stats-flush-interval", e.str("STATS_FLUSH_INTERVAL"))
 		switch p := strings.ToLower(e.str("STATSD_PROTOCOL")); p {
 		case "tcp", "udp":
 			flag("statsd-protocol", p)

@@ -104,3 +104,23 @@ func TestLocalCache(t *testing.T) {
 		}
 	}
 }
+
+// TestExtraTags: with ExtraTags every stat's name ends with the tags as
+// the reference's stats library writes them, by key.
+func TestExtraTags(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, refstats.Options{ExtraTags: map[string]string{"zone": "eu:1", "env": "prod"}})
+	r.calls(t)
+	got := r.stats.Counters()
+	for _, name := range []string{
+		"ratelimit.service.rate_limit.rl.foo.total_hits.__env=prod.__zone=eu_1",
+		"ratelimit.service.config_load_success.__env=prod.__zone=eu_1",
+	} {
+		if got[name] == 0 {
+			t.Errorf("no %s among %v", name, got)
+		}
+	}
+	if got["ratelimit.service.rate_limit.rl.foo.total_hits"] != 0 {
+		t.Error("an untagged total_hits counted")
+	}
+}

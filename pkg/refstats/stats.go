@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"math"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,6 +60,10 @@ type Options struct {
 	Prometheus *Mapper
 	// Log receives statsd connection trouble (default: discarded).
 	Log *slog.Logger
+	// ExtraTags are added to every stat but the local-cache gauges (the
+	// reference's EXTRA_TAGS), as its stats library writes tags into a
+	// name: NAME.__KEY=VALUE for each, by key.
+	ExtraTags map[string]string
 }
 
 // Stats are the reference's stats of one process. Make one with New, start
@@ -67,6 +72,7 @@ type Stats struct {
 	ratio   float32
 	maxKeys int
 	log     *slog.Logger
+	tags    string // ExtraTags as a name suffix
 
 	mu       sync.RWMutex
 	counters map[string]*counter
@@ -124,6 +130,7 @@ func New(opts Options) *Stats {
 		dynamic:  map[string]*keyStats{},
 		notFound: map[string]*counter{},
 		methods:  map[string]*method{},
+		tags:     tagSuffix(opts.ExtraTags),
 	}
 	if s.ratio <= 0 {
 		s.ratio = DefaultNearLimitRatio
@@ -150,8 +157,25 @@ func New(opts Options) *Stats {
 	return s
 }
 
-// counterLocked returns the counter named name, made if new; s.mu is held.
+// tagSuffix is tags written as the reference's stats library (gostats)
+// writes them into a stat's name: .__KEY=VALUE for each, sorted by key.
+func tagSuffix(tags map[string]string) string {
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(".__" + sanitize(k) + "=" + sanitize(tags[k]))
+	}
+	return b.String()
+}
+
+// counterLocked returns the counter named name (and the extra tags), made
+// if new; s.mu is held.
 func (s *Stats) counterLocked(name string) *counter {
+	name += s.tags
 	if c := s.counters[name]; c != nil {
 		return c
 	}

@@ -261,6 +261,7 @@ type timer struct {
 
 // timerLocked returns the timer named name, made if new; s.mu is held.
 func (s *Stats) timerLocked(name string) *timer {
+	name += s.tags
 	if t := s.timers[name]; t != nil {
 		return t
 	}
