@@ -293,7 +293,7 @@ func TestRatelimitModeEnvoyGateway(t *testing.T) {
 func TestRatelimitModeRefuses(t *testing.T) {
 	t.Parallel()
 	for name, env := range map[string]map[string]string{
-		"BACKEND_TYPE":   {"BACKEND_TYPE": "memcache", "RUNTIME_SUBDIRECTORY": "rl"},
+		"BACKEND_TYPE":   {"BACKEND_TYPE": "cassandra", "RUNTIME_SUBDIRECTORY": "rl"},
 		"USE_DOG_STATSD": {"USE_DOG_STATSD": "true", "RUNTIME_SUBDIRECTORY": "rl"},
 		"CONFIG_TYPE":    {"CONFIG_TYPE": "GRPC_XDS_DELTA"},
 		"PORT":           {"PORT": "eighty", "RUNTIME_SUBDIRECTORY": "rl"},

@@ -138,7 +138,7 @@ var Vars = []Var{
 	{"STATS_FLUSH_INTERVAL", "10s", "duration", Mapped, "how often stats are flushed", "--stats-flush-interval (with USE_STATSD)"},
 
 	// Limits and counting.
-	{"BACKEND_TYPE", "redis", "", Mapped, "redis or memcache", "redis (or empty): --backend=redis; memcache and others fail"},
+	{"BACKEND_TYPE", "redis", "", Mapped, "redis or memcache", "redis (or empty): --backend=redis; memcache: --backend=memcache (fixed windows only); others fail"},
 	{"SHADOW_MODE", "false", "bool", Mapped, "overall_code always OK", "--shadow-mode"},
 	{"QUOTA_MODE", "false", "bool", Mapped, "every rule in quota mode", "--quota-mode"},
 	{"RESPONSE_DYNAMIC_METADATA", "false", "bool", Mapped, "dynamic metadata on answers", "--response-dynamic-metadata"},
@@ -201,11 +201,11 @@ var Vars = []Var{
 	{"REDIS_PERSECOND_POOL_ON_EMPTY_BEHAVIOR", "WAIT", "", Ignored, "per-second Redis", "ignored"},
 
 	// Memcache: refused as a backend (BACKEND_TYPE=memcache), so ignored.
-	{"MEMCACHE_HOST_PORT", "", "", Ignored, "memcache servers", "ignored (BACKEND_TYPE=memcache is refused)"},
-	{"MEMCACHE_MAX_IDLE_CONNS", "2", "int", Ignored, "memcache", "ignored"},
-	{"MEMCACHE_SRV", "", "", Ignored, "memcache", "ignored"},
+	{"MEMCACHE_HOST_PORT", "", "", Mapped, "memcache servers, host:port,host:port", "--memcache-addrs (with BACKEND_TYPE=memcache)"},
+	{"MEMCACHE_MAX_IDLE_CONNS", "2", "int", Mapped, "idle connections per memcache server", "--memcache-max-idle-conns (with BACKEND_TYPE=memcache)"},
+	{"MEMCACHE_SRV", "", "", Refused, "memcache servers from a DNS SRV record", "refused when set"},
 	{"MEMCACHE_SRV_REFRESH", "0", "duration", Ignored, "memcache", "ignored"},
-	{"MEMCACHE_TLS", "false", "bool", Ignored, "memcache", "ignored"},
+	{"MEMCACHE_TLS", "false", "bool", Refused, "TLS to memcache", "refused when true"},
 	{"MEMCACHE_TLS_CLIENT_CERT", "", "", Ignored, "memcache", "ignored"},
 	{"MEMCACHE_TLS_CLIENT_KEY", "", "", Ignored, "memcache", "ignored"},
 	{"MEMCACHE_TLS_CACERT", "", "", Ignored, "memcache", "ignored"},
@@ -511,9 +511,9 @@ func Translate(getenv func(string) string) (Translation, error) {
 	case "redis":
 		e.redis(flag)
 	case "memcache":
-		e.bad("BACKEND_TYPE", bt, "cannot be honoured by Floodgate: it keeps counters in Redis (or memory); use redis")
+		e.memcache(flag)
 	default:
-		e.bad("BACKEND_TYPE", bt, "must be redis (memcache cannot be honoured)")
+		e.bad("BACKEND_TYPE", bt, "must be redis or memcache")
 	}
 	if n := e.integer("LOCAL_CACHE_SIZE_IN_BYTES"); n < 0 {
 		e.bad("LOCAL_CACHE_SIZE_IN_BYTES", e.str("LOCAL_CACHE_SIZE_IN_BYTES"), "must not be negative")
@@ -525,6 +525,30 @@ func Translate(getenv func(string) string) (Translation, error) {
 		flag("near-cache-max-bytes", strconv.Itoa(max(n, minLocalCacheBytes)))
 	}
 	return t, errors.Join(e.errs...)
+}
+
+// memcache maps BACKEND_TYPE=memcache and MEMCACHE_* to --memcache-* flags.
+func (e *env) memcache(flag func(name, value string)) {
+	flag("backend", "memcache")
+	addrs := e.str("MEMCACHE_HOST_PORT")
+	if addrs == "" {
+		e.bad("BACKEND_TYPE", "memcache", "needs MEMCACHE_HOST_PORT (MEMCACHE_SRV cannot be honoured)")
+	}
+	for _, a := range strings.Split(addrs, ",") {
+		if _, _, err := net.SplitHostPort(a); addrs != "" && err != nil {
+			e.bad("MEMCACHE_HOST_PORT", addrs, "must be host:port,host:port")
+			break
+		}
+	}
+	flag("memcache-addrs", addrs)
+	if n := e.integer("MEMCACHE_MAX_IDLE_CONNS"); n < 1 {
+		e.bad("MEMCACHE_MAX_IDLE_CONNS", e.str("MEMCACHE_MAX_IDLE_CONNS"), "must be at least 1")
+	} else {
+		flag("memcache-max-idle-conns", strconv.Itoa(n))
+	}
+	if p := e.str("CACHE_KEY_PREFIX"); p != "" {
+		flag("memcache-key-prefix", p)
+	}
 }
 
 // redis maps REDIS_* to --redis-* flags, parsing REDIS_URL as the

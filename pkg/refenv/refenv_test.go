@@ -153,6 +153,9 @@ func TestMapped(t *testing.T) {
 		// freecache, the reference's, holds 512 KiB at least: 1000 bytes
 		// there are 524288 (here 1000 would not hold a key per shard).
 		{"small local cache", map[string]string{"LOCAL_CACHE_SIZE_IN_BYTES": "1000"}, []string{"--near-cache-max-bytes=524288"}, []string{"near-cache-size"}},
+		{"memcache", map[string]string{"BACKEND_TYPE": "memcache", "MEMCACHE_HOST_PORT": "m1:11211,m2:11211", "MEMCACHE_MAX_IDLE_CONNS": "100", "CACHE_KEY_PREFIX": "p:"},
+			[]string{"--backend=memcache", "--memcache-addrs=m1:11211,m2:11211", "--memcache-max-idle-conns=100", "--memcache-key-prefix=p:"},
+			[]string{"redis-url", "backend=redis"}},
 		{"redis auth", map[string]string{"REDIS_AUTH": "s3cr:t"}, []string{"--redis-url=redis://s3cr:t@r:6379"}, nil},
 		{"redis password only", map[string]string{"REDIS_AUTH": "p@ss"}, []string{"--redis-url=redis://:p%40ss@r:6379"}, nil},
 		{"redis tls", map[string]string{"REDIS_TLS": "true", "REDIS_TLS_CLIENT_CERT": "c", "REDIS_TLS_CLIENT_KEY": "k", "REDIS_TLS_CACERT": "ca"},
@@ -226,7 +229,10 @@ func TestBadValues(t *testing.T) {
 		{map[string]string{"GRPC_SERVER_USE_TLS": "true", "GRPC_SERVER_TLS_CERT": "c", "GRPC_SERVER_TLS_KEY": "k", "GRPC_CLIENT_TLS_SAN": "envoy"}, "GRPC_CLIENT_TLS_SAN", "needs GRPC_CLIENT_TLS_CACERT"},
 		{map[string]string{"RUNTIME_SUBDIRECTORY": ""}, "RUNTIME_SUBDIRECTORY", "loads no config"},
 		// Cannot be honoured.
-		{map[string]string{"BACKEND_TYPE": "memcache"}, "BACKEND_TYPE", "cannot be honoured"},
+		{map[string]string{"BACKEND_TYPE": "memcache"}, "BACKEND_TYPE", "needs MEMCACHE_HOST_PORT"},
+		{map[string]string{"BACKEND_TYPE": "memcache", "MEMCACHE_HOST_PORT": "m1"}, "MEMCACHE_HOST_PORT", "host:port"},
+		{map[string]string{"BACKEND_TYPE": "memcache", "MEMCACHE_HOST_PORT": "m1:11211", "MEMCACHE_SRV": "_mc._tcp.example"}, "MEMCACHE_SRV", "cannot be honoured"},
+		{map[string]string{"BACKEND_TYPE": "cassandra"}, "BACKEND_TYPE", "redis or memcache"},
 		{map[string]string{"USE_DOG_STATSD": "true"}, "USE_DOG_STATSD", "cannot be honoured"},
 		{map[string]string{"EXTRA_TAGS": "prod"}, "EXTRA_TAGS", "key:value pairs"},
 		{map[string]string{"PROMETHEUS_PATH": "/stats"}, "PROMETHEUS_PATH", "cannot be honoured"},

@@ -469,6 +469,7 @@ func defaultSettings() sidecar.Settings {
 			MaxEntryBytes: 1 << 20,
 			CollapseWait:  150 * time.Millisecond,
 		},
+		Memcache: sidecar.MemcacheSettings{MaxIdleConns: 2, KeyPrefix: "floodgate:"},
 		Redis: sidecar.RedisSettings{
 			KeyPrefix:    "floodgate:",
 			DialTimeout:  time.Second,
@@ -587,6 +588,10 @@ func TestParseSettingsErrors(t *testing.T) {
 		{name: "bad mode env value", env: map[string]string{"SIDECAR_SHADOW_MODE": "sometimes"}, wantErr: "SIDECAR_SHADOW_MODE"},
 		{name: "bad duration", args: []string{"--shutdown-timeout=soon"}, wantErr: "shutdown-timeout"},
 		{name: "memory with redis", args: []string{"--backend=memory", "--redis-url=redis://h:1"}, wantErr: "--backend=memory contradicts"},
+		{name: "memcache without servers", args: []string{"--backend=memcache"}, wantErr: "--backend=memcache needs --memcache-addrs"},
+		{name: "memcache with redis", args: []string{"--backend=memcache", "--memcache-addrs=m:11211", "--redis-url=redis://h:1"}, wantErr: "--backend=memcache contradicts"},
+		{name: "memcache servers on another backend", args: []string{"--memcache-addrs=m:11211"}, wantErr: "--memcache-addrs needs --backend=memcache"},
+		{name: "memcache without idle conns", args: []string{"--backend=memcache", "--memcache-addrs=m:11211", "--memcache-max-idle-conns=0"}, wantErr: "--memcache-max-idle-conns=0"},
 		{name: "redis without url", args: []string{"--backend=redis"}, wantErr: "--backend=redis needs"},
 		{name: "cluster without url", args: []string{"--redis-cluster"}, wantErr: "--redis-cluster needs"},
 		{name: "bad backend", args: []string{"--backend=etcd"}, wantErr: "--backend"},

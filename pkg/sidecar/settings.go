@@ -18,6 +18,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/cachestore"
 	"github.com/floodgate/floodgate/pkg/descriptors"
 	"github.com/floodgate/floodgate/pkg/engine"
+	"github.com/floodgate/floodgate/pkg/memcachestore"
 	"github.com/floodgate/floodgate/pkg/memstore"
 	"github.com/floodgate/floodgate/pkg/nearcache"
 	"github.com/floodgate/floodgate/pkg/quota"
@@ -95,7 +96,8 @@ type Settings struct {
 	// answer loopback peers only.
 	AdminTokenFile string
 
-	Redis RedisSettings
+	Redis    RedisSettings
+	Memcache MemcacheSettings // --memcache-*
 
 	Ref RefSettings
 	// RefStats: envoyproxy/ratelimit's stats, to statsd and Prometheus.
@@ -146,6 +148,13 @@ type XDSSettings struct {
 	Key    string // --config-xds-tls-key: its key
 	CA     string // --config-xds-tls-ca: CAs of the server's certificate ("" = the system's)
 	SAN    string // --config-xds-tls-san: the name the server's certificate must carry ("" = the URL's host)
+}
+
+// MemcacheSettings select and tune the memcache backend (fixed windows only).
+type MemcacheSettings struct {
+	Addrs        string // --memcache-addrs (comma-separated host:port)
+	MaxIdleConns int    // --memcache-max-idle-conns
+	KeyPrefix    string // --memcache-key-prefix
 }
 
 // RedisSettings select and tune the Redis backend.
@@ -223,6 +232,9 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.IntVar(&s.Cache.MaxEntryBytes, "cache-max-entry-bytes", respcache.DefaultMaxEntryBytes, "a larger response body is neither buffered nor stored")
 	fs.DurationVar(&s.Cache.CollapseWait, "cache-collapse-wait", respcache.DefaultCollapseWait, "how long requests wait behind a cache miss for the same key; keep it below the ext_proc filter's message_timeout")
 	fs.StringVar(&s.AdminTokenFile, "admin-token-file", "", "a file holding the bearer token that /cache/purge, /debug/ and /debug/pprof/ require; without it they answer loopback peers only")
+	fs.StringVar(&s.Memcache.Addrs, "memcache-addrs", "", "memcache backend: comma-separated memcached host:port list (a key goes to one by its CRC-32); fixed windows only")
+	fs.IntVar(&s.Memcache.MaxIdleConns, "memcache-max-idle-conns", memcachestore.DefaultMaxIdleConns, "memcache backend: idle connections kept per server")
+	fs.StringVar(&s.Memcache.KeyPrefix, "memcache-key-prefix", redisstore.DefaultKeyPrefix, "memcache backend: prefix of every key")
 	fs.StringVar(&s.Redis.URL, "redis-url", "", "redis://[user:pass@]host:port[/db], rediss:// for TLS; with --redis-cluster, seed nodes as ?addr=h2:p2&addr=h3:p3")
 	fs.BoolVar(&s.Redis.Cluster, "redis-cluster", false, "treat --redis-url as a Redis Cluster")
 	fs.StringVar(&s.Redis.SentinelMaster, "redis-sentinel-master", "", "Sentinel: the master's name (needs --redis-sentinel-addrs)")
@@ -309,8 +321,21 @@ func (s *Settings) check() error {
 		if !redisSet {
 			bad("--backend=redis needs --redis-url (or --redis-sentinel-master with --redis-sentinel-addrs)")
 		}
+	case "memcache":
+		if s.Memcache.Addrs == "" {
+			bad("--backend=memcache needs --memcache-addrs")
+		}
+		if redisSet {
+			bad("--backend=memcache contradicts --redis-url/--redis-sentinel-master: drop one")
+		}
+		if s.Memcache.MaxIdleConns < 1 {
+			bad("--memcache-max-idle-conns=%d: must be at least 1", s.Memcache.MaxIdleConns)
+		}
 	default:
-		bad("--backend=%q: must be memory or redis", s.Backend)
+		bad("--backend=%q: must be memory, redis or memcache", s.Backend)
+	}
+	if s.Memcache.Addrs != "" && s.Backend != "memcache" {
+		bad("--memcache-addrs needs --backend=memcache")
 	}
 	if s.Redis.Cluster && s.Redis.URL == "" {
 		bad("--redis-cluster needs --redis-url with the cluster's seed nodes")
