@@ -328,6 +328,9 @@ func (s *Settings) check() error {
 		if redisSet {
 			bad("--backend=memcache contradicts --redis-url/--redis-sentinel-master: drop one")
 		}
+		if s.DefaultAlgorithm != quota.FixedWindow.String() {
+			bad("--backend=memcache keeps fixed windows only: it needs --default-algorithm=%s (not %q)", quota.FixedWindow, s.DefaultAlgorithm)
+		}
 		if s.Memcache.MaxIdleConns < 1 {
 			bad("--memcache-max-idle-conns=%d: must be at least 1", s.Memcache.MaxIdleConns)
 		}
