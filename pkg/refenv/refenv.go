@@ -66,6 +66,10 @@ type Var struct {
 // reference's freecache rounds smaller sizes up to it.
 const minLocalCacheBytes = 512 << 10
 
+// xdsInitialWait is how long, in GRPC_XDS_SOTW mode without
+// FORCE_START_WITHOUT_INITIAL_CONFIG, gRPC calls wait for the first config.
+const xdsInitialWait = "10s"
+
 // DefaultAlgorithmVar opts a ratelimit-mode process into another algorithm
 // than the reference's fixed windows (an extension: the reference has none).
 const DefaultAlgorithmVar = "FLOODGATE_DEFAULT_ALGORITHM"
@@ -97,7 +101,7 @@ var Vars = []Var{
 	{"LOG_FORMAT", "text", "", Mapped, "json, or anything else for text", "--log-format=json|text"},
 
 	// Config source.
-	{"CONFIG_TYPE", "FILE", "", Mapped, "FILE (runtime directory) or GRPC_XDS_SOTW", "FILE: --config and --config-layout; GRPC_XDS_SOTW: --config-xds-*; other values fail"},
+	{"CONFIG_TYPE", "FILE", "", Mapped, "FILE (runtime directory) or GRPC_XDS_SOTW", "FILE: --config and --config-layout; GRPC_XDS_SOTW: --config-xds-* (with --config-xds-initial-wait=10s unless FORCE_START_WITHOUT_INITIAL_CONFIG); other values fail"},
 	{"RUNTIME_ROOT", "/srv/runtime_data/current", "", Mapped, "runtime root directory", "--config=RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/RUNTIME_APPDIRECTORY"},
 	{"RUNTIME_SUBDIRECTORY", "", "", Mapped, "directory below RUNTIME_ROOT", "part of --config (empty with RUNTIME_WATCH_ROOT=true fails: the reference then loads no config)"},
 	{"RUNTIME_APPDIRECTORY", "config", "", Mapped, "directory below it holding the config files", "part of --config"},
@@ -425,6 +429,11 @@ func Translate(getenv func(string) string) (Translation, error) {
 	case "GRPC_XDS_SOTW":
 		flag("config-xds-url", e.str("CONFIG_GRPC_XDS_SERVER_URL"))
 		flag("config-xds-node-id", e.str("CONFIG_GRPC_XDS_NODE_ID"))
+		if !e.boolean("FORCE_START_WITHOUT_INITIAL_CONFIG") {
+			// The reference serves gRPC only once it has a config; calls
+			// made before wait for it here, for a while.
+			flag("config-xds-initial-wait", xdsInitialWait)
+		}
 		if e.boolean("CONFIG_GRPC_XDS_SERVER_USE_TLS") {
 			flag("config-xds-tls", "true")
 			for _, x := range []struct{ env, flag string }{

@@ -148,6 +148,9 @@ type XDSSettings struct {
 	Key    string // --config-xds-tls-key: its key
 	CA     string // --config-xds-tls-ca: CAs of the server's certificate ("" = the system's)
 	SAN    string // --config-xds-tls-san: the name the server's certificate must carry ("" = the URL's host)
+	// InitialWait is how long gRPC calls made before the first config wait
+	// for it, without --force-start (--config-xds-initial-wait; 0 = none).
+	InitialWait time.Duration
 }
 
 // MemcacheSettings select and tune the memcache backend (fixed windows only).
@@ -194,6 +197,7 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.SetOutput(out)
 	fs.StringVar(&s.Config, "config", DefaultConfig, "descriptor config: a YAML file, or a directory whose *.yaml/*.yml files are each one domain")
 	fs.StringVar(&s.XDS.URL, "config-xds-url", "", "fetch the limits config from this xDS server (host:port) over a state-of-the-world ADS stream of RateLimitConfig resources, instead of --config")
+	fs.DurationVar(&s.XDS.InitialWait, "config-xds-initial-wait", 0, "with --config-xds-url and without --force-start: gRPC calls made before the first config wait up to this long for it (envoyproxy/ratelimit opens its gRPC port only once it has one), then are served; 0 answers them UNAVAILABLE at once")
 	fs.StringVar(&s.XDS.NodeID, "config-xds-node-id", "", "with --config-xds-url: the node id sent to the xDS server (required)")
 	fs.BoolVar(&s.XDS.TLS, "config-xds-tls", false, "with --config-xds-url: connect over TLS")
 	fs.StringVar(&s.XDS.Cert, "config-xds-tls-cert", "", "with --config-xds-tls: client certificate (PEM) for servers that require one")
@@ -336,6 +340,9 @@ func (s *Settings) check() error {
 		}
 	default:
 		bad("--backend=%q: must be memory, redis or memcache", s.Backend)
+	}
+	if s.XDS.InitialWait < 0 {
+		bad("--config-xds-initial-wait=%s: must not be negative", s.XDS.InitialWait)
 	}
 	if s.Memcache.Addrs != "" && s.Backend != "memcache" {
 		bad("--memcache-addrs needs --backend=memcache")
