@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -12,6 +14,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	rlconf "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/floodgate/floodgate/internal/redistest"
 	"github.com/floodgate/floodgate/internal/shareddata"
@@ -36,7 +44,7 @@ func (l *lockedBuffer) String() string {
 }
 
 // refAddrs are the bound addresses of a ratelimit-mode process.
-type refAddrs struct{ http, debug string }
+type refAddrs struct{ http, debug, grpc, metrics string }
 
 // startRatelimit runs `sidecar ratelimit` with env (and nothing else: no
 // SIDECAR_* is read) until the test ends. While serve lacks a flag that
@@ -71,9 +79,12 @@ func startRatelimit(t *testing.T, env map[string]string) refAddrs {
 		}
 		sc := bufio.NewScanner(strings.NewReader(stderr.String()))
 		for sc.Scan() {
-			var line struct{ Msg, HTTP, Debug string }
+			var line struct {
+				Msg, HTTP, Debug, GRPC string
+				Metrics                string `json:"reference_metrics"`
+			}
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
-				return refAddrs{http: line.HTTP, debug: line.Debug}
+				return refAddrs{http: line.HTTP, debug: line.Debug, grpc: line.GRPC, metrics: line.Metrics}
 			}
 		}
 	}
@@ -210,6 +221,71 @@ func TestRatelimitModeEnvoyGateway(t *testing.T) {
 			t.Errorf("/json call %d: %d %s, want %d", i, code, body, wantCode)
 		}
 	}
+
+	// gRPC is mutual TLS: Envoy's client certificate (signed by the CA of
+	// GRPC_SERVER_TLS_CA_CERT) is answered, a connection without one is not.
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(certs.CAFile)
+	if err != nil || !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatalf("CA %s: %v", certs.CAFile, err)
+	}
+	clientCert, err := tls.LoadX509KeyPair(certs.ClientCert, certs.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcReq := &rlsv3.RateLimitRequest{Domain: "eg", Descriptors: []*rlv3.RateLimitDescriptor{{Entries: []*rlv3.RateLimitDescriptor_Entry{{Key: "k", Value: "v"}}}}}
+	for _, c := range []struct {
+		name   string
+		certs  []tls.Certificate
+		wantOK bool
+	}{{"with the client certificate", []tls.Certificate{clientCert}, true}, {"without a client certificate", nil, false}} {
+		conn, err := grpc.NewClient(a.grpc, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: c.certs, ServerName: "127.0.0.1"})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := rlsv3.NewRateLimitServiceClient(conn).ShouldRateLimit(ctx, grpcReq)
+		cancel()
+		conn.Close()
+		switch {
+		case c.wantOK && (err != nil || resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT):
+			t.Errorf("gRPC %s: %v %v, want OVER_LIMIT (the 4th hit)", c.name, resp, err)
+		case !c.wantOK && err == nil:
+			t.Errorf("gRPC %s: answered %v, want the connection refused", c.name, resp)
+		}
+	}
+
+	// A bad update (a resource without a domain, beside a new limit for eg)
+	// is NACKed, and the config in force, with its counts, stays.
+	xds.Set(env["CONFIG_GRPC_XDS_NODE_ID"], "2", xdstest.Limit("eg", 100, "k", "v"), &rlconf.RateLimitConfig{Name: "bad"})
+	for len(xds.NACKs()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the bad xDS update was never NACKed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, body := get(t, "http://"+a.debug+"/rlconfig"); body != want {
+		t.Errorf("/rlconfig after a NACKed update: %q, want %q", body, want)
+	}
+	if code, body := post(t, "http://"+a.http+"/json", req); code != 429 {
+		t.Errorf("/json after a NACKed update: %d %s, want 429 (the old limit of 2, 4 hits in)", code, body)
+	}
+
+	// PROMETHEUS_ADDR serves the reference's names, by its default mapping:
+	// 5 hits on eg's k_v, 3 of them over the limit of 2.
+	_, metrics := get(t, "http://"+a.metrics+"/metrics")
+	for _, w := range []string{
+		`ratelimit_service_rate_limit_total_hits{domain="eg",key1="k_v"} 5`,
+		`ratelimit_service_rate_limit_over_limit{domain="eg",key1="k_v"} 3`,
+		`ratelimit_service_rate_limit_within_limit{domain="eg",key1="k_v"} 2`,
+	} {
+		if !strings.Contains(metrics, w+"\n") {
+			t.Errorf("PROMETHEUS_ADDR /metrics lacks %s", w)
+		}
+	}
+	if t.Failed() {
+		t.Logf("reference metrics:\n%s", metrics)
+	}
 }
 
 // TestRatelimitModeRefuses: a value the mode cannot honour stops it before
@@ -217,10 +293,10 @@ func TestRatelimitModeEnvoyGateway(t *testing.T) {
 func TestRatelimitModeRefuses(t *testing.T) {
 	t.Parallel()
 	for name, env := range map[string]map[string]string{
-		"BACKEND_TYPE":    {"BACKEND_TYPE": "memcache", "RUNTIME_SUBDIRECTORY": "rl"},
-		"REDIS_PERSECOND": {"REDIS_PERSECOND": "true", "RUNTIME_SUBDIRECTORY": "rl"},
-		"CONFIG_TYPE":     {"CONFIG_TYPE": "GRPC_XDS_DELTA"},
-		"PORT":            {"PORT": "eighty", "RUNTIME_SUBDIRECTORY": "rl"},
+		"BACKEND_TYPE":   {"BACKEND_TYPE": "cassandra", "RUNTIME_SUBDIRECTORY": "rl"},
+		"USE_DOG_STATSD": {"USE_DOG_STATSD": "true", "RUNTIME_SUBDIRECTORY": "rl"},
+		"CONFIG_TYPE":    {"CONFIG_TYPE": "GRPC_XDS_DELTA"},
+		"PORT":           {"PORT": "eighty", "RUNTIME_SUBDIRECTORY": "rl"},
 	} {
 		var stderr lockedBuffer
 		code := run(context.Background(), []string{"ratelimit"}, func(k string) string { return env[k] }, io.Discard, &stderr)

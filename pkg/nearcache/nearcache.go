@@ -13,8 +13,12 @@
 // batch is over, so its being over proves nothing about the next batch.
 //
 // Hits counted whatever they decide (quota.Always, quota.UnlessOtherOver:
-// overdraw rules, the reference's counting) always reach the backend, which
-// must take them; the cache never answers them. Checks (N = 0) are answered
+// overdraw rules, the reference's counting) reach the backend, which must
+// take them, unless their limit is a fixed window: a fixed window's count
+// starts again at 0 when its window ends, whatever it reached, so what a
+// hit over it would have added is never seen, and the cache answers it as
+// envoyproxy/ratelimit's local cache does (without incrementing). On other
+// algorithms the cache never answers them. Checks (N = 0) are answered
 // and remembered: a check is refused only by a counter in debt (over its
 // limit), and an entry for N = 0 says every hit on the counter is refused
 // until the debt is paid. A debt only grows before then, so the cache never
@@ -30,6 +34,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/floodgate/floodgate/pkg/quota"
@@ -66,6 +71,8 @@ type Cache struct {
 	maxBytes  int // per shard
 	shards    [shards]shard
 	checkPool sync.Pool
+
+	hits, misses atomic.Uint64 // lookups answered, and not, from the cache
 }
 
 var _ quota.Limiter = (*Cache)(nil)
@@ -150,11 +157,20 @@ func (c *Cache) shard(key string) *shard {
 	return &c.shards[maphash.String(c.seed, key)%shards]
 }
 
+// Lookups reports how many hits the cache answered and how many it looked
+// up without answering (envoyproxy/ratelimit's localcache hitCount and
+// missCount). Hits it never answers are not looked up.
+func (c *Cache) Lookups() (hits, misses uint64) {
+	return c.hits.Load(), c.misses.Load()
+}
+
 // passes reports whether h is never answered nor remembered by the cache:
 // a hit in shadow or quota mode (which rejects no batch on its own), or one
-// that the backend takes whatever it decides.
+// that the backend takes whatever it decides, unless on a fixed window
+// (whose count past its limit is never seen: see the package comment).
 func passes(h *quota.Hit) bool {
-	return h.Shadow || h.Quota || (h.N > 0 && h.Counting != quota.AllOrNothing)
+	return h.Shadow || h.Quota ||
+		(h.N > 0 && h.Counting != quota.AllOrNothing && h.Limit.Algorithm != quota.FixedWindow)
 }
 
 // lookup reports whether hit h is known to be rejected at now, and for how
@@ -173,8 +189,10 @@ func (c *Cache) lookup(h *quota.Hit, now int64) (time.Duration, bool) {
 	}
 	sh.mu.Unlock()
 	if !ok || h.N < e.n || e.limit != h.Limit {
+		c.misses.Add(1)
 		return 0, false
 	}
+	c.hits.Add(1)
 	return time.Duration(e.until - now), true
 }
 
@@ -272,7 +290,7 @@ func (c *Cache) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision
 	sc.hits, sc.idx = sc.hits[:0], sc.idx[:0]
 	for i := range hits {
 		if wait, ok := c.lookup(&hits[i], now); ok {
-			out[i] = quota.Decision{ResetAfter: wait}
+			out[i] = quota.Decision{ResetAfter: wait, FromCache: true}
 			continue
 		}
 		sc.idx = append(sc.idx, i)

@@ -414,3 +414,55 @@ func TestDebt(t *testing.T) {
 		t.Errorf("check once 60 owed are repaid (36m): %+v, want OK", d)
 	}
 }
+
+// TestCountedFixedWindowAnswered: under the reference's counting (every hit
+// counted, rejected ones too) a fixed window known to be over is answered
+// from the cache, as envoyproxy/ratelimit's local cache answers it: the
+// count it would have added past the limit ends with the window anyway. A
+// hit sent beside it is still decided, and counted, by the backend. On a
+// sliding window such a hit still reaches the backend: its count past the
+// limit weighs on the next window.
+func TestCountedFixedWindowAnswered(t *testing.T) {
+	t.Parallel()
+	clock := backendtest.NewClock(backendtest.Base)
+	inner := &counting{Limiter: newStore(t, clock)}
+	c := newCache(t, inner, nearcache.Options{Now: clock.Now})
+	fixed := quota.Limit{Algorithm: quota.FixedWindow, Requests: 2, Unit: time.Hour}
+	hot := quota.Hit{Key: "hot", Limit: fixed, N: 1, Counting: quota.Always}
+	side := quota.Hit{Key: "side", Limit: quota.Limit{Algorithm: quota.FixedWindow, Requests: 10, Unit: time.Minute}, N: 1, Counting: quota.Always}
+
+	for i, want := range []bool{true, true, false} { // 2 fit, the 3rd is over (and remembered)
+		if d := take(t, c, hot)[0]; d.Fits != want || d.FromCache {
+			t.Fatalf("hit %d: %+v, want fits=%v from the backend", i+1, d, want)
+		}
+	}
+	if h, m := c.Lookups(); h != 0 || m != 3 {
+		t.Fatalf("lookups after 3 hits: %d answered, %d not; want 0 and 3", h, m)
+	}
+	calls := inner.calls.Load()
+	d := take(t, c, hot)[0]
+	if d.Fits || !d.FromCache || inner.calls.Load() != calls {
+		t.Fatalf("4th hit: %+v, backend calls +%d; want over, from the cache, no call", d, inner.calls.Load()-calls)
+	}
+	// Beside the remembered one: rejected, the side hit counted by the backend.
+	ds := take(t, c, hot, side)
+	if ds[0].Fits || !ds[0].FromCache || !ds[1].Fits || ds[1].FromCache || ds[1].Remaining != 9 {
+		t.Fatalf("hot+side: %+v; want hot over from the cache, side within (9 left) from the backend", ds)
+	}
+	if d := take(t, inner.Limiter, quota.Hit{Key: "side", Limit: side.Limit})[0]; d.Remaining != 9 {
+		t.Errorf("side after the batch: %d left, want 9 (its hit taken)", d.Remaining)
+	}
+	if h, m := c.Lookups(); h != 2 || m != 4 {
+		t.Errorf("lookups: %d answered, %d not; want 2 and 4", h, m)
+	}
+
+	sliding := hot
+	sliding.Key, sliding.Limit.Algorithm = "slid", quota.SlidingWindow
+	for range 3 {
+		take(t, c, sliding)
+	}
+	calls = inner.calls.Load()
+	if d := take(t, c, sliding)[0]; d.Fits || d.FromCache || inner.calls.Load() != calls+1 {
+		t.Errorf("sliding window over, counted: %+v, backend calls +%d; want over from the backend", d, inner.calls.Load()-calls)
+	}
+}

@@ -180,6 +180,9 @@ type Decision struct {
 	// algorithms) or until the bucket is full again (token bucket); when not,
 	// the time until a hit of this size would be admitted.
 	ResetAfter time.Duration
+	// FromCache reports that a near-cache answered, without asking the
+	// backend (envoyproxy/ratelimit's over_limit_with_local_cache).
+	FromCache bool
 }
 
 // Rejects reports whether a batch whose decisions are ds is rejected: some

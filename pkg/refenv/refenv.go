@@ -62,6 +62,14 @@ type Var struct {
 	Meaning, Becomes string
 }
 
+// minLocalCacheBytes is the least LOCAL_CACHE_SIZE_IN_BYTES becomes, as the
+// reference's freecache rounds smaller sizes up to it.
+const minLocalCacheBytes = 512 << 10
+
+// xdsInitialWait is how long, in GRPC_XDS_SOTW mode without
+// FORCE_START_WITHOUT_INITIAL_CONFIG, gRPC calls wait for the first config.
+const xdsInitialWait = "10s"
+
 // DefaultAlgorithmVar opts a ratelimit-mode process into another algorithm
 // than the reference's fixed windows (an extension: the reference has none).
 const DefaultAlgorithmVar = "FLOODGATE_DEFAULT_ALGORITHM"
@@ -93,7 +101,7 @@ var Vars = []Var{
 	{"LOG_FORMAT", "text", "", Mapped, "json, or anything else for text", "--log-format=json|text"},
 
 	// Config source.
-	{"CONFIG_TYPE", "FILE", "", Mapped, "FILE (runtime directory) or GRPC_XDS_SOTW", "FILE: --config and --config-layout; GRPC_XDS_SOTW: --config-xds-*; other values fail"},
+	{"CONFIG_TYPE", "FILE", "", Mapped, "FILE (runtime directory) or GRPC_XDS_SOTW", "FILE: --config and --config-layout; GRPC_XDS_SOTW: --config-xds-* (with --config-xds-initial-wait=10s unless FORCE_START_WITHOUT_INITIAL_CONFIG); other values fail"},
 	{"RUNTIME_ROOT", "/srv/runtime_data/current", "", Mapped, "runtime root directory", "--config=RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/RUNTIME_APPDIRECTORY"},
 	{"RUNTIME_SUBDIRECTORY", "", "", Mapped, "directory below RUNTIME_ROOT", "part of --config (empty with RUNTIME_WATCH_ROOT=true fails: the reference then loads no config)"},
 	{"RUNTIME_APPDIRECTORY", "config", "", Mapped, "directory below it holding the config files", "part of --config"},
@@ -130,16 +138,16 @@ var Vars = []Var{
 	{"PROMETHEUS_MAPPER_YAML", "", "", Mapped, "statsd→Prometheus mapping file", "--prometheus-mapper-yaml"},
 	{"PROMETHEUS_RESPONSE_TIME_AS_MILLISECONDS", "false", "bool", Refused, "response time histogram in ms", "refused when true"},
 	{"DISABLE_STATS", "false", "bool", Mapped, "no stats sink at all", "no --statsd-addr and no --reference-metrics-addr"},
-	{"EXTRA_TAGS", "", "", Refused, "tags added to every stat", "refused when set"},
-	{"STATS_FLUSH_INTERVAL", "10s", "duration", Ignored, "how often stats are flushed", "ignored"},
+	{"EXTRA_TAGS", "", "", Mapped, "tags added to every stat, key:value,key:value", "--stats-extra-tags"},
+	{"STATS_FLUSH_INTERVAL", "10s", "duration", Mapped, "how often stats are flushed", "--stats-flush-interval (with USE_STATSD)"},
 
 	// Limits and counting.
-	{"BACKEND_TYPE", "redis", "", Mapped, "redis or memcache", "redis (or empty): --backend=redis; memcache and others fail"},
+	{"BACKEND_TYPE", "redis", "", Mapped, "redis or memcache", "redis (or empty): --backend=redis; memcache: --backend=memcache (fixed windows only); others fail"},
 	{"SHADOW_MODE", "false", "bool", Mapped, "overall_code always OK", "--shadow-mode"},
 	{"QUOTA_MODE", "false", "bool", Mapped, "every rule in quota mode", "--quota-mode"},
 	{"RESPONSE_DYNAMIC_METADATA", "false", "bool", Mapped, "dynamic metadata on answers", "--response-dynamic-metadata"},
 	{"NEAR_LIMIT_RATIO", "0.8", "float", Mapped, "share of the limit counted as near it (stats)", "--near-limit-ratio"},
-	{"LOCAL_CACHE_SIZE_IN_BYTES", "0", "int", Mapped, "local cache of over-limit keys, bytes; 0 = off", "0: --near-cache-size=0; N: --near-cache-max-bytes=N"},
+	{"LOCAL_CACHE_SIZE_IN_BYTES", "0", "int", Mapped, "local cache of over-limit keys, bytes; 0 = off", "0: --near-cache-size=0; N: --near-cache-max-bytes=N (at least 524288, as freecache there)"},
 	{"CACHE_KEY_PREFIX", "", "", Mapped, "prefix of every Redis key", "--redis-key-prefix when set (keys differ from the reference's anyway)"},
 	{"STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT", "false", "bool", Mapped, "a request one descriptor rejects adds nothing to the others", "--stop-increment-over-limit"},
 	{"EXPIRATION_JITTER_MAX_SECONDS", "300", "int", Ignored, "random extra TTL on Redis keys", "ignored"},
@@ -182,8 +190,8 @@ var Vars = []Var{
 	{"REDIS_STARTUP_INITIAL_INTERVAL", "1s", "duration", Ignored, "start-up connect backoff", "ignored: start-up does not wait for Redis"},
 	{"REDIS_STARTUP_MAX_INTERVAL", "30s", "duration", Ignored, "start-up connect backoff", "ignored"},
 	{"REDIS_STARTUP_MAX_ELAPSED_TIME", "0", "duration", Ignored, "start-up connect deadline", "ignored"},
-	{"REDIS_PERSECOND", "false", "bool", Refused, "a second Redis for per-second limits", "refused when true"},
-	{"REDIS_PERSECOND_SOCKET_TYPE", "unix", "", Ignored, "per-second Redis", "ignored (REDIS_PERSECOND is refused)"},
+	{"REDIS_PERSECOND", "false", "bool", Ignored, "a second Redis for per-second limits", "ignored: per-second limits are counted in REDIS_URL's Redis with the others"},
+	{"REDIS_PERSECOND_SOCKET_TYPE", "unix", "", Ignored, "per-second Redis", "ignored (as REDIS_PERSECOND)"},
 	{"REDIS_PERSECOND_TYPE", "SINGLE", "", Ignored, "per-second Redis", "ignored"},
 	{"REDIS_PERSECOND_URL", "/var/run/nutcracker/ratelimitpersecond.sock", "", Ignored, "per-second Redis", "ignored"},
 	{"REDIS_PERSECOND_POOL_SIZE", "10", "int", Ignored, "per-second Redis", "ignored"},
@@ -197,11 +205,11 @@ var Vars = []Var{
 	{"REDIS_PERSECOND_POOL_ON_EMPTY_BEHAVIOR", "WAIT", "", Ignored, "per-second Redis", "ignored"},
 
 	// Memcache: refused as a backend (BACKEND_TYPE=memcache), so ignored.
-	{"MEMCACHE_HOST_PORT", "", "", Ignored, "memcache servers", "ignored (BACKEND_TYPE=memcache is refused)"},
-	{"MEMCACHE_MAX_IDLE_CONNS", "2", "int", Ignored, "memcache", "ignored"},
-	{"MEMCACHE_SRV", "", "", Ignored, "memcache", "ignored"},
+	{"MEMCACHE_HOST_PORT", "", "", Mapped, "memcache servers, host:port,host:port", "--memcache-addrs (with BACKEND_TYPE=memcache)"},
+	{"MEMCACHE_MAX_IDLE_CONNS", "2", "int", Mapped, "idle connections per memcache server", "--memcache-max-idle-conns (with BACKEND_TYPE=memcache)"},
+	{"MEMCACHE_SRV", "", "", Refused, "memcache servers from a DNS SRV record", "refused when set"},
 	{"MEMCACHE_SRV_REFRESH", "0", "duration", Ignored, "memcache", "ignored"},
-	{"MEMCACHE_TLS", "false", "bool", Ignored, "memcache", "ignored"},
+	{"MEMCACHE_TLS", "false", "bool", Refused, "TLS to memcache", "refused when true"},
 	{"MEMCACHE_TLS_CLIENT_CERT", "", "", Ignored, "memcache", "ignored"},
 	{"MEMCACHE_TLS_CLIENT_KEY", "", "", Ignored, "memcache", "ignored"},
 	{"MEMCACHE_TLS_CACERT", "", "", Ignored, "memcache", "ignored"},
@@ -421,6 +429,11 @@ func Translate(getenv func(string) string) (Translation, error) {
 	case "GRPC_XDS_SOTW":
 		flag("config-xds-url", e.str("CONFIG_GRPC_XDS_SERVER_URL"))
 		flag("config-xds-node-id", e.str("CONFIG_GRPC_XDS_NODE_ID"))
+		if !e.boolean("FORCE_START_WITHOUT_INITIAL_CONFIG") {
+			// The reference serves gRPC only once it has a config; calls
+			// made before wait for it here, for a while.
+			flag("config-xds-initial-wait", xdsInitialWait)
+		}
 		if e.boolean("CONFIG_GRPC_XDS_SERVER_USE_TLS") {
 			flag("config-xds-tls", "true")
 			for _, x := range []struct{ env, flag string }{
@@ -445,8 +458,20 @@ func Translate(getenv func(string) string) (Translation, error) {
 	} else if statsd && prom {
 		e.bad("USE_PROMETHEUS", "true", "beside USE_STATSD=true (its default): the reference runs one stats sink; set USE_STATSD=false")
 	}
+	if statsd || prom {
+		if tags := e.str("EXTRA_TAGS"); tags != "" {
+			for _, pair := range strings.Split(tags, ",") {
+				if k, _, ok := strings.Cut(pair, ":"); !ok || k == "" {
+					e.bad("EXTRA_TAGS", tags, "must be key:value pairs separated by commas")
+					break
+				}
+			}
+			flag("stats-extra-tags", tags)
+		}
+	}
 	if statsd {
 		flag("statsd-addr", net.JoinHostPort(e.str("STATSD_HOST"), e.port("STATSD_PORT")))
+		flag("stats-flush-interval", e.str("STATS_FLUSH_INTERVAL"))
 		switch p := strings.ToLower(e.str("STATSD_PROTOCOL")); p {
 		case "tcp", "udp":
 			flag("statsd-protocol", p)
@@ -495,18 +520,44 @@ func Translate(getenv func(string) string) (Translation, error) {
 	case "redis":
 		e.redis(flag)
 	case "memcache":
-		e.bad("BACKEND_TYPE", bt, "cannot be honoured by Floodgate: it keeps counters in Redis (or memory); use redis")
+		e.memcache(flag)
 	default:
-		e.bad("BACKEND_TYPE", bt, "must be redis (memcache cannot be honoured)")
+		e.bad("BACKEND_TYPE", bt, "must be redis or memcache")
 	}
 	if n := e.integer("LOCAL_CACHE_SIZE_IN_BYTES"); n < 0 {
 		e.bad("LOCAL_CACHE_SIZE_IN_BYTES", e.str("LOCAL_CACHE_SIZE_IN_BYTES"), "must not be negative")
 	} else if n == 0 {
 		flag("near-cache-size", "0")
 	} else {
-		flag("near-cache-max-bytes", strconv.Itoa(n))
+		// The reference's cache (freecache) holds at least 512 KiB, whatever
+		// is asked for; below that the keys of a few counters would not fit.
+		flag("near-cache-max-bytes", strconv.Itoa(max(n, minLocalCacheBytes)))
 	}
 	return t, errors.Join(e.errs...)
+}
+
+// memcache maps BACKEND_TYPE=memcache and MEMCACHE_* to --memcache-* flags.
+func (e *env) memcache(flag func(name, value string)) {
+	flag("backend", "memcache")
+	addrs := e.str("MEMCACHE_HOST_PORT")
+	if addrs == "" {
+		e.bad("BACKEND_TYPE", "memcache", "needs MEMCACHE_HOST_PORT (MEMCACHE_SRV cannot be honoured)")
+	}
+	for _, a := range strings.Split(addrs, ",") {
+		if _, _, err := net.SplitHostPort(a); addrs != "" && err != nil {
+			e.bad("MEMCACHE_HOST_PORT", addrs, "must be host:port,host:port")
+			break
+		}
+	}
+	flag("memcache-addrs", addrs)
+	if n := e.integer("MEMCACHE_MAX_IDLE_CONNS"); n < 1 {
+		e.bad("MEMCACHE_MAX_IDLE_CONNS", e.str("MEMCACHE_MAX_IDLE_CONNS"), "must be at least 1")
+	} else {
+		flag("memcache-max-idle-conns", strconv.Itoa(n))
+	}
+	if p := e.str("CACHE_KEY_PREFIX"); p != "" {
+		flag("memcache-key-prefix", p)
+	}
 }
 
 // redis maps REDIS_* to --redis-* flags, parsing REDIS_URL as the

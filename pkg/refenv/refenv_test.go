@@ -94,7 +94,7 @@ func TestDefaults(t *testing.T) {
 		"--http-addr=0.0.0.0:8080", "--debug-addr=0.0.0.0:6070", "--grpc-addr=0.0.0.0:8081",
 		"--log-level=warn", "--log-format=text",
 		"--config=/srv/runtime_data/current/ratelimit/config", "--config-layout=runtime-dotfiles",
-		"--statsd-addr=localhost:8125", "--statsd-protocol=tcp",
+		"--statsd-addr=localhost:8125", "--stats-flush-interval=10s", "--statsd-protocol=tcp",
 		"--count-rejected=true", "--default-algorithm=fixed_window", "--near-limit-ratio=0.8",
 		"--ratelimit-headers=false",
 		"--backend=redis", "--redis-url=unix:///var/run/nutcracker/ratelimit.sock", "--redis-pool-size=10",
@@ -134,9 +134,14 @@ func TestMapped(t *testing.T) {
 			[]string{"--config=/data/limits"}, nil},
 		{"xds", map[string]string{"CONFIG_TYPE": "GRPC_XDS_SOTW", "CONFIG_GRPC_XDS_SERVER_USE_TLS": "true", "CONFIG_GRPC_XDS_CLIENT_TLS_CERT": "c", "CONFIG_GRPC_XDS_CLIENT_TLS_KEY": "k", "CONFIG_GRPC_XDS_SERVER_TLS_CACERT": "ca", "CONFIG_GRPC_XDS_SERVER_TLS_SAN": "eg", "FORCE_START_WITHOUT_INITIAL_CONFIG": "true"},
 			[]string{"--config-xds-url=localhost:18000", "--config-xds-node-id=default", "--config-xds-tls=true", "--config-xds-tls-cert=c", "--config-xds-tls-key=k", "--config-xds-tls-ca=ca", "--config-xds-tls-san=eg", "--force-start=true"},
-			[]string{"config", "config-layout"}},
-		{"statsd udp", map[string]string{"USE_STATSD": "true", "STATSD_HOST": "stats", "STATSD_PORT": "9125", "STATSD_PROTOCOL": "udp"},
-			[]string{"--statsd-addr=stats:9125", "--statsd-protocol=udp"}, nil},
+			[]string{"config", "config-layout", "config-xds-initial-wait"}},
+		{"xds without force start: calls wait for the first config", map[string]string{"CONFIG_TYPE": "GRPC_XDS_SOTW"},
+			[]string{"--config-xds-initial-wait=10s"}, []string{"force-start"}},
+		{"statsd udp", map[string]string{"USE_STATSD": "true", "STATSD_HOST": "stats", "STATSD_PORT": "9125", "STATSD_PROTOCOL": "udp", "STATS_FLUSH_INTERVAL": "250ms"},
+			[]string{"--statsd-addr=stats:9125", "--statsd-protocol=udp", "--stats-flush-interval=250ms"}, nil},
+		{"extra tags", map[string]string{"USE_PROMETHEUS": "true", "EXTRA_TAGS": "env:prod,zone:eu-1"},
+			[]string{"--stats-extra-tags=env:prod,zone:eu-1"}, nil},
+		{"extra tags without stats", map[string]string{"EXTRA_TAGS": "env:prod"}, nil, []string{"stats-extra-tags"}},
 		{"prometheus", map[string]string{"USE_PROMETHEUS": "true", "PROMETHEUS_MAPPER_YAML": "/m.yaml"},
 			[]string{"--reference-metrics-addr=:9090", "--prometheus-mapper-yaml=/m.yaml"}, []string{"statsd-addr"}},
 		{"stats disabled", map[string]string{"USE_STATSD": "true", "USE_PROMETHEUS": "true", "DISABLE_STATS": "true"}, nil, []string{"statsd-addr", "reference-metrics-addr"}},
@@ -147,6 +152,12 @@ func TestMapped(t *testing.T) {
 			[]string{"--ratelimit-header-style=reference", "--ratelimit-header-limit=RateLimit-Limit", "--ratelimit-header-remaining=RateLimit-Remaining", "--ratelimit-header-reset=X-Reset"},
 			[]string{"ratelimit-headers"}},
 		{"local cache", map[string]string{"LOCAL_CACHE_SIZE_IN_BYTES": "1048576"}, []string{"--near-cache-max-bytes=1048576"}, []string{"near-cache-size"}},
+		// freecache, the reference's, holds 512 KiB at least: 1000 bytes
+		// there are 524288 (here 1000 would not hold a key per shard).
+		{"small local cache", map[string]string{"LOCAL_CACHE_SIZE_IN_BYTES": "1000"}, []string{"--near-cache-max-bytes=524288"}, []string{"near-cache-size"}},
+		{"memcache", map[string]string{"BACKEND_TYPE": "memcache", "MEMCACHE_HOST_PORT": "m1:11211,m2:11211", "MEMCACHE_MAX_IDLE_CONNS": "100", "CACHE_KEY_PREFIX": "p:"},
+			[]string{"--backend=memcache", "--memcache-addrs=m1:11211,m2:11211", "--memcache-max-idle-conns=100", "--memcache-key-prefix=p:"},
+			[]string{"redis-url", "backend=redis"}},
 		{"redis auth", map[string]string{"REDIS_AUTH": "s3cr:t"}, []string{"--redis-url=redis://s3cr:t@r:6379"}, nil},
 		{"redis password only", map[string]string{"REDIS_AUTH": "p@ss"}, []string{"--redis-url=redis://:p%40ss@r:6379"}, nil},
 		{"redis tls", map[string]string{"REDIS_TLS": "true", "REDIS_TLS_CLIENT_CERT": "c", "REDIS_TLS_CLIENT_KEY": "k", "REDIS_TLS_CACERT": "ca"},
@@ -220,10 +231,12 @@ func TestBadValues(t *testing.T) {
 		{map[string]string{"GRPC_SERVER_USE_TLS": "true", "GRPC_SERVER_TLS_CERT": "c", "GRPC_SERVER_TLS_KEY": "k", "GRPC_CLIENT_TLS_SAN": "envoy"}, "GRPC_CLIENT_TLS_SAN", "needs GRPC_CLIENT_TLS_CACERT"},
 		{map[string]string{"RUNTIME_SUBDIRECTORY": ""}, "RUNTIME_SUBDIRECTORY", "loads no config"},
 		// Cannot be honoured.
-		{map[string]string{"BACKEND_TYPE": "memcache"}, "BACKEND_TYPE", "cannot be honoured"},
-		{map[string]string{"REDIS_PERSECOND": "true"}, "REDIS_PERSECOND", "cannot be honoured"},
+		{map[string]string{"BACKEND_TYPE": "memcache"}, "BACKEND_TYPE", "needs MEMCACHE_HOST_PORT"},
+		{map[string]string{"BACKEND_TYPE": "memcache", "MEMCACHE_HOST_PORT": "m1"}, "MEMCACHE_HOST_PORT", "host:port"},
+		{map[string]string{"BACKEND_TYPE": "memcache", "MEMCACHE_HOST_PORT": "m1:11211", "MEMCACHE_SRV": "_mc._tcp.example"}, "MEMCACHE_SRV", "cannot be honoured"},
+		{map[string]string{"BACKEND_TYPE": "cassandra"}, "BACKEND_TYPE", "redis or memcache"},
 		{map[string]string{"USE_DOG_STATSD": "true"}, "USE_DOG_STATSD", "cannot be honoured"},
-		{map[string]string{"EXTRA_TAGS": "env:prod"}, "EXTRA_TAGS", "cannot be honoured"},
+		{map[string]string{"EXTRA_TAGS": "prod"}, "EXTRA_TAGS", "key:value pairs"},
 		{map[string]string{"PROMETHEUS_PATH": "/stats"}, "PROMETHEUS_PATH", "cannot be honoured"},
 		{map[string]string{"REDIS_TLS_SKIP_HOSTNAME_VERIFICATION": "true"}, "REDIS_TLS_SKIP_HOSTNAME_VERIFICATION", "cannot be honoured"},
 		{map[string]string{"REDIS_POOL_ON_EMPTY_BEHAVIOR": "CREATE"}, "REDIS_POOL_ON_EMPTY_BEHAVIOR", "cannot be honoured"},
@@ -362,5 +375,26 @@ func TestMigrationDocListsEveryVar(t *testing.T) {
 		if !ok || def != want {
 			t.Errorf("docs/migration.md: %s row %q, want default %s", v.Name, def, want)
 		}
+	}
+}
+
+// TestPerSecondRedisIgnored: REDIS_PERSECOND=true (which the reference's own
+// integration tests set) starts, with per-second limits counted in the one
+// Redis of REDIS_URL; the second Redis's settings are listed as ignored.
+func TestPerSecondRedisIgnored(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"RUNTIME_SUBDIRECTORY": "rl", "REDIS_SOCKET_TYPE": "tcp", "REDIS_URL": "main:6379",
+		"REDIS_PERSECOND": "true", "REDIS_PERSECOND_SOCKET_TYPE": "tcp", "REDIS_PERSECOND_URL": "second:6380"}
+	got, err := Translate(envOf(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"REDIS_PERSECOND", "REDIS_PERSECOND_URL"} {
+		if !slices.Contains(got.Ignored, name) {
+			t.Errorf("%s not among the ignored: %q", name, got.Ignored)
+		}
+	}
+	if all := strings.Join(got.Args, " "); strings.Contains(all, "second:6380") || !strings.Contains(all, "main:6379") {
+		t.Errorf("args %q: want main:6379 and not second:6380", got.Args)
 	}
 }

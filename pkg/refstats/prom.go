@@ -130,6 +130,21 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		sums[k] = &promSeries{m: m, v: val}
 		keys = append(keys, k)
 	}
+	var gauges []promSeries
+	for _, g := range c.s.gaugeList() {
+		if g.mapped == nil {
+			m := p.mapper.Map(g.name, kindGauge)
+			g.mapped = &m
+		}
+		m := g.mapped
+		if m.Drop || m.Name == "" {
+			continue
+		}
+		if _, ok := p.claim(m.Name, kindGauge, m.Help); !ok {
+			continue
+		}
+		gauges = append(gauges, promSeries{m: m, v: float64(g.read())})
+	}
 	observers := p.observers[:len(p.observers):len(p.observers)]
 	help := func(name string) string { return p.help[name] }
 	slices.Sort(keys)
@@ -137,6 +152,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		s := sums[k]
 		desc := prometheus.NewDesc(s.m.Name, help(s.m.Name), s.m.LabelNames, nil)
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, s.v, s.m.LabelValues...)
+	}
+	for _, g := range gauges {
+		desc := prometheus.NewDesc(g.m.Name, help(g.m.Name), g.m.LabelNames, nil)
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, g.v, g.m.LabelValues...)
 	}
 	p.mu.Unlock()
 	for _, o := range observers {

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"math"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,6 +60,10 @@ type Options struct {
 	Prometheus *Mapper
 	// Log receives statsd connection trouble (default: discarded).
 	Log *slog.Logger
+	// ExtraTags are added to every stat but the local-cache gauges (the
+	// reference's EXTRA_TAGS), as its stats library writes tags into a
+	// name: NAME.__KEY=VALUE for each, by key.
+	ExtraTags map[string]string
 }
 
 // Stats are the reference's stats of one process. Make one with New, start
@@ -67,11 +72,13 @@ type Stats struct {
 	ratio   float32
 	maxKeys int
 	log     *slog.Logger
+	tags    string // ExtraTags as a name suffix
 
 	mu       sync.RWMutex
 	counters map[string]*counter
 	list     []*counter // in creation order
 	timers   map[string]*timer
+	gauges   []*gauge
 	keys     map[string]*keyStats // by stat key
 	dynamic  map[string]*keyStats // by unsanitized key made from a request
 	notFound map[string]*counter  // by domain
@@ -100,6 +107,15 @@ func (c *counter) add(n uint64) { c.v.Add(n) }
 // keyStats are the counters of one stat key.
 type keyStats struct {
 	total, over, near, within, shadow *counter
+	overLocal                         *counter // over_limit_with_local_cache
+}
+
+// gauge is one stat gauge, read when the sinks send.
+type gauge struct {
+	name string
+	read func() uint64
+
+	mapped *Mapped // the Prometheus mapping, resolved at the first scrape
 }
 
 // New returns Stats; nothing is sent until Start.
@@ -114,6 +130,7 @@ func New(opts Options) *Stats {
 		dynamic:  map[string]*keyStats{},
 		notFound: map[string]*counter{},
 		methods:  map[string]*method{},
+		tags:     tagSuffix(opts.ExtraTags),
 	}
 	if s.ratio <= 0 {
 		s.ratio = DefaultNearLimitRatio
@@ -140,8 +157,25 @@ func New(opts Options) *Stats {
 	return s
 }
 
-// counterLocked returns the counter named name, made if new; s.mu is held.
+// tagSuffix is tags written as the reference's stats library (gostats)
+// writes them into a stat's name: .__KEY=VALUE for each, sorted by key.
+func tagSuffix(tags map[string]string) string {
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(".__" + sanitize(k) + "=" + sanitize(tags[k]))
+	}
+	return b.String()
+}
+
+// counterLocked returns the counter named name (and the extra tags), made
+// if new; s.mu is held.
 func (s *Stats) counterLocked(name string) *counter {
+	name += s.tags
 	if c := s.counters[name]; c != nil {
 		return c
 	}
@@ -170,6 +204,8 @@ func (s *Stats) keyStatsLocked(key string) *keyStats {
 		near:   s.counterLocked(p + "near_limit"),
 		within: s.counterLocked(p + "within_limit"),
 		shadow: s.counterLocked(p + "shadow_mode"),
+
+		overLocal: s.counterLocked(p + "over_limit_with_local_cache"),
 	}
 	s.keys[key] = k
 	return k
@@ -360,6 +396,9 @@ func (s *Stats) count(k *keyStats, l *engine.Limit, hit *quota.Hit, dec *quota.D
 	}
 	if !dec.Fits {
 		k.over.add(n)
+		if dec.FromCache {
+			k.overLocal.add(n)
+		}
 		if l.Shadow {
 			k.shadow.add(n)
 		}
@@ -422,6 +461,38 @@ var ipv4 = regexp.MustCompile(`\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}`)
 func sanitize(s string) string {
 	s = strings.NewReplacer(":", "_", "|", "_").Replace(s)
 	return ipv4.ReplaceAllStringFunc(s, func(ip string) string { return strings.ReplaceAll(ip, ".", "_") })
+}
+
+// LocalCache adds the reference's local-cache gauges, ratelimit.localcache.*
+// (hitCount, missCount, lookupCount, entryCount), read from lookups (hits
+// answered and not) and entries when the sinks send.
+func (s *Stats) LocalCache(lookups func() (hits, misses uint64), entries func() int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, g := range []*gauge{
+		{name: "ratelimit.localcache.hitCount", read: func() uint64 { h, _ := lookups(); return h }},
+		{name: "ratelimit.localcache.missCount", read: func() uint64 { _, m := lookups(); return m }},
+		{name: "ratelimit.localcache.lookupCount", read: func() uint64 { h, m := lookups(); return h + m }},
+		{name: "ratelimit.localcache.entryCount", read: func() uint64 { return uint64(max(0, entries())) }},
+	} {
+		s.gauges = append(s.gauges, g)
+	}
+}
+
+// gaugeList returns every gauge.
+func (s *Stats) gaugeList() []*gauge {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.gauges[:len(s.gauges):len(s.gauges)]
+}
+
+// Gauges returns every gauge's value, by its statsd name.
+func (s *Stats) Gauges() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, g := range s.gaugeList() {
+		out[g.name] = g.read()
+	}
+	return out
 }
 
 // Counters returns every counter that has moved, by its statsd name.

@@ -154,6 +154,10 @@ func (st *Stats) latch() {
 			c.sent = v
 		}
 	}
+	// Gauges every flush, moved or not, as gostats sends them.
+	for _, g := range st.gaugeList() {
+		st.statsd.line(g.name, int64(g.read()), "|g\n")
+	}
 }
 
 // send writes the waiting lines; on failure they wait for the next try
@@ -257,6 +261,7 @@ type timer struct {
 
 // timerLocked returns the timer named name, made if new; s.mu is held.
 func (s *Stats) timerLocked(name string) *timer {
+	name += s.tags
 	if t := s.timers[name]; t != nil {
 		return t
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/pkg/memcachestore"
 	"github.com/floodgate/floodgate/pkg/memstore"
 	"github.com/floodgate/floodgate/pkg/nearcache"
 	"github.com/floodgate/floodgate/pkg/quota"
@@ -35,6 +36,21 @@ func newBackend(s Settings, reg prometheus.Registerer, log *slog.Logger) (backen
 		return backend{limiter: lim, close: closeFn}, err
 	case "redis":
 		return newRedisBackend(s, reg, log)
+	case "memcache":
+		st, err := memcachestore.New(memcachestore.Options{
+			Addrs:        strings.Split(s.Memcache.Addrs, ","),
+			MaxIdleConns: s.Memcache.MaxIdleConns,
+			Prefix:       s.Memcache.KeyPrefix,
+		})
+		if err != nil {
+			return backend{}, err
+		}
+		lim, err := withNearCache(st, s, reg)
+		if err != nil {
+			st.Close()
+			return backend{}, err
+		}
+		return backend{limiter: lim, close: st.Close}, nil
 	}
 	return backend{}, fmt.Errorf("unknown backend %q", s.Backend)
 }

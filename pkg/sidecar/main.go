@@ -34,6 +34,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/engine"
 	"github.com/floodgate/floodgate/pkg/extprocsvc"
 	"github.com/floodgate/floodgate/pkg/jwtauth"
+	"github.com/floodgate/floodgate/pkg/nearcache"
 	"github.com/floodgate/floodgate/pkg/quota"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
 	"github.com/floodgate/floodgate/pkg/respcache"
@@ -267,6 +268,9 @@ func (m *Main) build() (err error) {
 		return fmt.Errorf("backend %s: %w", s.Backend, err)
 	}
 	m.limiter, m.closeFn = be.limiter, be.close
+	if c, ok := be.limiter.(*nearcache.Cache); ok {
+		m.ref.localCache(c)
+	}
 	if m.cacheSrc != nil {
 		if m.cache, m.cacheSvc, err = m.newCache(be); err != nil {
 			m.closeBackend()
@@ -424,6 +428,34 @@ func (m *Main) waitForLimits() {
 	})
 }
 
+// waitFirstConfig holds gRPC back, up to --config-xds-initial-wait, until
+// the first xDS config is in force: calls made meanwhile wait in the
+// listener's queue and are answered with it, as envoyproxy/ratelimit, which
+// opens its port only then, has them retried. It reports false when the
+// shutdown began first.
+func (m *Main) waitFirstConfig() bool {
+	wait := m.settings.XDS.InitialWait
+	if wait <= 0 || m.settings.ForceStart || m.settings.XDS.URL == "" || m.limits.Snapshot().Loaded {
+		return true
+	}
+	first := make(chan struct{})
+	var once sync.Once
+	m.limits.Subscribe(func(*descriptors.Config) { once.Do(func() { close(first) }) })
+	if m.limits.Snapshot().Loaded { // arrived before Subscribe
+		return true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-first:
+	case <-t.C:
+		m.log.Warn("no limits config over xDS yet; serving gRPC, ShouldRateLimit answers UNAVAILABLE until one arrives", "waited", wait.String())
+	case <-m.stop:
+		return false
+	}
+	return true
+}
+
 // actors is the sidecar's group. Shutdown interrupts them in this order,
 // each after the one before has returned (see group).
 func (m *Main) actors() *group {
@@ -449,7 +481,15 @@ func (m *Main) actors() *group {
 		g.add(cancelable(m.grpcTLS.Run))
 	}
 	// gRPC: in-flight calls finish, until the hard stop cuts them.
-	g.add(func() error { return m.grpcSrv.Serve(m.grpcLn) }, m.stopGRPC)
+	g.add(func() error {
+		if !m.waitFirstConfig() {
+			return nil // shut down first
+		}
+		if err := m.grpcSrv.Serve(m.grpcLn); !errors.Is(err, grpc.ErrServerStopped) {
+			return err
+		}
+		return nil
+	}, m.stopGRPC)
 	if m.debugLn != nil {
 		g.add(m.serveDebug())
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -15,6 +16,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/configsource"
 	"github.com/floodgate/floodgate/pkg/descriptors"
 	"github.com/floodgate/floodgate/pkg/engine"
+	"github.com/floodgate/floodgate/pkg/nearcache"
 	"github.com/floodgate/floodgate/pkg/refstats"
 )
 
@@ -27,6 +29,7 @@ type RefStatsSettings struct {
 	FlushInterval  time.Duration // --stats-flush-interval
 	MetricsAddr    string        // --reference-metrics-addr ("" = no listener)
 	MapperYAML     string        // --prometheus-mapper-yaml ("" = the reference's default mapping)
+	ExtraTags      string        // --stats-extra-tags: key:value,key:value ("" = none)
 }
 
 func (r *RefStatsSettings) flags(fs *flag.FlagSet) {
@@ -34,6 +37,7 @@ func (r *RefStatsSettings) flags(fs *flag.FlagSet) {
 	fs.StringVar(&r.StatsdProtocol, "statsd-protocol", "tcp", "statsd over tcp or udp")
 	fs.DurationVar(&r.FlushInterval, "stats-flush-interval", refstats.DefaultFlushInterval, "how often counter changes go to statsd (envoyproxy/ratelimit's STATS_FLUSH_INTERVAL)")
 	fs.StringVar(&r.MetricsAddr, "reference-metrics-addr", "", "serve envoyproxy/ratelimit's Prometheus metrics (its names and labels) at /metrics on this listener; empty serves none")
+	fs.StringVar(&r.ExtraTags, "stats-extra-tags", "", "tags added to every one of envoyproxy/ratelimit's stats (its EXTRA_TAGS), key:value,key:value")
 	fs.StringVar(&r.MapperYAML, "prometheus-mapper-yaml", "", "a statsd_exporter mapping file for --reference-metrics-addr, instead of envoyproxy/ratelimit's default mapping")
 }
 
@@ -45,10 +49,30 @@ func (r *RefStatsSettings) check() []error {
 	if r.FlushInterval < 0 {
 		errs = append(errs, fmt.Errorf("--stats-flush-interval=%s: must not be negative (0 means the default)", r.FlushInterval))
 	}
+	if _, err := parseTags(r.ExtraTags); err != nil {
+		errs = append(errs, err)
+	}
 	if r.MapperYAML != "" && r.MetricsAddr == "" {
 		errs = append(errs, errors.New("--prometheus-mapper-yaml needs --reference-metrics-addr"))
 	}
 	return errs
+}
+
+// parseTags parses --stats-extra-tags, key:value pairs separated by commas
+// (as the reference parses EXTRA_TAGS).
+func parseTags(s string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	tags := map[string]string{}
+	for _, pair := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(pair, ":")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--stats-extra-tags=%q: %q is not key:value", s, pair)
+		}
+		tags[k] = v
+	}
+	return tags, nil
 }
 
 // refStats are the reference's stats of a Main: nil when neither statsd nor
@@ -70,6 +94,7 @@ func newRefStats(r RefStatsSettings, nearLimitRatio float64, log *slog.Logger) (
 		NearLimitRatio: float32(nearLimitRatio),
 		Log:            log,
 	}
+	opts.ExtraTags, _ = parseTags(r.ExtraTags) // checked by check
 	if r.MetricsAddr != "" {
 		opts.Prometheus = refstats.DefaultMapper()
 		if r.MapperYAML != "" {
@@ -102,6 +127,15 @@ func (rs *refStats) observer() engine.Observer {
 		return nil
 	}
 	return rs.stats
+}
+
+// localCache reports the near-cache as the reference's local cache
+// (ratelimit.localcache.* gauges).
+func (rs *refStats) localCache(c *nearcache.Cache) {
+	if rs == nil {
+		return
+	}
+	rs.stats.LocalCache(c.Lookups, c.Len)
 }
 
 // counted wraps the limits watcher so that every config it gives, from a

@@ -18,6 +18,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/cachestore"
 	"github.com/floodgate/floodgate/pkg/descriptors"
 	"github.com/floodgate/floodgate/pkg/engine"
+	"github.com/floodgate/floodgate/pkg/memcachestore"
 	"github.com/floodgate/floodgate/pkg/memstore"
 	"github.com/floodgate/floodgate/pkg/nearcache"
 	"github.com/floodgate/floodgate/pkg/quota"
@@ -95,7 +96,8 @@ type Settings struct {
 	// answer loopback peers only.
 	AdminTokenFile string
 
-	Redis RedisSettings
+	Redis    RedisSettings
+	Memcache MemcacheSettings // --memcache-*
 
 	Ref RefSettings
 	// RefStats: envoyproxy/ratelimit's stats, to statsd and Prometheus.
@@ -146,6 +148,16 @@ type XDSSettings struct {
 	Key    string // --config-xds-tls-key: its key
 	CA     string // --config-xds-tls-ca: CAs of the server's certificate ("" = the system's)
 	SAN    string // --config-xds-tls-san: the name the server's certificate must carry ("" = the URL's host)
+	// InitialWait is how long gRPC calls made before the first config wait
+	// for it, without --force-start (--config-xds-initial-wait; 0 = none).
+	InitialWait time.Duration
+}
+
+// MemcacheSettings select and tune the memcache backend (fixed windows only).
+type MemcacheSettings struct {
+	Addrs        string // --memcache-addrs (comma-separated host:port)
+	MaxIdleConns int    // --memcache-max-idle-conns
+	KeyPrefix    string // --memcache-key-prefix
 }
 
 // RedisSettings select and tune the Redis backend.
@@ -185,6 +197,7 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.SetOutput(out)
 	fs.StringVar(&s.Config, "config", DefaultConfig, "descriptor config: a YAML file, or a directory whose *.yaml/*.yml files are each one domain")
 	fs.StringVar(&s.XDS.URL, "config-xds-url", "", "fetch the limits config from this xDS server (host:port) over a state-of-the-world ADS stream of RateLimitConfig resources, instead of --config")
+	fs.DurationVar(&s.XDS.InitialWait, "config-xds-initial-wait", 0, "with --config-xds-url and without --force-start: gRPC calls made before the first config wait up to this long for it (envoyproxy/ratelimit opens its gRPC port only once it has one), then are served; 0 answers them UNAVAILABLE at once")
 	fs.StringVar(&s.XDS.NodeID, "config-xds-node-id", "", "with --config-xds-url: the node id sent to the xDS server (required)")
 	fs.BoolVar(&s.XDS.TLS, "config-xds-tls", false, "with --config-xds-url: connect over TLS")
 	fs.StringVar(&s.XDS.Cert, "config-xds-tls-cert", "", "with --config-xds-tls: client certificate (PEM) for servers that require one")
@@ -223,6 +236,9 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.IntVar(&s.Cache.MaxEntryBytes, "cache-max-entry-bytes", respcache.DefaultMaxEntryBytes, "a larger response body is neither buffered nor stored")
 	fs.DurationVar(&s.Cache.CollapseWait, "cache-collapse-wait", respcache.DefaultCollapseWait, "how long requests wait behind a cache miss for the same key; keep it below the ext_proc filter's message_timeout")
 	fs.StringVar(&s.AdminTokenFile, "admin-token-file", "", "a file holding the bearer token that /cache/purge, /debug/ and /debug/pprof/ require; without it they answer loopback peers only")
+	fs.StringVar(&s.Memcache.Addrs, "memcache-addrs", "", "memcache backend: comma-separated memcached host:port list (a key goes to one by its CRC-32); fixed windows only")
+	fs.IntVar(&s.Memcache.MaxIdleConns, "memcache-max-idle-conns", memcachestore.DefaultMaxIdleConns, "memcache backend: idle connections kept per server")
+	fs.StringVar(&s.Memcache.KeyPrefix, "memcache-key-prefix", redisstore.DefaultKeyPrefix, "memcache backend: prefix of every key")
 	fs.StringVar(&s.Redis.URL, "redis-url", "", "redis://[user:pass@]host:port[/db], rediss:// for TLS; with --redis-cluster, seed nodes as ?addr=h2:p2&addr=h3:p3")
 	fs.BoolVar(&s.Redis.Cluster, "redis-cluster", false, "treat --redis-url as a Redis Cluster")
 	fs.StringVar(&s.Redis.SentinelMaster, "redis-sentinel-master", "", "Sentinel: the master's name (needs --redis-sentinel-addrs)")
@@ -309,8 +325,27 @@ func (s *Settings) check() error {
 		if !redisSet {
 			bad("--backend=redis needs --redis-url (or --redis-sentinel-master with --redis-sentinel-addrs)")
 		}
+	case "memcache":
+		if s.Memcache.Addrs == "" {
+			bad("--backend=memcache needs --memcache-addrs")
+		}
+		if redisSet {
+			bad("--backend=memcache contradicts --redis-url/--redis-sentinel-master: drop one")
+		}
+		if s.DefaultAlgorithm != quota.FixedWindow.String() {
+			bad("--backend=memcache keeps fixed windows only: it needs --default-algorithm=%s (not %q)", quota.FixedWindow, s.DefaultAlgorithm)
+		}
+		if s.Memcache.MaxIdleConns < 1 {
+			bad("--memcache-max-idle-conns=%d: must be at least 1", s.Memcache.MaxIdleConns)
+		}
 	default:
-		bad("--backend=%q: must be memory or redis", s.Backend)
+		bad("--backend=%q: must be memory, redis or memcache", s.Backend)
+	}
+	if s.XDS.InitialWait < 0 {
+		bad("--config-xds-initial-wait=%s: must not be negative", s.XDS.InitialWait)
+	}
+	if s.Memcache.Addrs != "" && s.Backend != "memcache" {
+		bad("--memcache-addrs needs --backend=memcache")
 	}
 	if s.Redis.Cluster && s.Redis.URL == "" {
 		bad("--redis-cluster needs --redis-url with the cluster's seed nodes")

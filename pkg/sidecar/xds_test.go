@@ -298,3 +298,34 @@ func TestXDSSettings(t *testing.T) {
 		t.Errorf("Start with both sources: %v", err)
 	}
 }
+
+// TestXDSInitialWait: with --config-xds-initial-wait, a call made before
+// the first config waits for it and is answered with it (as the reference,
+// which opens its gRPC port only then, has it retried); with no config
+// within the wait, calls are answered UNAVAILABLE.
+func TestXDSInitialWait(t *testing.T) {
+	t.Parallel()
+	srv := xdstest.Start(t)
+	r := start(t, xdsArgs(srv, "--config-xds-initial-wait=20s")...)
+	answered := make(chan error, 1)
+	go func() { answered <- r.askErr("a") }()
+	select {
+	case err := <-answered:
+		t.Fatalf("answered before any config: %v; want the call to wait", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	srv.Set(xdsNode, "1", xdsLimit("a", 7))
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Errorf("the waiting call: %v, want answered with the config", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting call was never answered")
+	}
+
+	short := start(t, xdsArgs(xdstest.Start(t), "--config-xds-initial-wait=200ms")...)
+	if err := short.askErr("a"); status.Code(err) != codes.Unavailable {
+		t.Errorf("after the wait, without a config: %v, want UNAVAILABLE", err)
+	}
+}
