@@ -17,16 +17,17 @@ build:
 run: build
 	./$(BIN) serve --config $(CONFIG)
 
-## deps: install what the tests need (redis-server) when it is missing.
+## deps: install what the tests need (redis-server, memcached) when it is missing.
 deps:
-	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || { \
-		echo "installing redis-server with apt-get (the tests run real Redis on loopback)"; \
+	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && command -v memcached >/dev/null 2>&1 || { \
+		echo "installing redis-server and memcached with apt-get (the tests run real Redis and memcached on loopback)"; \
 		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 		if [ -n "$$SUDO" ] && ! command -v sudo >/dev/null 2>&1; then \
-			echo "redis-server is missing: run this as root, or install sudo" >&2; exit 1; fi; \
+			echo "redis-server or memcached is missing: run this as root, or install sudo" >&2; exit 1; fi; \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server memcached >/dev/null; }
 	@redis-server --version
+	@memcached -V
 
 ## test: install test dependencies, vet, and run every test with -race.
 test: deps

@@ -14,12 +14,12 @@ import (
 )
 
 // startMemcached runs a memcached on a free loopback port until the test
-// ends; without the binary the test is skipped.
+// ends; without the binary the test fails, saying how to install it.
 func startMemcached(t *testing.T) string {
 	t.Helper()
 	bin, err := exec.LookPath("memcached")
 	if err != nil {
-		t.Skip("memcached not installed")
+		t.Fatalf("memcached not found in PATH (%v); install it with `apt-get install -y memcached` (make test does)", err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

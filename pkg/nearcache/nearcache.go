@@ -197,9 +197,11 @@ func (c *Cache) lookup(h *quota.Hit, now int64) (time.Duration, bool) {
 }
 
 // charge reports whether h is a charge the backend takes whatever it
-// decides, which may add to a debt the cache remembers.
+// decides, which may add to a debt the cache remembers. On a fixed window
+// it cannot: whatever the count, the wait is until the window ends, so
+// such a hit's rejection is remembered like any other.
 func charge(h *quota.Hit) bool {
-	return h.N > 0 && h.Counting != quota.AllOrNothing
+	return h.N > 0 && h.Counting != quota.AllOrNothing && h.Limit.Algorithm != quota.FixedWindow
 }
 
 // forget drops the entry of h's counter, if any: h was taken by the
