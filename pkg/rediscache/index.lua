@@ -92,6 +92,9 @@ if mode == 'put' then
   if heal or not hi or expires > hi or total == size then
     at = expires + math.min(60000, math.max(0, math.floor((expires - now) / 16)))
     if hi and hi > at then at = hi end
+    -- An entry stored already expired keeps the index a second more (it
+    -- is pruned then): a TTL in the past would delete every index key.
+    if at <= now then at = now + 1000 end
     fields[#fields + 1] = '!hi'
     fields[#fields + 1] = at
   end
