@@ -3,7 +3,7 @@
 # door) side by side with the floor's do-nothing ext_proc, in one run, on
 # the memory store and on a real Redis. Everything listens on 127.0.0.1.
 #
-#   hack/bench/cache.sh [SIDECAR_BINARY] [ROUNDS] [SECONDS]
+#   hack/bench/cache.sh [SIDECAR_BINARY] [ROUNDS] [SECONDS] [BASELINE_BINARY]
 #
 # SIDECAR_BINARY defaults to a build of this tree. It builds loadgen and
 # floorserver from this tree, starts a redis-server on a free loopback port
@@ -15,6 +15,9 @@
 #                with a 1 KiB body to request headers (the floor of a hit)
 #   sidecar-mem  sidecar serve --cache-config (memory store)
 #   sidecar-redis  the same with --redis-url (the Redis store)
+#   base-redis   with BASELINE_BINARY (e.g. a build of an earlier commit):
+#                BASELINE_BINARY as sidecar-redis, on the same Redis with
+#                --redis-key-prefix base: (measured right after it)
 # Loads (loadgen --mode extproc), each against its floor and both sidecars,
 # ROUNDS times (default 3), 1 s warm-up and SECONDS measured (default 8):
 #   hit-cC   GET /v1/items/1 again and again: after the warm-up's first
@@ -35,7 +38,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 sidecar=${1:-}
-rounds=${2:-3}; secs=${3:-8}
+rounds=${2:-3}; secs=${3:-8}; baseline=${4:-}
 if [[ -z $sidecar ]]; then
   go build -o "$work/sidecar" ./cmd/sidecar
   sidecar=$work/sidecar
@@ -78,6 +81,10 @@ start sidecar-mem 47211 "$sidecar" serve --config "$work/limits.yaml" --cache-co
   --grpc-addr 127.0.0.1:47211 --http-addr 127.0.0.1:47212 --log-level warn
 start sidecar-redis 47221 "$sidecar" serve --config "$work/limits.yaml" --cache-config "$work/cache.yaml" \
   --redis-url "redis://127.0.0.1:$rport" --grpc-addr 127.0.0.1:47221 --http-addr 127.0.0.1:47222 --log-level warn
+if [[ -n $baseline ]]; then
+  start base-redis 47231 "$baseline" serve --config "$work/limits.yaml" --cache-config "$work/cache.yaml" \
+    --redis-url "redis://127.0.0.1:$rport" --redis-key-prefix base: --grpc-addr 127.0.0.1:47231 --http-addr 127.0.0.1:47232 --log-level warn
+fi
 sleep 2
 
 # stats: Redis's commandstats (name=calls) and its CPU ticks, one line.
@@ -126,10 +133,10 @@ for r in $(seq "$rounds"); do
       # shellcheck disable=SC2086
       "$work/loadgen" --addr "127.0.0.1:$port" "${common[@]}" $lflags $largs --duration 1s >/dev/null
       before=- after=-
-      [[ $name == sidecar-redis ]] && before=$(stats)
+      [[ $name == *-redis ]] && before=$(stats)
       # shellcheck disable=SC2086
       out=$("$work/loadgen" --addr "127.0.0.1:$port" "${common[@]}" $lflags $largs --duration "${secs}s" --pid "$pid" --json)
-      [[ $name == sidecar-redis ]] && after=$(stats)
+      [[ $name == *-redis ]] && after=$(stats)
       line "$r" "$lname" "$name" "$out" "$before" "$after" 2>>"$work/results.json"
       echo "$r $lname $name $(tail -1 "$work/results.json")" >>"$work/results"
     done <"$work/servers"
@@ -151,7 +158,9 @@ for load in order:
     f = rows[(load, "floor")]
     fm = med(f, "cpu")
     print("%-9s floor         %6.1f us (%s) %7.0f req/s" % (load, fm, " ".join("%.1f" % x["server_cpu"]["us_per_request"] for x in f), med(f, "rps")))
-    for name in ("sidecar-mem", "sidecar-redis"):
+    for name in ("sidecar-mem", "sidecar-redis", "base-redis"):
+        if (load, name) not in rows:
+            continue
         s = rows[(load, name)]
         sm = med(s, "cpu")
         per = " ".join("%.2f" % (b["server_cpu"]["us_per_request"] / a["server_cpu"]["us_per_request"]) for a, b in zip(f, s))

@@ -7,7 +7,9 @@ local function now_ms()
 end
 
 -- extend makes key live at least until at (ms since the epoch): every key
--- the cache creates gets a TTL, the latest of what it holds.
+-- the cache creates gets a TTL, the latest of what it holds. For keys
+-- that cannot hold their latest expiry themselves (sets); hashes keep it
+-- in a field and skip the PTTL.
 local function extend(key, at, now)
   local ttl = redis.call('PTTL', key)
   if ttl == -1 or (ttl >= 0 and now + ttl < at) then

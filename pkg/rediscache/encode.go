@@ -62,25 +62,47 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-// decoder reads an encoded entry; the first problem sticks in err, after
-// which every read returns zero values. It never panics and never
-// allocates more than the input can hold.
-type decoder struct {
-	b   []byte
+// decoder reads an encoded entry, from a []byte or a string; the first
+// problem sticks in err, after which every read returns zero values. It
+// never panics and never allocates more than the input can hold.
+type decoder[T ~string | ~[]byte] struct {
+	b   T
 	err error
 }
 
-func (d *decoder) fail(what string) {
+func (d *decoder[T]) fail(what string) {
 	if d.err == nil {
 		d.err = fmt.Errorf("%w: bad %s", ErrCorrupt, what)
 	}
 }
 
-func (d *decoder) uvarint(what string) uint64 {
+// raw reads a uvarint as binary.Uvarint does: n <= 0 when it is
+// truncated or overflows 64 bits.
+func (d *decoder[T]) raw() (uint64, int) {
+	var x uint64
+	var s uint
+	for i := 0; i < len(d.b); i++ {
+		if i == binary.MaxVarintLen64 {
+			return 0, -(i + 1)
+		}
+		c := d.b[i]
+		if c < 0x80 {
+			if i == binary.MaxVarintLen64-1 && c > 1 {
+				return 0, -(i + 1)
+			}
+			return x | uint64(c)<<s, i + 1
+		}
+		x |= uint64(c&0x7f) << s
+		s += 7
+	}
+	return 0, 0
+}
+
+func (d *decoder[T]) uvarint(what string) uint64 {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Uvarint(d.b)
+	v, n := d.raw()
 	if n <= 0 {
 		d.fail(what)
 		return 0
@@ -89,38 +111,35 @@ func (d *decoder) uvarint(what string) uint64 {
 	return v
 }
 
-func (d *decoder) varint(what string) int64 {
-	if d.err != nil {
-		return 0
+func (d *decoder[T]) varint(what string) int64 {
+	ux := d.uvarint(what)
+	x := int64(ux >> 1)
+	if ux&1 != 0 {
+		x = ^x
 	}
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.fail(what)
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
+	return x
 }
 
-func (d *decoder) bytes(what string) []byte {
+func (d *decoder[T]) bytes(what string) T {
 	n := d.uvarint(what)
 	if d.err != nil {
-		return nil
+		return d.b[:0]
 	}
 	if n > uint64(len(d.b)) {
 		d.fail(what)
-		return nil
+		return d.b[:0]
 	}
-	v := d.b[:n:n]
+	v := d.b[:n]
 	d.b = d.b[n:]
 	return v
 }
 
-func (d *decoder) string(what string) string { return string(d.bytes(what)) }
+// string is a copy from a []byte, a substring (no copy) from a string.
+func (d *decoder[T]) string(what string) string { return string(d.bytes(what)) }
 
 // count reads a count of items each taking at least minSize bytes, so a
 // corrupt count cannot make the decoder allocate more than the input.
-func (d *decoder) count(what string, minSize int) int {
+func (d *decoder[T]) count(what string, minSize int) int {
 	n := d.uvarint(what)
 	if d.err == nil && n > uint64(len(d.b)/minSize) {
 		d.fail(what)
@@ -129,7 +148,7 @@ func (d *decoder) count(what string, minSize int) int {
 	return int(n)
 }
 
-func (d *decoder) time(what string) time.Time {
+func (d *decoder[T]) time(what string) time.Time {
 	sec := d.varint(what)
 	nsec := d.uvarint(what)
 	if d.err == nil && nsec >= 1e9 {
@@ -143,13 +162,23 @@ func (d *decoder) time(what string) time.Time {
 
 // decodeEntry decodes what appendEntry wrote. The body aliases b.
 func decodeEntry(b []byte) (*cachestore.Entry, error) {
+	return decode(b, func(body []byte) []byte { return body })
+}
+
+// decodeEntryString decodes a reply: its strings are substrings of s (no
+// copies), its body the one copy (a caller may write to Entry.Body).
+func decodeEntryString(s string) (*cachestore.Entry, error) {
+	return decode(s, func(body string) []byte { return []byte(body) })
+}
+
+func decode[T ~string | ~[]byte](b T, body func(T) []byte) (*cachestore.Entry, error) {
 	if len(b) == 0 || b[0] != encVersion {
 		if len(b) == 0 {
 			return nil, fmt.Errorf("%w: empty value", ErrCorrupt)
 		}
 		return nil, fmt.Errorf("%w: unknown version %d", ErrCorrupt, b[0])
 	}
-	d := decoder{b: b[1:]}
+	d := decoder[T]{b: b[1:]}
 	e := &cachestore.Entry{}
 	status := d.uvarint("status")
 	if status > math.MaxInt32 {
@@ -173,8 +202,8 @@ func decodeEntry(b []byte) (*cachestore.Entry, error) {
 			e.Tags[i] = d.string("tag")
 		}
 	}
-	if body := d.bytes("body"); len(body) > 0 {
-		e.Body = body
+	if bd := d.bytes("body"); len(bd) > 0 && d.err == nil {
+		e.Body = body(bd)
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("trailing bytes")

@@ -49,6 +49,16 @@ func FuzzDecodeEntry(f *testing.F) {
 	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := decodeEntry(b)
+		// The string decoder, Get's, reads the same.
+		es, errs := decodeEntryString(string(b))
+		if (err == nil) != (errs == nil) {
+			t.Fatalf("[]byte decoder: %v; string decoder: %v", err, errs)
+		}
+		if err == nil {
+			if d := cachestoretest.SameEntry(es, e); d != "" {
+				t.Fatal(d)
+			}
+		}
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("error %v does not wrap ErrCorrupt", err)

@@ -5,80 +5,123 @@
 -- KEYS[2]  gexp:  ZSET of the same members, score = the group's latest
 --          Expires (ms), to prune groups that have expired
 -- KEYS[3]  ents:  ZSET of entry ids (HP, primary, variant), score = Expires
--- KEYS[4]  sizes: HASH entry id -> its Size
+-- KEYS[4]  sizes: HASH entry id -> its Size; and two fields no id can be
+--          (ids start with 16 hex digits): "!hi", the time the index keys
+--          were last given as their TTL, and "!p", when a put prunes next
 -- KEYS[5]  bytes: the sum of sizes (a string counter)
 -- KEYS[6..] tag sets ({c}tag:TAG) of "STAMP ID" members
 --
 -- ARGV[1]  "put", "drop" or "stats"
 -- put:   ARGV[2] group member, ARGV[3] entry id, ARGV[4] Expires (ms),
 --        ARGV[5] Size, ARGV[6] the tag member (for every tag set), then
---        ARGV[7..] entry ids to remove (variants put.lua dropped)
+--        ARGV[7..] entry ids to remove
 -- drop:  ARGV[2..] entry ids to remove; the tag sets are deleted
 -- stats: nothing more
 --
--- Every call first prunes what has expired (on Redis's clock, the one the
--- entries' TTLs run on), at most 1000 members of each ZSET.
--- Reply: {entries, bytes}: ZCARD ents and the byte counter.
+-- drop and stats first prune what has expired (on Redis's clock, the one
+-- the entries' TTLs run on), at most 1000 members of each ZSET; a put
+-- does at most once a second (when "!p" is due).
+-- Reply: for stats {entries, bytes}: ZCARD ents and the byte counter;
+-- for put and drop 0.
 --
 -- Invariant: bytes is the sum of sizes over ents; every index key lives
--- until the latest score it holds, and tag sets until their latest entry.
+-- until the latest score it holds (and at most a sixteenth of that
+-- score's distance from the put, capped at one minute, beyond: the slack
+-- that spares most puts the PEXPIREATs), and tag sets until their latest
+-- entry.
 local now = now_ms()
 local paths, gexp, ents, sizes, bytes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
-local function remove(id)
-  local s = redis.call('HGET', sizes, id)
-  if s then
-    redis.call('DECRBY', bytes, s)
-    redis.call('HDEL', sizes, id)
+-- remove takes entry ids out of ents, sizes and bytes, in batches.
+local function remove(ids, from, to)
+  local total = 0
+  for i = from, to, 500 do
+    local j = math.min(i + 499, to)
+    local chunk = {}
+    for k = i, j do chunk[#chunk + 1] = ids[k] end
+    local s = redis.call('HMGET', sizes, unpack(chunk))
+    for k = 1, #chunk do
+      if s[k] then total = total + (tonumber(s[k]) or 0) end
+    end
+    redis.call('HDEL', sizes, unpack(chunk))
+    redis.call('ZREM', ents, unpack(chunk))
   end
-  redis.call('ZREM', ents, id)
+  if total ~= 0 then
+    redis.call('DECRBY', bytes, total)
+  end
 end
 
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', ents, '-inf', now, 'LIMIT', 0, 1000)) do
-  remove(id)
-end
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', gexp, '-inf', now, 'LIMIT', 0, 1000)) do
-  redis.call('ZREM', paths, m)
-  redis.call('ZREM', gexp, m)
+local function prune()
+  local ids = redis.call('ZRANGEBYSCORE', ents, '-inf', now, 'LIMIT', 0, 1000)
+  if #ids > 0 then remove(ids, 1, #ids) end
+  local ms = redis.call('ZRANGEBYSCORE', gexp, '-inf', now, 'LIMIT', 0, 1000)
+  if #ms > 0 then
+    redis.call('ZREM', paths, unpack(ms))
+    redis.call('ZREM', gexp, unpack(ms))
+  end
 end
 
 local mode = ARGV[1]
 if mode == 'put' then
-  local id, expires, size = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-  for i = 7, #ARGV do
-    remove(ARGV[i])
+  local member, id, expires, size = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+  local f = redis.call('HMGET', sizes, id, '!hi', '!p')
+  local hi, due = tonumber(f[2]), tonumber(f[3])
+  local heal = false
+  if not due or due <= now then
+    prune()
+    due = now + 1000
+    heal = true
   end
-  redis.call('ZADD', paths, 0, ARGV[2])
-  redis.call('ZADD', gexp, 'GT', expires, ARGV[2])
-  local old = tonumber(redis.call('HGET', sizes, id) or '0')
-  redis.call('HSET', sizes, id, size)
-  redis.call('INCRBY', bytes, size - old)
-  redis.call('ZADD', ents, expires, id)
+  if #ARGV >= 7 then remove(ARGV, 7, #ARGV) end
+  redis.call('ZADD', paths, 0, member)
+  redis.call('ZADD', gexp, 'GT', expires, member)
+  -- A new member of ents has no size yet (sizes holds exactly ents' ids);
+  -- an old one had f[1], unless the prune or ARGV[7..] just removed it.
+  local old = 0
+  if redis.call('ZADD', ents, expires, id) == 0 then
+    old = tonumber(f[1] or '0') or 0
+  end
+  local total
+  if size ~= old or not hi then
+    total = redis.call('INCRBY', bytes, size - old)
+  end
+  -- A total of just this entry means the index was empty: its keys may be
+  -- new ones, without a TTL.
+  local fields = {'HSET', sizes, id, size}
+  local at
+  if heal or not hi or expires > hi or total == size then
+    at = expires + math.min(60000, math.max(0, math.floor((expires - now) / 16)))
+    if hi and hi > at then at = hi end
+    -- An entry stored already expired keeps the index a second more (it
+    -- is pruned then): a TTL in the past would delete every index key.
+    if at <= now then at = now + 1000 end
+    fields[#fields + 1] = '!hi'
+    fields[#fields + 1] = at
+  end
+  if heal then
+    fields[#fields + 1] = '!p'
+    fields[#fields + 1] = due
+  end
+  redis.call(unpack(fields))
+  if at then
+    -- After the writes: each of the five keys exists now.
+    for i = 1, 5 do
+      redis.call('PEXPIREAT', KEYS[i], at)
+    end
+  end
   for i = 6, #KEYS do
     redis.call('SADD', KEYS[i], ARGV[6])
     extend(KEYS[i], expires, now)
   end
-elseif mode == 'drop' then
-  for i = 2, #ARGV do
-    remove(ARGV[i])
-  end
+  return 0
+end
+
+prune()
+if mode == 'drop' then
+  if #ARGV >= 2 then remove(ARGV, 2, #ARGV) end
   for i = 6, #KEYS do
     redis.call('DEL', KEYS[i])
   end
-end
-
-local last = 0
-for _, z in ipairs({ents, gexp}) do
-  local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
-  if top[2] and tonumber(top[2]) > last then last = tonumber(top[2]) end
-end
-if last <= now then
-  redis.call('DEL', paths, gexp, ents, sizes, bytes)
-  return {0, 0}
-end
-for i = 1, 5 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('PEXPIREAT', KEYS[i], last)
-  end
+  return 0
 end
 return {redis.call('ZCARD', ents), tonumber(redis.call('GET', bytes) or '0')}

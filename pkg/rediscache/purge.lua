@@ -34,8 +34,12 @@ for i = 3, #ARGV - 2, 3 do
     redis.call('HDEL', key, 'e:' .. id, 'm:' .. id)
     out[#out + 1] = primary
     out[#out + 1] = id
-    if redis.call('HLEN', key) <= 2 then
-      -- Only g and v are left: the Key holds nothing.
+    local left = redis.call('HLEN', key)
+    for _, v in ipairs(redis.call('HMGET', key, 'x', 'n')) do
+      if v then left = left - 1 end
+    end
+    if left <= 2 then
+      -- Only g and v (and x, n) are left: the Key holds nothing.
       redis.call('DEL', key)
       redis.call('SREM', KEYS[1], primary)
     end

@@ -10,12 +10,15 @@
 //
 //	P{cache:HP}p            SET of the group's primaries
 //	P{cache:HP}k:PRIMARY    HASH for one Key: g = G, v = its Vary names,
+//	                        x = the latest Expires its TTL was set to,
+//	                        n = at most its earliest variant's Expires,
 //	                        and per variant e:VID = the encoded entry,
 //	                        m:VID = "EXPIRES SIZE STAMP"
 //	P{cache}paths           ZSET (score 0) of "PATH\0HOST\0HP", one per group
 //	P{cache}gexp            ZSET of the same members, score = latest Expires
 //	P{cache}ents            ZSET of entry ids "HP LEN:PRIMARY VID", score = Expires
-//	P{cache}sizes           HASH entry id -> Entry.Size
+//	P{cache}sizes           HASH entry id -> Entry.Size; and !hi = the
+//	                        index keys' TTL, !p = when a Put prunes next
 //	P{cache}bytes           the sum of sizes
 //	P{cache}tag:TAG         SET of "STAMP ID" members, the entries tagged TAG
 //
@@ -31,13 +34,27 @@
 //
 // Every key has a TTL: an entry's hash and its group's set live until the
 // latest Expires they hold (PEXPIREAT, extended, never shortened), the
-// index keys until the latest score they hold, a tag set until the latest
-// Expires of the entries tagged.
+// index keys until the latest score they hold plus a slack (a sixteenth of
+// that entry's time to live, at most a minute), a tag set until the latest
+// Expires of the entries tagged. The scripts compare against what they
+// stored (x, !hi) rather than ask for a TTL, and extend only when the new
+// Expires is later: most stores set no TTL on the index at all, and a
+// store into an existing Key with an earlier Expires none anywhere. An
+// index key recreated without a TTL (after eviction) gets one at the next
+// extension or prune (at most a second into a run of stores).
 //
 // # Commands
 //
-//	Get         1 (EVALSHA get.lua on the group's slot)
-//	Put         2 round trips: put.lua on the group's slot, then index.lua
+//	Get         1 (EVALSHA get.lua on the group's slot); inside it one
+//	            HMGET for a Key without Vary, HMGET and HGET with one
+//	Put         1 round trip: put.lua on the group's slot and index.lua,
+//	            pipelined (on a cluster, in parallel per node); a second
+//	            (index.lua drop) only when put.lua dropped other variants.
+//	            Inside: put.lua 4 for a new Key (HMGET, HSET, PEXPIREAT,
+//	            SADD) and, for a new primary, PTTL, PEXPIREAT, TIME;
+//	            index.lua 7 (TIME, HMGET, ZADD ×3, INCRBY, HSET), and at
+//	            most once a second the prune, and when the TTL is extended
+//	            PEXPIREAT ×5, per tag SADD, PTTL (PEXPIREAT)
 //	Stats       1 (index.lua: prunes what expired, reads the counters)
 //	Invalidate  up to 3 round trips: index look-ups (ZRANGEBYLEX, SMEMBERS)
 //	            pipelined; purge.lua per path group, pipelined (in parallel
@@ -46,20 +63,27 @@
 //
 // Request values of Authorization, Cookie and Proxy-Authorization are sent
 // and stored only as digests (see protect); other request headers are
-// script arguments of Get as they are.
+// sent as they are, packed in one script argument of Get (see
+// appendHeaders).
 //
 // # Stats
 //
 // Entries is the number of entry ids in the index and Bytes the sum of
 // their sizes, both kept in the index slot by the same scripts that change
-// it, and pruned of expired entries (on Redis's clock) before each Stats.
-// Each script prunes at most 1000 expired entries and groups per call, so
-// after a mass expiry Stats may count some for a few more calls. Beyond
-// that they are exact but for two races: Put stores an entry, then indexes it
-// in a second command, so an Invalidate that runs between the two leaves
-// the index counting an entry that is gone (until the entry's Expires,
-// when it is pruned); and a Put whose second command fails leaves an entry
-// that the index does not know (Put then tries to remove it again).
+// it, and pruned of expired entries (on Redis's clock) before each Stats
+// (a Put prunes at most once a second). Each script prunes at most 1000
+// expired entries and groups per call, so after a mass expiry Stats may
+// count some for a few more calls. Beyond that they are exact but for
+// these races: Put stores an entry and indexes it in two commands (one
+// pipeline; on a cluster the index's node may run its part first), so an
+// Invalidate that runs between the two can leave the index counting an
+// entry that is gone (until the entry's Expires, when it is pruned); a Put
+// that drops other variants (its Vary names changed) takes them out of the
+// index in a second round trip, so a Stats between the two counts them; a
+// Put whose index script fails leaves an entry that the index does not
+// know (Put then tries to remove it again); and a Put whose entry script
+// fails while its index script worked leaves an index member with no
+// entry (Put then tries to drop it again).
 // Scripts read a group's hashes by keys derived from ARGV, which is safe
 // on a cluster because the hash tag pins them to the declared key's slot.
 //
@@ -80,6 +104,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -247,15 +272,72 @@ func encodeVary(vary []string) string {
 	return string(b)
 }
 
+// getCall is what a Get sends, pooled: go-redis has written it by the
+// time the command returns, so it goes back after each call. Its two
+// script arguments are slices of buf behind pointers (an any holding a
+// pointer needs no allocation), which go-redis writes through
+// MarshalBinary.
+type getCall struct {
+	buf     []byte
+	g, hdrs argBytes
+	keys    [1]string
+	args    [2]any
+}
+
+type argBytes []byte
+
+func (a *argBytes) MarshalBinary() ([]byte, error) { return *a, nil }
+
+var getCalls = sync.Pool{New: func() any {
+	c := &getCall{buf: make([]byte, 0, 1024)}
+	c.args = [2]any{&c.g, &c.hdrs}
+	return c
+}}
+
+// appendHeaders packs req as get.lua reads it (see variant.lua): per
+// header LEN:NAME, the name in ASCII lower case, and LEN:VALUE, the value
+// protected.
+func appendHeaders(b []byte, req []cachestore.Header) []byte {
+	for _, h := range req {
+		b = strconv.AppendInt(b, int64(len(h.Name)), 10)
+		b = append(b, ':')
+		for i := 0; i < len(h.Name); i++ {
+			c := h.Name[i]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b = append(b, c)
+		}
+		v := h.Value
+		if isSecret(h.Name) {
+			v = protect(h)
+		}
+		b = strconv.AppendInt(b, int64(len(v)), 10)
+		b = append(b, ':')
+		b = append(b, v...)
+	}
+	return b
+}
+
 // Get returns the fresh entry of the request's variant, in one command.
 func (s *Store) Get(ctx context.Context, k cachestore.Key, req []cachestore.Header, now time.Time) (*cachestore.Entry, error) {
-	grp := s.group(k.Host, k.Path)
-	args := make([]any, 1, 1+2*len(req))
-	args[0] = grp.g
-	for _, h := range req {
-		args = append(args, h.Name, protect(h))
+	c := getCalls.Get().(*getCall)
+	b := strconv.AppendInt(c.buf[:0], int64(len(k.Host)), 10)
+	b = append(b, ':')
+	b = append(b, k.Host...)
+	b = append(b, k.Path...)
+	g := len(b)
+	sum := sha256.Sum256(b)
+	var hp [16]byte
+	hex.Encode(hp[:], sum[:8])
+	b = appendHeaders(b, req)
+	c.g, c.hdrs = b[:g], b[g:]
+	c.keys[0] = s.prefix + "{cache:" + string(hp[:]) + "}k:" + k.Primary
+	v, err := getScript.Run(ctx, s.client, c.keys[:], c.args[:]...).Result()
+	c.buf, c.g, c.hdrs, c.keys[0] = b[:0], nil, nil, ""
+	if cap(b) <= 64<<10 {
+		getCalls.Put(c)
 	}
-	v, err := run(ctx, s.client, getScript, []string{grp.slot + "k:" + k.Primary}, args)
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
@@ -266,7 +348,7 @@ func (s *Store) Get(ctx context.Context, k cachestore.Key, req []cachestore.Head
 	if !ok {
 		return nil, fmt.Errorf("rediscache: get: %w: reply of type %T", ErrCorrupt, v)
 	}
-	e, err := decodeEntry([]byte(str))
+	e, err := decodeEntryString(str)
 	if err != nil {
 		return nil, fmt.Errorf("rediscache: get: %w", err)
 	}
@@ -276,8 +358,12 @@ func (s *Store) Get(ctx context.Context, k cachestore.Key, req []cachestore.Head
 	return e, nil
 }
 
-// Put stores e under k for the variant vary and req give, in two round
-// trips: the entry in its group's slot, then the index.
+// Put stores e under k for the variant vary and req give, in one round
+// trip: the entry in its group's slot and its index, pipelined (on a
+// cluster, in parallel when the two slots are on two nodes). Only when
+// the entry's script dropped other variants (the Vary names changed, or
+// variants had expired) does a second round trip take them out of the
+// index.
 func (s *Store) Put(ctx context.Context, k cachestore.Key, vary []string, req []cachestore.Header, e *cachestore.Entry) error {
 	if e == nil {
 		return errors.New("rediscache: put: nil entry")
@@ -288,29 +374,48 @@ func (s *Store) Put(ctx context.Context, k cachestore.Key, vary []string, req []
 	size := e.Size()
 	stamp := strconv.FormatUint(rand.Uint64(), 36)
 	hash := grp.slot + "k:" + k.Primary
-	v, err := run(ctx, s.client, putScript, []string{hash, grp.slot + "p"},
-		[]any{grp.g, encodeVary(vary), vid, appendEntry(nil, e), expires, size, stamp, k.Primary})
-	if err != nil {
-		return fmt.Errorf("rediscache: put: %w", err)
-	}
-	dropped, _ := v.([]any)
 	id := entryID(grp.hp, k.Primary, vid)
-	keys := append([]string(nil), s.index[:]...)
+	keys := make([]string, 0, len(s.index)+len(e.Tags))
+	keys = append(keys, s.index[:]...)
 	for _, t := range e.Tags {
 		keys = append(keys, s.tagKey(t))
 	}
-	args := make([]any, 0, 6+len(dropped))
-	args = append(args, "put", member(k.Host, k.Path, grp.hp), id, expires, size, stamp+" "+id)
-	for _, d := range dropped {
-		if d, ok := d.(string); ok {
-			args = append(args, entryID(grp.hp, k.Primary, d))
-		}
+	calls := [2]scriptCall{
+		{putScript, []string{hash, grp.slot + "p"},
+			[]any{grp.g, encodeVary(vary), vid, appendEntry(nil, e), expires, size, stamp, k.Primary}},
+		{indexScript, keys, []any{"put", member(k.Host, k.Path, grp.hp), id, expires, size, stamp + " " + id}},
 	}
-	if _, err := run(ctx, s.client, indexScript, keys, args); err != nil {
+	var res [2]any
+	var errs [2]error
+	runCalls(ctx, s.client, calls[:], res[:], errs[:])
+	bg := context.WithoutCancel(ctx)
+	switch {
+	case errs[0] != nil && errs[1] == nil:
+		// Indexed but not stored: take the id out of the index again (best
+		// effort; it is pruned at its Expires in any case).
+		_, _ = run(bg, s.client, indexScript, s.index[:], []any{"drop", id})
+		return fmt.Errorf("rediscache: put: %w", errs[0])
+	case errs[0] != nil:
+		return fmt.Errorf("rediscache: put: %w", errs[0])
+	case errs[1] != nil:
 		// Unindexed, the entry could not be found by prefix or tag: take
 		// it out again (best effort; it expires in any case).
-		_, _ = run(context.WithoutCancel(ctx), s.client, purgeScript, []string{grp.slot + "p"},
+		_, _ = run(bg, s.client, purgeScript, []string{grp.slot + "p"},
 			[]any{grp.slot + "k:", "", k.Primary, vid, stamp})
+		return fmt.Errorf("rediscache: put: index: %w", errs[1])
+	}
+	dropped, _ := res[0].([]any)
+	if len(dropped) == 0 {
+		return nil
+	}
+	drop := make([]any, 1, 1+len(dropped))
+	drop[0] = "drop"
+	for _, d := range dropped {
+		if d, ok := d.(string); ok {
+			drop = append(drop, entryID(grp.hp, k.Primary, d))
+		}
+	}
+	if _, err := run(ctx, s.client, indexScript, s.index[:], drop); err != nil {
 		return fmt.Errorf("rediscache: put: index: %w", err)
 	}
 	return nil
@@ -480,6 +585,40 @@ func prefixEnd(p string) string {
 // run runs one script: EVALSHA, and EVAL when the node lacks the script.
 func run(ctx context.Context, c redis.Scripter, sc *redis.Script, keys []string, args []any) (any, error) {
 	return sc.Run(ctx, c, keys, args...).Result()
+}
+
+// scriptCall is one script's call in a pipeline.
+type scriptCall struct {
+	sc   *redis.Script
+	keys []string
+	args []any
+}
+
+// runCalls runs calls in one pipeline (go-redis sends a cluster's to the
+// nodes in parallel), again with EVAL for those a node lacked the script
+// for. It fills results and each call's error.
+func runCalls(ctx context.Context, c redis.UniversalClient, calls []scriptCall, results []any, errs []error) {
+	cmds := make([]*redis.Cmd, len(calls))
+	pipe := c.Pipeline()
+	for i, cl := range calls {
+		cmds[i] = cl.sc.EvalSha(ctx, pipe, cl.keys, cl.args...)
+	}
+	_, _ = pipe.Exec(ctx)
+	var retry redis.Pipeliner
+	for i, cmd := range cmds {
+		if isNoScript(cmd.Err()) {
+			if retry == nil {
+				retry = c.Pipeline()
+			}
+			cmds[i] = calls[i].sc.Eval(ctx, retry, calls[i].keys, calls[i].args...)
+		}
+	}
+	if retry != nil {
+		_, _ = retry.Exec(ctx)
+	}
+	for i, cmd := range cmds {
+		results[i], errs[i] = cmd.Result()
+	}
 }
 
 // runPipelined runs n calls of one script in a pipeline (go-redis sends a

@@ -3,10 +3,11 @@
 -- parse_vary reads a Key's Vary names as the store writes them, each name
 -- (lower case) as LEN:NAME; nil when the field is corrupt.
 -- variant_id is cachestore.VariantID over those names and the request's
--- headers, given as name, value pairs in argv from index first on: for each
--- name LEN:NAME, then "!" when no field has that name, else "=" and the
--- values of its fields, joined with ", ", as LEN:VALUE. Header names are
--- folded with string.lower, which is ASCII only, like the Go side.
+-- headers, packed in one string as packHeaders writes them: per header
+-- LEN:NAME (the name in lower case, ASCII only, like the Go side) then
+-- LEN:VALUE. For each name: LEN:NAME, then "!" when no field has that
+-- name, else "=" and the values of its fields, joined with ", ", as
+-- LEN:VALUE.
 local function parse_vary(enc)
   local names, pos = {}, 1
   while pos <= #enc do
@@ -20,13 +21,23 @@ local function parse_vary(enc)
   return names
 end
 
-local function variant_id(names, argv, first)
+local function variant_id(names, packed)
+  if #names == 0 then return '' end
+  local fields, pos = {}, 1
+  while pos <= #packed do
+    local colon = string.find(packed, ':', pos, true)
+    if not colon then break end
+    local n = tonumber(string.sub(packed, pos, colon - 1))
+    if not n then break end
+    fields[#fields + 1] = string.sub(packed, colon + 1, colon + n)
+    pos = colon + n + 1
+  end
   local out = {}
   for _, name in ipairs(names) do
     local vals = {}
-    for i = first, #argv - 1, 2 do
-      if string.lower(argv[i]) == name then
-        vals[#vals + 1] = argv[i + 1]
+    for i = 1, #fields - 1, 2 do
+      if fields[i] == name then
+        vals[#vals + 1] = fields[i + 1]
       end
     end
     out[#out + 1] = #name .. ':' .. name
