@@ -314,6 +314,28 @@ func (p *Parser) List(n *yaml.Node, path, what string) (items []*yaml.Node, ok b
 	return items, true
 }
 
+// Items reads a list of non-empty strings (of what), calling each with
+// every item's node, its path ("path[i]") and its text; each reports
+// whether the item is good (it adds its own problem when not). A list
+// that is present but empty is the problem empty, unless empty is "". ok
+// is false when the list or any item was bad.
+func (p *Parser) Items(n *yaml.Node, path, what, empty string, each func(item *yaml.Node, ipath, s string) bool) bool {
+	items, ok := p.List(n, path, what)
+	listed := ok
+	for i, item := range items {
+		ipath := fmt.Sprintf("%s[%d]", path, i)
+		s, good := p.NonEmpty(item, ipath)
+		if !good || !each(item, ipath, s) {
+			ok = false
+		}
+	}
+	if listed && len(items) == 0 && empty != "" {
+		p.Add(n.Line, path, "%s", empty)
+		ok = false
+	}
+	return ok
+}
+
 // Str reads a scalar as text. Numbers and booleans are taken as written (as
 // yaml.v2 does for string fields); null is "".
 func (p *Parser) Str(n *yaml.Node, path string) (string, bool) {

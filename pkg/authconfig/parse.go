@@ -548,20 +548,11 @@ func (p *parser) match(n *yaml.Node, path string, pol *Policy) bool {
 		fpath := yamlconf.JoinField(path, f.Name)
 		switch f.Name {
 		case "hosts":
-			items, good := p.List(f.Val, fpath, "host names")
-			ok = ok && good
-			for i, item := range items {
-				ipath := fmt.Sprintf("%s[%d]", fpath, i)
-				s, good := p.NonEmpty(item, ipath)
-				if !good {
-					ok = false
-					continue
-				}
+			good := p.Items(f.Val, fpath, "host names", "must list at least one host; leave out hosts to match any host", func(item *yaml.Node, ipath, s string) bool {
 				h, msg := compileHost(s)
 				if msg != "" {
 					p.Add(item.Line, ipath, "%s", msg)
-					ok = false
-					continue
+					return false
 				}
 				pol.Hosts = append(pol.Hosts, h)
 				if suffix, wild := strings.CutPrefix(h, "*"); wild {
@@ -569,11 +560,9 @@ func (p *parser) match(n *yaml.Node, path string, pol *Policy) bool {
 				} else {
 					pol.exactHosts = append(pol.exactHosts, h)
 				}
-			}
-			if good && len(items) == 0 {
-				p.Add(f.Val.Line, fpath, "must list at least one host; leave out hosts to match any host")
-				ok = false
-			}
+				return true
+			})
+			ok = ok && good
 		case "path_prefix":
 			s, good := p.Str(f.Val, fpath)
 			switch {

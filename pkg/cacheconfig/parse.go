@@ -175,32 +175,20 @@ func (p *parser) match(n *yaml.Node, path string, r *Rule) bool {
 		fpath := yamlconf.JoinField(path, f.Name)
 		switch f.Name {
 		case "hosts":
-			items, good := p.List(f.Val, fpath, "host names")
-			ok = ok && good
-			for i, item := range items {
-				ipath := fmt.Sprintf("%s[%d]", fpath, i)
-				s, good := p.NonEmpty(item, ipath)
-				if !good {
-					ok = false
-					continue
-				}
+			good := p.Items(f.Val, fpath, "host names", "must list at least one host; leave out hosts to match any host", func(item *yaml.Node, ipath, s string) bool {
 				h, msg := compileHost(s)
 				if msg != "" {
 					p.Add(item.Line, ipath, "%s", msg)
-					ok = false
-					continue
+					return false
 				}
 				if slices.Contains(r.Hosts, h) {
 					p.Add(item.Line, ipath, "%s is listed twice", h)
-					ok = false
-					continue
+					return false
 				}
 				r.Hosts = append(r.Hosts, h)
-			}
-			if good && len(items) == 0 {
-				p.Add(f.Val.Line, fpath, "must list at least one host; leave out hosts to match any host")
-				ok = false
-			}
+				return true
+			})
+			ok = ok && good
 			slices.Sort(r.Hosts) // Match searches them
 		case "path_prefix":
 			s, good := p.Str(f.Val, fpath)
