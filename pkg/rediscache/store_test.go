@@ -548,9 +548,6 @@ func TestSecretsStayOut(t *testing.T) {
 // TestConformanceSentinel runs the suite through a Sentinel failover
 // client.
 func TestConformanceSentinel(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starting Sentinel takes seconds")
-	}
 	t.Parallel()
 	g := redistest.StartSentinel(t)
 	c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: g.MasterName, SentinelAddrs: g.Addrs()})

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/floodgate/floodgate/internal/shareddata"
 	"github.com/floodgate/floodgate/pkg/refstats"
 )
 
@@ -141,9 +142,9 @@ func TestBadMappingNamesFile(t *testing.T) {
 // reference's file, byte for byte after our header.
 func TestEmbeddedMappingIsTheReferences(t *testing.T) {
 	t.Parallel()
-	ref, err := os.ReadFile(filepath.Join("..", "..", "..", "shared", "data", "envoy-ratelimit", "src", "stats", "prom", "default_mapper.yaml"))
+	ref, err := os.ReadFile(filepath.Join(shareddata.Dir(t, "envoy-ratelimit", "src", "stats", "prom"), "default_mapper.yaml"))
 	if err != nil {
-		t.Skipf("the reference's data is not here: %v", err)
+		t.Fatal(err)
 	}
 	ours, err := os.ReadFile("default_mapper.yaml")
 	if err != nil {

@@ -297,15 +297,11 @@ func TestStatsdAwayThenBack(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	r := newRig(t, refstats.Options{Statsd: refstats.StatsdOptions{Addr: addr, FlushInterval: 50 * time.Millisecond}})
-	begin := time.Now()
-	r.calls(t)
-	if d := time.Since(begin); d > 5*time.Second {
-		t.Fatalf("16 calls took %s with statsd away", d)
-	}
+	r.calls(t)                         // answered although statsd is away
 	time.Sleep(200 * time.Millisecond) // a few failed flushes
 	ln, err = net.Listen("tcp", addr)
 	if err != nil {
-		t.Skipf("the port was taken meanwhile: %v", err)
+		t.Fatalf("listening again on statsd's loopback port (another process took it meanwhile?): %v", err)
 	}
 	t.Cleanup(func() { ln.Close() })
 	got := newLines()

@@ -15,6 +15,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/floodgate/floodgate/internal/shareddata"
 	"github.com/floodgate/floodgate/pkg/descriptors"
 	"github.com/floodgate/floodgate/pkg/sidecar"
 )
@@ -111,9 +112,9 @@ func TestRLConfig(t *testing.T) {
 // renders them (line set; its order is a map's).
 func TestRLConfigFormat(t *testing.T) {
 	t.Parallel()
-	cfg, err := descriptors.Load("../../../shared/data/envoy-ratelimit/test/integration/runtime/current/ratelimit/config/another.yaml", descriptors.Options{})
+	cfg, err := descriptors.Load(filepath.Join(shareddata.Dir(t, "envoy-ratelimit", "test", "integration", "runtime", "current", "ratelimit", "config"), "another.yaml"), descriptors.Options{})
 	if err != nil {
-		t.Skipf("reference fixture not readable here: %v", err)
+		t.Fatal(err)
 	}
 	got := sidecar.RLConfig(cfg)
 	for _, line := range []string{
