@@ -67,9 +67,9 @@ type Breaker struct {
 	failures  atomic.Int64
 	open      atomic.Pointer[OpenError]
 	nextTrial atomic.Int64 // without a probe: unix nanoseconds of the next trial
-	since    atomic.Int64 // unix nanoseconds of the last change (0: never)
-	lastErr  atomic.Pointer[string]
-	opens    atomic.Uint64
+	since     atomic.Int64 // unix nanoseconds of the last change (0: never)
+	lastErr   atomic.Pointer[string]
+	opens     atomic.Uint64
 
 	mu     sync.Mutex // orders starting a probe with Close
 	closed bool
