@@ -33,7 +33,7 @@ const (
 	panelHeight = 150
 	marginLeft  = 80
 	marginRight = 170
-	marginTop   = 40
+	marginTop   = 58
 	panelGap    = 45
 )
 
@@ -46,7 +46,7 @@ func Plot(w io.Writer, title string, s *Series, warmup time.Duration) error {
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="11">`+"\n",
 		plotWidth, height, plotWidth, height)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", plotWidth, height)
-	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="15" font-weight="bold">%s</text>`+"\n", marginLeft, html.EscapeString(title))
+	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="15" font-weight="bold">%s</text>`+"\n", marginLeft, html.EscapeString(title))
 	tMax := 1.0
 	if n := len(s.T); n > 0 && s.T[n-1] > 0 {
 		tMax = s.T[n-1] / 60

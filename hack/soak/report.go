@@ -107,11 +107,16 @@ type Limits struct {
 	RSSSlopePct float64
 	// MinSteady is the fewest steady samples worth judging. Default 6.
 	MinSteady int
+	// RSSMinSpan is the shortest steady state whose RSS slope is judged:
+	// over a few minutes the slope is the tail of the warm-up and sample
+	// noise (±1 MiB of 60 over one minute reads as ±100 %/h), not a leak.
+	// A shorter run reports the slope and says it was not judged. Default 15m.
+	RSSMinSpan time.Duration
 }
 
 // DefaultLimits returns the documented defaults.
 func DefaultLimits() Limits {
-	return Limits{Warmup: 2 * time.Minute, Window: 3, GoroutineTol: 20, FDTol: 4, RSSSlopePct: 5, MinSteady: 6}
+	return Limits{Warmup: 2 * time.Minute, Window: 3, GoroutineTol: 20, FDTol: 4, RSSSlopePct: 5, MinSteady: 6, RSSMinSpan: 15 * time.Minute}
 }
 
 // Stat sums up one column over the steady state.
@@ -125,9 +130,12 @@ type Stat struct {
 
 // Check is one pass/fail criterion.
 type Check struct {
-	Name   string
-	Pass   bool
-	Detail string
+	Name string
+	Pass bool
+	// NotJudged marks a check that the run was too short to decide; it
+	// passes, and the verdict says so.
+	NotJudged bool
+	Detail    string
 }
 
 // Summary is the judged run.
@@ -177,29 +185,39 @@ func Summarize(s *Series, loaders []Loader, lim Limits) Summary {
 		sum.Checks = append(sum.Checks, c)
 		sum.Pass = sum.Pass && c.Pass
 	}
-	add(Check{"steady samples", sum.Steady >= lim.MinSteady,
-		fmt.Sprintf("%d after a %v warm-up (at least %d)", sum.Steady, lim.Warmup, lim.MinSteady)})
+	judged := func(name string, pass bool, detail string) Check {
+		return Check{Name: name, Pass: pass, Detail: detail}
+	}
+	add(judged("steady samples", sum.Steady >= lim.MinSteady,
+		fmt.Sprintf("%d after a %v warm-up (at least %d)", sum.Steady, lim.Warmup, lim.MinSteady)))
 	if st, ok := stat["goroutines"]; ok {
 		d := st.Final - st.Warm
-		add(Check{"goroutines back to the warm level", math.Abs(d) <= lim.GoroutineTol,
-			fmt.Sprintf("warm %.0f, final %.0f (%+.0f, allowed ±%.0f), max %.0f", st.Warm, st.Final, d, lim.GoroutineTol, st.Max)})
+		add(judged("goroutines back to the warm level", math.Abs(d) <= lim.GoroutineTol,
+			fmt.Sprintf("warm %.0f, final %.0f (%+.0f, allowed ±%.0f), max %.0f", st.Warm, st.Final, d, lim.GoroutineTol, st.Max)))
 	} else {
-		add(Check{"goroutines back to the warm level", false, "no goroutines column"})
+		add(judged("goroutines back to the warm level", false, "no goroutines column"))
 	}
 	if st, ok := stat["fds"]; ok {
 		d := st.Final - st.Warm
-		add(Check{"file descriptors constant", math.Abs(d) <= lim.FDTol && st.Max-st.Warm <= 2*lim.FDTol,
-			fmt.Sprintf("warm %.0f, final %.0f (%+.0f, allowed ±%.0f), max %.0f", st.Warm, st.Final, d, lim.FDTol, st.Max)})
+		add(judged("file descriptors constant", math.Abs(d) <= lim.FDTol && st.Max-st.Warm <= 2*lim.FDTol,
+			fmt.Sprintf("warm %.0f, final %.0f (%+.0f, allowed ±%.0f), max %.0f", st.Warm, st.Final, d, lim.FDTol, st.Max)))
 	} else {
-		add(Check{"file descriptors constant", false, "no fds column"})
+		add(judged("file descriptors constant", false, "no fds column"))
 	}
 	if st, ok := stat["rss_bytes"]; ok && st.Mean > 0 {
 		pct := 100 * st.SlopePerHour / st.Mean
-		add(Check{"RSS slope", pct < lim.RSSSlopePct,
-			fmt.Sprintf("%+.2f MiB/h = %+.2f %% of the steady %.1f MiB per hour (bound < %.1f %%)",
-				st.SlopePerHour/(1<<20), pct, st.Mean/(1<<20), lim.RSSSlopePct)})
+		detail := fmt.Sprintf("%+.2f MiB/h = %+.2f %% of the steady %.1f MiB per hour (bound < %.1f %%)",
+			st.SlopePerHour/(1<<20), pct, st.Mean/(1<<20), lim.RSSSlopePct)
+		span := time.Duration((sum.SteadyTo - sum.SteadyFrom) * float64(time.Second))
+		if span < lim.RSSMinSpan {
+			add(Check{Name: "RSS slope", Pass: true, NotJudged: true, Detail: fmt.Sprintf(
+				"not judged: the steady state (%v) is shorter than %v, too short to tell a leak from warm-up; %s",
+				span.Round(time.Second), lim.RSSMinSpan, detail)})
+		} else {
+			add(Check{Name: "RSS slope", Pass: pct < lim.RSSSlopePct, Detail: detail})
+		}
 	} else {
-		add(Check{"RSS slope", false, "no rss_bytes column"})
+		add(judged("RSS slope", false, "no rss_bytes column"))
 	}
 	var serverErrs float64
 	if col := s.Cols["server_errors"]; len(col) > 0 {
@@ -208,14 +226,14 @@ func Summarize(s *Series, loaders []Loader, lim Limits) Summary {
 	for _, l := range loaders {
 		sum.LoaderErrors += l.ErrorsTotal
 	}
-	add(Check{"no errors", serverErrs == 0 && sum.LoaderErrors == 0,
-		fmt.Sprintf("server error counters +%.0f, loader RPC errors %d", serverErrs, sum.LoaderErrors)})
+	add(judged("no errors", serverErrs == 0 && sum.LoaderErrors == 0,
+		fmt.Sprintf("server error counters +%.0f, loader RPC errors %d", serverErrs, sum.LoaderErrors)))
 	var decisions float64
 	for _, c := range []string{"limit_hits_per_s", "authz_per_s", "extproc_per_s"} {
 		decisions += stat[c].Mean
 	}
-	add(Check{"traffic flowed", decisions > 0 && stat["limit_hits_per_s"].Min > 0,
-		fmt.Sprintf("%.0f decisions/s on average, rate-limit hits at least %.0f/s", decisions, stat["limit_hits_per_s"].Min)})
+	add(judged("traffic flowed", decisions > 0 && stat["limit_hits_per_s"].Min > 0,
+		fmt.Sprintf("%.0f decisions/s on average, rate-limit hits at least %.0f/s", decisions, stat["limit_hits_per_s"].Min)))
 	return sum
 }
 
@@ -288,17 +306,25 @@ func (sum Summary) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "  error %s: %d\n", code, n)
 		}
 	}
+	var notJudged []string
 	for _, c := range sum.Checks {
 		v := "PASS"
-		if !c.Pass {
+		switch {
+		case !c.Pass:
 			v = "FAIL"
+		case c.NotJudged:
+			v = "----"
+			notJudged = append(notJudged, c.Name)
 		}
 		fmt.Fprintf(&b, "%s  %s: %s\n", v, c.Name, c.Detail)
 	}
-	if sum.Pass {
-		b.WriteString("verdict: PASS\n")
-	} else {
+	switch {
+	case !sum.Pass:
 		b.WriteString("verdict: FAIL\n")
+	case len(notJudged) > 0:
+		fmt.Fprintf(&b, "verdict: PASS (not judged, run too short: %s)\n", strings.Join(notJudged, ", "))
+	default:
+		b.WriteString("verdict: PASS\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -318,6 +344,7 @@ func runReport(args []string, stdout, stderr io.Writer) (bool, error) {
 	fs.Float64Var(&lim.FDTol, "fd-tol", lim.FDTol, "allowed final-minus-warm file descriptors")
 	fs.Float64Var(&lim.RSSSlopePct, "rss-slope-pct", lim.RSSSlopePct, "RSS slope bound, % of the steady mean per hour")
 	fs.IntVar(&lim.MinSteady, "min-steady", lim.MinSteady, "fewest steady samples to judge")
+	fs.DurationVar(&lim.RSSMinSpan, "rss-min-span", lim.RSSMinSpan, "shortest steady state whose RSS slope is judged")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return false, err

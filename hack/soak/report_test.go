@@ -186,6 +186,29 @@ func TestSummarizeFigures(t *testing.T) {
 	}
 }
 
+// TestSummarizeShortRun: a steady state under RSSMinSpan reports the RSS
+// slope without judging it, and the verdict says so; the other checks still
+// judge.
+func TestSummarizeShortRun(t *testing.T) {
+	t.Parallel()
+	cols := healthy()
+	cols["rss_bytes"] = func(t float64) float64 { return 50*mib + t/60*mib } // 60 MiB/h
+	lim := DefaultLimits()
+	lim.Warmup = time.Minute
+	sum := Summarize(series(19, 10, cols), nil, lim) // 3 minutes, 2 of them steady
+	var b strings.Builder
+	if err := sum.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !sum.Pass || !strings.Contains(b.String(), "verdict: PASS (not judged, run too short: RSS slope)") {
+		t.Errorf("Pass = %v, want a pass that says the RSS slope was not judged:\n%s", sum.Pass, b.String())
+	}
+	cols["fds"] = func(t float64) float64 { return 18 + t/10 }
+	if sum := Summarize(series(19, 10, cols), nil, lim); sum.Pass {
+		t.Error("a short run whose fds grow passes, want a fail")
+	}
+}
+
 func TestSummarizeTooShort(t *testing.T) {
 	t.Parallel()
 	sum := Summarize(series(10, 10, healthy()), nil, DefaultLimits()) // 90 s: all warm-up
