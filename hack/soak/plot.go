@@ -34,7 +34,7 @@ const (
 	marginLeft  = 80
 	marginRight = 170
 	marginTop   = 58
-	panelGap    = 45
+	panelGap    = 58
 )
 
 // Plot writes a self-contained SVG of s: one panel per group of series,

@@ -42,7 +42,8 @@ rate() { awk -v r="$1" -v s="$scale" 'BEGIN { if (s !~ /^[0-9.]+$/ || s <= 0) ex
 rate 1 >/dev/null
 
 work=$(mktemp -d -t floodgate-soak.XXXXXX)
-pids=()
+pids=()  # every process started here still to be stopped on exit
+infra=() # redis-server and the sidecar
 cleanup() {
 	local code=$?
 	trap - EXIT INT TERM
@@ -61,6 +62,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
+# SOAK_OUT is emptied first: refuse a directory that holds anything but an
+# earlier soak's results.
+if [ -d "$out" ] && [ -n "$(ls -A "$out")" ] && [ ! -f "$out/samples.csv" ] && [ ! -d "$out/loaders" ]; then
+	echo "soak: SOAK_OUT=$out is not empty and holds no earlier soak results: pick another directory" >&2
+	exit 1
+fi
 rm -rf "$out"
 mkdir -p "$out/loaders"
 
@@ -131,6 +138,7 @@ if [ "$backend" = redis ]; then
 	redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$work/redis" \
 		--logfile "$work/redis.log" &
 	pids+=($!)
+	infra+=($!)
 	for i in $(seq 100); do
 		redis-cli -p "$port" ping >/dev/null 2>&1 && break
 		[ "$i" = 100 ] && { echo "soak: redis-server did not answer on 127.0.0.1:$port; its log:" >&2; cat "$work/redis.log" >&2; exit 1; }
@@ -148,6 +156,7 @@ bin/sidecar serve --config "$work/limits" --auth-config "$work/auth.yaml" --cach
 	"${args[@]}" 2>"$work/sidecar.log" &
 sidecar=$!
 pids+=("$sidecar")
+infra+=("$sidecar")
 grpc= http=
 for i in $(seq 300); do
 	line=$(grep -m1 '"msg":"listening"' "$work/sidecar.log" || true)
@@ -195,6 +204,8 @@ wait "$sampler" || { echo "soak: the sampler stopped early (did the sidecar exit
 for p in "${loaders[@]}"; do
 	wait "$p" || { echo "soak: a loader failed (see $out/loaders/*.err)" >&2; failed=1; }
 done
+# Those waited for are gone: only Redis and the sidecar are left to stop.
+pids=("${infra[@]}")
 kill -0 "$sidecar" 2>/dev/null || { echo "soak: the sidecar exited during the run" >&2; failed=1; }
 
 bin/soak report --csv "$out/samples.csv" --loader "$out/loaders/*.json" --warmup "$warmup" --out "$out" \
