@@ -97,7 +97,7 @@ type Limits struct {
 	// averaged (by their median) for the warm and final levels. Default 3.
 	Window int
 	// GoroutineTol is how far the final goroutine level may be from the
-	// warm level. Default 20 (each in-flight stream holds a few).
+	// warm level. Default 10 (each stream in flight holds a few).
 	GoroutineTol float64
 	// FDTol is how far the final descriptor count may be from the warm one.
 	// Default 4.
@@ -116,7 +116,7 @@ type Limits struct {
 
 // DefaultLimits returns the documented defaults.
 func DefaultLimits() Limits {
-	return Limits{Warmup: 2 * time.Minute, Window: 3, GoroutineTol: 20, FDTol: 4, RSSSlopePct: 5, MinSteady: 6, RSSMinSpan: 15 * time.Minute}
+	return Limits{Warmup: 2 * time.Minute, Window: 3, GoroutineTol: 10, FDTol: 4, RSSSlopePct: 5, MinSteady: 6, RSSMinSpan: 15 * time.Minute}
 }
 
 // Stat sums up one column over the steady state.

@@ -12,7 +12,7 @@
 #   SOAK_KEEP      1: keep the temporary directory (configs, logs)
 # and the verdict's bounds (bin/soak report -h):
 #   SOAK_RSS_SLOPE_PCT  RSS slope bound, % of the steady level per hour  default 5
-#   SOAK_GOROUTINE_TOL  final goroutines minus warm ones, at most        default 20
+#   SOAK_GOROUTINE_TOL  final goroutines minus warm ones, at most        default 10
 #   SOAK_FD_TOL         final fds minus warm ones, at most               default 4
 # Exit status: 0 when the run passed, 1 when it failed or could not run.
 set -euo pipefail
@@ -209,7 +209,7 @@ pids=("${infra[@]}")
 kill -0 "$sidecar" 2>/dev/null || { echo "soak: the sidecar exited during the run" >&2; failed=1; }
 
 bin/soak report --csv "$out/samples.csv" --loader "$out/loaders/*.json" --warmup "$warmup" --out "$out" \
-	--rss-slope-pct "${SOAK_RSS_SLOPE_PCT:-5}" --goroutine-tol "${SOAK_GOROUTINE_TOL:-20}" --fd-tol "${SOAK_FD_TOL:-4}" \
+	--rss-slope-pct "${SOAK_RSS_SLOPE_PCT:-5}" --goroutine-tol "${SOAK_GOROUTINE_TOL:-10}" --fd-tol "${SOAK_FD_TOL:-4}" \
 	--title "floodgate soak: $backend backend, $duration, $(date -u +%Y-%m-%dT%H:%MZ)" || failed=1
 echo "soak: results in $out (samples.csv, summary.txt, plot.svg, loaders/, sidecar.log)"
 exit "$failed"
