@@ -17,6 +17,6 @@ SOAK_OUT      ?= bin/soak
 soak: deps
 	$(GO) build -o bin/sidecar ./cmd/sidecar
 	$(GO) build -o bin/loadgen ./cmd/loadgen
-	$(GO) build -o bin/soak ./hack/soak
+	$(GO) build -o bin/soaktool ./hack/soak
 	SOAK_DURATION=$(SOAK_DURATION) SOAK_BACKEND=$(SOAK_BACKEND) SOAK_SAMPLE=$(SOAK_SAMPLE) \
 		SOAK_WARMUP=$(SOAK_WARMUP) SOAK_OUT=$(SOAK_OUT) hack/soak/run.sh

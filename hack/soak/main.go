@@ -1,10 +1,11 @@
-// Command soak samples a running sidecar during a long run and judges the
-// run afterwards. hack/soak/run.sh (make soak) drives it:
+// Command soaktool (hack/soak, built as bin/soaktool) samples a running
+// sidecar during a long run and judges the run afterwards. hack/soak/run.sh
+// (make soak) drives it:
 //
-//	soak freeport                     # a free loopback TCP port, for redis-server
-//	soak sample --pid PID --metrics http://127.0.0.1:PORT/metrics \
+//	soaktool freeport                     # a free loopback TCP port, for redis-server
+//	soaktool sample --pid PID --metrics http://127.0.0.1:PORT/metrics \
 //	    --interval 10s --duration 1h --out samples.csv
-//	soak report --csv samples.csv --loader 'loaders/*.json' \
+//	soaktool report --csv samples.csv --loader 'loaders/*.json' \
 //	    --warmup 2m --out DIR         # summary.txt and plot.svg; exit 1 on fail
 //
 // Exit status: 0 when done (report: and the run passed), 1 on a failed run
@@ -30,7 +31,7 @@ func main() {
 	os.Exit(code)
 }
 
-const usage = "usage: soak freeport | soak sample [flags] | soak report [flags] (-h after a subcommand lists its flags)"
+const usage = "usage: soaktool freeport | soaktool sample [flags] | soaktool report [flags] (-h after a subcommand lists its flags)"
 
 // run is the whole command minus the process, so that tests can call it.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -54,7 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, usage)
 		return 0
 	default:
-		fmt.Fprintf(stderr, "soak: unknown subcommand %q\n%s\n", args[0], usage)
+		fmt.Fprintf(stderr, "soaktool: unknown subcommand %q\n%s\n", args[0], usage)
 		return 2
 	}
 	var usageErr *usageError
@@ -62,10 +63,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &usageErr):
-		fmt.Fprintf(stderr, "soak %s: %v\n", args[0], err)
+		fmt.Fprintf(stderr, "soaktool %s: %v\n", args[0], err)
 		return 2
 	case err != nil:
-		fmt.Fprintf(stderr, "soak %s: %v\n", args[0], err)
+		fmt.Fprintf(stderr, "soaktool %s: %v\n", args[0], err)
 		return 1
 	}
 	return 0

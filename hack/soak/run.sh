@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The soak: the built sidecar (bin/sidecar) under moderate, steady load on
 # all three of its doors for SOAK_DURATION, sampled every SOAK_SAMPLE, then
-# judged by bin/soak report (docs/reliability.md, "Soak"). `make soak` builds
+# judged by bin/soaktool report (docs/reliability.md, "Soak"). `make soak` builds
 # the binaries and runs this. Settings (environment):
 #   SOAK_DURATION  run length (Go duration)                      default 1h
 #   SOAK_BACKEND   redis (a redis-server of its own) or memory   default redis
@@ -10,7 +10,7 @@
 #   SOAK_OUT       results directory                             default bin/soak
 #   SOAK_SCALE     multiplies every loader's request rate        default 1
 #   SOAK_KEEP      1: keep the temporary directory (configs, logs)
-# and the verdict's bounds (bin/soak report -h):
+# and the verdict's bounds (bin/soaktool report -h):
 #   SOAK_RSS_SLOPE_PCT  RSS slope bound, % of the steady level per hour  default 5
 #   SOAK_GOROUTINE_TOL  final goroutines minus warm ones, at most        default 10
 #   SOAK_FD_TOL         final fds minus warm ones, at most               default 4
@@ -29,7 +29,7 @@ case $backend in
 redis | memory) ;;
 *) echo "soak: SOAK_BACKEND=$backend: want redis or memory" >&2; exit 1 ;;
 esac
-for b in bin/sidecar bin/loadgen bin/soak; do
+for b in bin/sidecar bin/loadgen bin/soaktool; do
 	[ -x "$b" ] || { echo "soak: $b missing: run make soak (it builds them)" >&2; exit 1; }
 done
 if [ "$backend" = redis ] && ! command -v redis-server >/dev/null; then
@@ -134,7 +134,7 @@ echo "fg_this-key-was-never-issued" >>"$work/keys.txt"
 args=()
 if [ "$backend" = redis ]; then
 	mkdir -p "$work/redis"
-	port=$(bin/soak freeport)
+	port=$(bin/soaktool freeport)
 	redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$work/redis" \
 		--logfile "$work/redis.log" &
 	pids+=($!)
@@ -176,7 +176,7 @@ fi
 echo "soak: sidecar pid $sidecar, gRPC $grpc, HTTP $http, backend $backend, $duration, sampled every $sample"
 
 # --- the sampler first (its first row is the idle sidecar), then the loaders ---
-bin/soak sample --pid "$sidecar" --metrics "http://$http/metrics" --interval "$sample" \
+bin/soaktool sample --pid "$sidecar" --metrics "http://$http/metrics" --interval "$sample" \
 	--duration "$duration" --out "$out/samples.csv" &
 sampler=$!
 pids+=("$sampler")
@@ -200,7 +200,11 @@ loader cache-hit 100 --mode extproc --path '/pages/{n}' --keys 100 --cache-load 
 loader cache-miss 40 --mode extproc --path '/pages/new/{n}' --cache-load miss --body-bytes 2048 --max-age 30s
 
 failed=0
-wait "$sampler" || { echo "soak: the sampler stopped early (did the sidecar exit? see $out/sidecar.log)" >&2; failed=1; }
+if ! wait "$sampler"; then
+	echo "soak: the sampler stopped early (did the sidecar exit? see $out/sidecar.log); stopping the loaders" >&2
+	failed=1
+	kill "${loaders[@]}" 2>/dev/null || true
+fi
 for p in "${loaders[@]}"; do
 	wait "$p" || { echo "soak: a loader failed (see $out/loaders/*.err)" >&2; failed=1; }
 done
@@ -208,7 +212,7 @@ done
 pids=("${infra[@]}")
 kill -0 "$sidecar" 2>/dev/null || { echo "soak: the sidecar exited during the run" >&2; failed=1; }
 
-bin/soak report --csv "$out/samples.csv" --loader "$out/loaders/*.json" --warmup "$warmup" --out "$out" \
+bin/soaktool report --csv "$out/samples.csv" --loader "$out/loaders/*.json" --warmup "$warmup" --out "$out" \
 	--rss-slope-pct "${SOAK_RSS_SLOPE_PCT:-5}" --goroutine-tol "${SOAK_GOROUTINE_TOL:-10}" --fd-tol "${SOAK_FD_TOL:-4}" \
 	--title "floodgate soak: $backend backend, $duration, $(date -u +%Y-%m-%dT%H:%MZ)" || failed=1
 echo "soak: results in $out (samples.csv, summary.txt, plot.svg, loaders/, sidecar.log)"
