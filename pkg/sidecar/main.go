@@ -87,6 +87,7 @@ type Main struct {
 	cache    *respcache.Engine                         // nil without --cache-config
 	cacheSvc *extprocsvc.Service                       // nil without --cache-config
 	cacheSrc *configsource.Source[*cacheconfig.Config] // nil without --cache-config
+	status   *statusPage                               // GET /debug/ and its sampler (statuspage.go)
 	// adminToken is --admin-token-file's token (nil: loopback peers only).
 	adminToken []byte
 	open       []door    // what doors returned, once the services are built
@@ -278,7 +279,11 @@ func (m *Main) build() (err error) {
 		}
 		m.cacheSrc.Subscribe(m.cache.SetConfig)
 	}
-	m.eng, m.svc, err = newRateLimitService(s, be.limiter, engine.NewMetrics(m.registry), m.ref.observer(), m.log)
+	if m.status, err = m.newStatusPage(); err != nil {
+		m.closeBackend()
+		return err
+	}
+	m.eng, m.svc, err = newRateLimitService(s, be.limiter, engine.NewMetrics(m.registry), m.status.observer(m.ref.observer()), m.log)
 	if err != nil {
 		m.closeBackend()
 		return err
@@ -480,6 +485,7 @@ func (m *Main) actors() *group {
 	if m.grpcTLS != nil {
 		g.add(cancelable(m.grpcTLS.Run))
 	}
+	g.add(cancelable(m.status.run)) // the status page's sampler
 	// gRPC: in-flight calls finish, until the hard stop cuts them.
 	g.add(func() error {
 		if !m.waitFirstConfig() {
@@ -649,6 +655,7 @@ func (m *Main) httpHandler() http.Handler {
 	// Admin endpoints: loopback peers only, or the admin token.
 	admin := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, m.adminOnly(h)) }
 	admin("GET /debug/config", m.debugConfig)
+	m.status.routes(admin) // GET /debug/ and /debug/status.json
 	if m.cache != nil {
 		admin("POST /cache/purge", m.purge)
 	}
