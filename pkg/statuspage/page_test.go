@@ -42,7 +42,7 @@ type fixture struct {
 
 const hostile = `<script>alert("x")</script>`
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{reg: prometheus.NewRegistry(), clock: &clock{t: time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)}}
 	vec := func(name string, labels ...string) *prometheus.CounterVec {

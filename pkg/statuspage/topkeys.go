@@ -55,7 +55,6 @@ type Tracker struct {
 	ipad, opad [sha256.BlockSize]byte
 
 	mu    sync.Mutex
-	buf   []byte // the HMAC's inner message; guarded by mu
 	slots []slot // len ≤ cap(slots) = capacity
 	total uint64 // over-limit answers seen
 }
@@ -100,14 +99,13 @@ func NewTracker(o TrackerOptions) *Tracker {
 		sum := sha256.Sum256(key)
 		key = sum[:]
 	}
-	t := &Tracker{slots: make([]slot, 0, n), buf: make([]byte, sha256.BlockSize, 1024)}
+	t := &Tracker{slots: make([]slot, 0, n)}
 	copy(t.ipad[:], key)
 	copy(t.opad[:], key)
 	for i := range t.ipad {
 		t.ipad[i] ^= 0x36
 		t.opad[i] ^= 0x5c
 	}
-	copy(t.buf, t.ipad[:])
 	return t
 }
 
@@ -125,9 +123,9 @@ func (t *Tracker) Decided(domain string, d *engine.Descriptor, l *engine.Limit, 
 	if dec == nil || dec.Fits {
 		return
 	}
+	id := t.digest(domain, d.Entries)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	id := t.digest(domain, d.Entries)
 	t.total++
 	minAt := -1
 	for i := range t.slots {
@@ -166,13 +164,15 @@ func (t *Tracker) BackendFailed() {}
 func (t *Tracker) ShadowAdmitted() {}
 
 // digest is HMAC-SHA-256(key, domain, entries) with every string length
-// prefixed, computed in t.buf (held under t.mu) so that nothing is
-// allocated; the first 16 bytes identify the key, the first 6 are shown.
+// prefixed, computed in a buffer on the stack (it grows to the heap only
+// for a descriptor longer than it) so that nothing is allocated and no lock
+// is held; the first 16 bytes identify the key, the first 6 are shown.
 func (t *Tracker) digest(domain string, entries []engine.Entry) [16]byte {
-	b := t.buf[:sha256.BlockSize] // starts with ipad
+	var stack [1024]byte
+	b := append(stack[:0], t.ipad[:]...)
 	b = appendString(b, domain)
 	for i := range entries {
-		if len(b) > maxHashed {
+		if len(b) > sha256.BlockSize+maxHashed {
 			break
 		}
 		b = appendString(b, entries[i].Key)
@@ -180,9 +180,6 @@ func (t *Tracker) digest(domain string, entries []engine.Entry) [16]byte {
 	}
 	if len(b) > sha256.BlockSize+maxHashed {
 		b = b[:sha256.BlockSize+maxHashed]
-	}
-	if cap(b) <= 64<<10 {
-		t.buf = b[:sha256.BlockSize] // keep the grown buffer, not a huge one
 	}
 	inner := sha256.Sum256(b)
 	var outer [sha256.BlockSize + sha256.Size]byte
@@ -254,8 +251,6 @@ func (t *Tracker) Top(n int) ([]TopKey, uint64) {
 // Hash is the hash Top shows for a descriptor of domain with entries, for
 // tests and for an operator who holds the Tracker's key.
 func (t *Tracker) Hash(domain string, entries []engine.Entry) string {
-	t.mu.Lock()
 	id := t.digest(domain, entries)
-	t.mu.Unlock()
 	return hex.EncodeToString(id[:HashChars/2])
 }
