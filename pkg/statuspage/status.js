@@ -2,6 +2,7 @@
   "use strict";
   var every = (parseFloat(document.body.getAttribute("data-refresh")) || 2) * 1000;
   var live = document.getElementById("live");
+  var loaded = Date.now();
   function rate(r) {
     if (r === null || r === undefined) return "\u2013";
     return (r !== 0 && r < 0.1 ? r.toFixed(3) : r.toFixed(1)) + "/s";
@@ -15,11 +16,13 @@
     Object.keys(v).forEach(function (k) { collect(v[k], nums); });
   }
   function update(p) {
-    var nums = {};
+    var nums = {}, shown = {};
     collect(p, nums);
     document.querySelectorAll("[data-metric]").forEach(function (el) {
-      var n = nums[el.getAttribute("data-metric") + el.getAttribute("data-labels")];
+      var key = el.getAttribute("data-metric") + el.getAttribute("data-labels");
+      var n = nums[key];
       if (!n) return;
+      shown[key] = true;
       el.setAttribute("data-value", String(n.value));
       el.textContent = String(n.value);
     });
@@ -27,6 +30,11 @@
       var n = nums[el.getAttribute("data-rate-metric") + el.getAttribute("data-rate-labels")];
       if (n) el.textContent = rate(n.rate_per_second);
     });
+    // A number the page lacks is a new rule, policy or source: load the
+    // page again (at most every 10 s) rather than build its rows here.
+    for (var key in nums) {
+      if (!shown[key] && Date.now() - loaded > 10000) { location.reload(); return; }
+    }
     var body = document.getElementById("topkeys-body");
     var rows = document.createDocumentFragment();
     (p.top_keys || []).forEach(function (k) {
