@@ -7,17 +7,21 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/floodgate/floodgate/internal/redistest"
 	"github.com/floodgate/floodgate/pkg/statuspage"
 )
 
@@ -169,5 +173,68 @@ func TestStatusPageGuarded(t *testing.T) {
 		if code, _ := getStatus(t, base+path, "page-token"); code != http.StatusOK {
 			t.Errorf("%s with the token: %d, want 200", path, code)
 		}
+	}
+}
+
+// TestStatusPageRedisHealth: the page says Redis is up while it answers,
+// down once the store has marked it down, and up again when it is back;
+// the node is named by its host only.
+func TestStatusPageRedisHealth(t *testing.T) {
+	t.Parallel()
+	redis := redistest.StartServer(t)
+	m := startStatus(t, "--redis-url="+redis.URL, "--redis-key-prefix="+t.Name()+":")
+	node := func() statuspage.BackendNode {
+		_, body := getStatus(t, "http://"+m.HTTPAddr()+"/debug/status.json", "")
+		var p statuspage.Page
+		if err := json.Unmarshal([]byte(body), &p); err != nil || len(p.Backend) != 1 {
+			t.Fatalf("status.json: %v, %d backend nodes: %s", err, len(p.Backend), body)
+		}
+		return p.Backend[0]
+	}
+	u, _ := url.Parse(redis.URL)
+	if n := node(); !n.Up || n.Name != "redis "+u.Host {
+		t.Fatalf("backend %+v, want redis %s up", n, u.Host)
+	}
+	conn, err := grpc.NewClient(m.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rls := rlsv3.NewRateLimitServiceClient(conn)
+	ask := func() {
+		rls.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "api",
+			Descriptors: []*rlv3.RateLimitDescriptor{{Entries: []*rlv3.RateLimitDescriptor_Entry{{Key: "tenant", Value: "t"}}}}})
+	}
+	redis.Stop()
+	waitFor(t, "the page to say Redis is down", func() bool { ask(); return !node().Up })
+	if err := redis.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the page to say Redis is up again", func() bool { ask(); return node().Up })
+}
+
+// TestBackendNodeNameHasNoSecret: the Redis node is named by host, never
+// with the URL's password or query.
+func TestBackendNodeNameHasNoSecret(t *testing.T) {
+	t.Parallel()
+	m := &Main{registry: prometheus.NewRegistry()}
+	m.settings.Backend = "redis"
+	m.settings.Redis.URL = "redis://user:hunter2@10.0.0.5:6379/0?addr=10.0.0.6:6379"
+	nodes := m.backendNodes()
+	if len(nodes) != 1 || nodes[0].Name != "redis 10.0.0.5:6379" || nodes[0].Up {
+		t.Fatalf("nodes %+v, want redis 10.0.0.5:6379 not up (no gauge)", nodes)
+	}
+}
+
+// waitFor polls cond until it holds, failing after a generous bound; it
+// waits on behaviour and asserts no duration.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
