@@ -140,7 +140,7 @@ func pagePolicy(p policyDescription) statuspage.Policy {
 		pp.Auth += " (tiers " + strings.Join(p.Tiers, ", ") + ")"
 	}
 	if rl := p.RateLimit; rl != nil {
-		pp.RateLimit = fmt.Sprintf("domain %s, %d descriptors", rl.Domain, len(rl.Descriptors))
+		pp.RateLimit = fmt.Sprintf("domain %s (descriptors: %d)", rl.Domain, len(rl.Descriptors))
 	}
 	return pp
 }
