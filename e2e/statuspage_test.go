@@ -264,3 +264,41 @@ func (e exposition) sum(metric, selector string) float64 {
 	}
 	return total
 }
+
+// TestExpositionSum: the checker the browser test compares with reads
+// labels with escapes and sums what a selector selects.
+func TestExpositionSum(t *testing.T) {
+	t.Parallel()
+	var e exposition
+	for _, line := range []string{
+		`floodgate_auth_decisions_total{policy="api",result="ok"} 3`,
+		`floodgate_auth_decisions_total{policy="api",result="forbidden"} 2`,
+		`floodgate_auth_decisions_total{policy="a\"b",result="quota_exceeded"} 5`,
+		`floodgate_ratelimit_unknown_domain_total 7`,
+	} {
+		name, labels, v, err := parseSeries(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e = append(e, struct {
+			name   string
+			labels map[string]string
+			value  float64
+		}{name, labels, v})
+	}
+	for sel, want := range map[string]float64{
+		``:                             10,
+		`{result!="ok"}`:               7,
+		`{policy="api",result="ok"}`:   3,
+		`{policy="a\"b"}`:              5,
+		`{policy="api",result!="ok"}`:  2,
+		`{policy="none",result!="ok"}`: 0,
+	} {
+		if got := e.sum("floodgate_auth_decisions_total", sel); got != want {
+			t.Errorf("sum%s = %v, want %v", sel, got, want)
+		}
+	}
+	if got := e.sum("floodgate_ratelimit_unknown_domain_total", ""); got != 7 {
+		t.Errorf("unlabelled series: %v, want 7", got)
+	}
+}
