@@ -37,6 +37,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/nearcache"
 	"github.com/floodgate/floodgate/pkg/quota"
 	"github.com/floodgate/floodgate/pkg/ratelimitsvc"
+	"github.com/floodgate/floodgate/pkg/redisstore"
 	"github.com/floodgate/floodgate/pkg/respcache"
 	"github.com/floodgate/floodgate/pkg/tlsreload"
 	"github.com/floodgate/floodgate/pkg/xdsconfig"
@@ -78,15 +79,18 @@ type Main struct {
 
 	limiter quota.Limiter
 	closeFn func() error
-	eng     *engine.Engine
-	svc     *ratelimitsvc.Service
-	limits  *configsource.Source[*descriptors.Config]
-	auth    *authsvc.Service                  // nil without --auth-config
-	authSrc *configsource.Source[*authBundle] // nil without --auth-config
+	// redisHealth tells each Redis node's breaker state (nil but for Redis).
+	redisHealth func() []redisstore.NodeHealth
+	eng         *engine.Engine
+	svc         *ratelimitsvc.Service
+	limits      *configsource.Source[*descriptors.Config]
+	auth        *authsvc.Service                  // nil without --auth-config
+	authSrc     *configsource.Source[*authBundle] // nil without --auth-config
 
 	cache    *respcache.Engine                         // nil without --cache-config
 	cacheSvc *extprocsvc.Service                       // nil without --cache-config
 	cacheSrc *configsource.Source[*cacheconfig.Config] // nil without --cache-config
+	status   *statusPage                               // GET /debug/ and its sampler (statuspage.go)
 	// adminToken is --admin-token-file's token (nil: loopback peers only).
 	adminToken []byte
 	open       []door    // what doors returned, once the services are built
@@ -267,7 +271,7 @@ func (m *Main) build() (err error) {
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", s.Backend, err)
 	}
-	m.limiter, m.closeFn = be.limiter, be.close
+	m.limiter, m.closeFn, m.redisHealth = be.limiter, be.close, be.health
 	if c, ok := be.limiter.(*nearcache.Cache); ok {
 		m.ref.localCache(c)
 	}
@@ -278,7 +282,11 @@ func (m *Main) build() (err error) {
 		}
 		m.cacheSrc.Subscribe(m.cache.SetConfig)
 	}
-	m.eng, m.svc, err = newRateLimitService(s, be.limiter, engine.NewMetrics(m.registry), m.ref.observer(), m.log)
+	if m.status, err = m.newStatusPage(); err != nil {
+		m.closeBackend()
+		return err
+	}
+	m.eng, m.svc, err = newRateLimitService(s, be.limiter, engine.NewMetrics(m.registry), m.status.observer(m.ref.observer()), m.log)
 	if err != nil {
 		m.closeBackend()
 		return err
@@ -480,6 +488,7 @@ func (m *Main) actors() *group {
 	if m.grpcTLS != nil {
 		g.add(cancelable(m.grpcTLS.Run))
 	}
+	g.add(cancelable(m.status.run)) // the status page's sampler
 	// gRPC: in-flight calls finish, until the hard stop cuts them.
 	g.add(func() error {
 		if !m.waitFirstConfig() {
@@ -649,6 +658,7 @@ func (m *Main) httpHandler() http.Handler {
 	// Admin endpoints: loopback peers only, or the admin token.
 	admin := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, m.adminOnly(h)) }
 	admin("GET /debug/config", m.debugConfig)
+	m.status.routes(admin) // GET /debug/ and /debug/status.json
 	if m.cache != nil {
 		admin("POST /cache/purge", m.purge)
 	}
