@@ -1,6 +1,7 @@
 package authconfig
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -35,6 +36,9 @@ func Load(path string) (*Config, error) {
 		if err != nil {
 			return nil, yamlconf.Problems{{File: path, Msg: "cannot read auth config: " + err.Error(), Err: err}}
 		}
+		if len(data) == 0 {
+			return nil, yamlconf.Problems{{File: path, Msg: emptyAuth}}
+		}
 		return build([]source{{name: path, data: data}}, yamlconf.ReadFile, false)
 	}
 	files, err := yamlconf.ReadDir(path)
@@ -46,11 +50,23 @@ func Load(path string) (*Config, error) {
 		src := source{name: f.Path, data: f.Data}
 		if f.Err != nil {
 			src.err = fmt.Errorf("cannot read auth config: %w", f.Err)
+		} else if len(f.Data) == 0 {
+			src.err = errors.New(emptyAuth)
 		}
 		sources = append(sources, src)
 	}
 	return build(sources, yamlconf.ReadFile, true)
 }
+
+// A zero-byte auth or keys file is most likely one being written (a poll
+// can land between its truncation and its write): refusing it keeps the
+// config in force, where loading it would drop every policy (every request
+// 403) or every key (every key 401). A file that says so has no policies
+// or keys: "policies: []", "keys: []".
+const (
+	emptyAuth = `the file is empty (write "policies: []" for an auth config with no policies)`
+	emptyKeys = `the file is empty (write "keys: []" for a keys file with no keys)`
+)
 
 // Parse compiles one auth file's contents; name is used in problems and
 // the paths it names (keys files, jwks_file) are relative to it. readFile
@@ -219,7 +235,11 @@ func (c *compiler) readKeys() {
 		read[filepath.Clean(ref.path)] = fmt.Sprintf("%s:%d", c.apiKeysFile, ref.line)
 		data, err := c.read(ref.path)
 		if err != nil {
-			c.add(c.apiKeysFile, ref.line, ref.field, "cannot read keys file: %v", err)
+			c.add(c.apiKeysFile, ref.line, ref.field, "cannot read keys file: %v", withPath(ref.path, err))
+			continue
+		}
+		if len(data) == 0 {
+			c.add(ref.path, 0, "", emptyKeys)
 			continue
 		}
 		c.note(ref.path)
@@ -252,7 +272,7 @@ func (c *compiler) readJWKS() {
 		}
 		data, err := c.read(ref.path)
 		if err != nil {
-			c.add(iss.File, ref.line, ref.field, "cannot read JWKS file: %v", err)
+			c.add(iss.File, ref.line, ref.field, "cannot read JWKS file: %v", withPath(ref.path, err))
 			continue
 		}
 		if msg := checkJWKS(data); msg != "" {
@@ -291,4 +311,14 @@ func (c *compiler) checkPolicies() {
 			c.add(pol.File, ps.authLine, field, "auth: any needs an api_keys section or a jwt issuer")
 		}
 	}
+}
+
+// withPath names path in a read error that does not (the file system's
+// errors do; yamlconf.ErrTooLarge does not).
+func withPath(path string, err error) string {
+	msg := err.Error()
+	if strings.Contains(msg, path) {
+		return msg
+	}
+	return path + ": " + msg
 }

@@ -16,9 +16,26 @@ type Files[T any] struct {
 	load  Loader[T]
 	files func(T) []string
 
-	watched []string          // path, then the last good config's files
-	prints  map[string]uint64 // each watched path's fingerprint when last loaded
-	loaded  bool              // Load has run
+	watched []string         // path, then the last good config's files
+	prints  map[string]print // each watched path's fingerprint when last loaded
+	loaded  bool             // Load has run
+}
+
+// print is a path's fingerprint, or why it could not be taken (a file
+// removed): a path that keeps failing the same way has not changed, so
+// that a removed file is reloaded, logged and counted once, not at every
+// poll.
+type print struct {
+	sum uint64
+	err string
+}
+
+func printOf(path string) print {
+	sum, err := fingerprint(path)
+	if err != nil {
+		return print{err: err.Error()}
+	}
+	return print{sum: sum}
 }
 
 var _ Initial[int] = (*Files[int])(nil)
@@ -42,20 +59,20 @@ func (f *Files[T]) Watched() []string { return append([]string(nil), f.watched..
 // change made while it reads is seen at the next check; a file that the
 // new config names for the first time is fingerprinted after the load.
 func (f *Files[T]) Load() (T, error) {
-	before := make(map[string]uint64, len(f.watched))
+	before := make(map[string]print, len(f.watched))
 	for _, p := range f.watched {
-		before[p], _ = fingerprint(p)
+		before[p] = printOf(p)
 	}
 	cfg, err := f.load(f.path)
 	f.loaded = true
 	if err == nil {
 		f.watched = f.watchList(cfg)
 	}
-	f.prints = make(map[string]uint64, len(f.watched))
+	f.prints = make(map[string]print, len(f.watched))
 	for _, p := range f.watched {
 		fp, ok := before[p]
 		if !ok {
-			fp, _ = fingerprint(p)
+			fp = printOf(p)
 		}
 		f.prints[p] = fp
 	}
@@ -97,17 +114,18 @@ func (f *Files[T]) Watch(ctx context.Context, publish func(T, error)) error {
 }
 
 // check reloads when any watched path's fingerprint changed. A
-// fingerprint that fails (a file vanished) always reloads and is
-// reported even if the load itself succeeds.
+// fingerprint that starts failing (a file vanished) reloads and is
+// reported even if the load itself succeeds; one that keeps failing the
+// same way is no change.
 func (f *Files[T]) check(publish func(T, error)) {
 	changed := false
 	var errs []error
 	for _, p := range f.watched {
-		fp, err := fingerprint(p)
-		if err != nil {
-			errs = append(errs, err)
+		fp := printOf(p)
+		if fp.err != "" {
+			errs = append(errs, errors.New(fp.err))
 		}
-		if err != nil || fp != f.prints[p] {
+		if fp != f.prints[p] {
 			changed = true
 		}
 	}

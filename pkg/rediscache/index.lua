@@ -24,7 +24,8 @@
 -- Reply: for stats {entries, bytes}: ZCARD ents and the byte counter;
 -- for put and drop 0.
 --
--- Invariant: bytes is the sum of sizes over ents; every index key lives
+-- Invariant: bytes is the sum of sizes over ents; every index key has a
+-- TTL, also one that Redis evicted and this put recreated; it lives
 -- until the latest score it holds (and at most a sixteenth of that
 -- score's distance from the put, capped at one minute, beyond: the slack
 -- that spares most puts the PEXPIREATs), and tag sets until their latest
@@ -73,23 +74,29 @@ if mode == 'put' then
     heal = true
   end
   if #ARGV >= 7 then remove(ARGV, 7, #ARGV) end
-  redis.call('ZADD', paths, 0, member)
-  redis.call('ZADD', gexp, 'GT', expires, member)
+  -- A ZSET that Redis evicted (maxmemory) comes back without a TTL, and
+  -- only with a new member: the keys that gained one are checked below.
+  local added = {}
+  if redis.call('ZADD', paths, 0, member) == 1 then added[#added + 1] = paths end
+  if redis.call('ZADD', gexp, 'GT', expires, member) == 1 then added[#added + 1] = gexp end
   -- A new member of ents has no size yet (sizes holds exactly ents' ids);
   -- an old one had f[1], unless the prune or ARGV[7..] just removed it.
   local old = 0
   if redis.call('ZADD', ents, expires, id) == 0 then
     old = tonumber(f[1] or '0') or 0
+  else
+    added[#added + 1] = ents
   end
   local total
   if size ~= old or not hi then
     total = redis.call('INCRBY', bytes, size - old)
   end
-  -- A total of just this entry means the index was empty: its keys may be
-  -- new ones, without a TTL.
+  -- A total of just this change means the counter was empty or gone (the
+  -- index was empty, or bytes was evicted): its keys may be new ones,
+  -- without a TTL.
   local fields = {'HSET', sizes, id, size}
   local at
-  if heal or not hi or expires > hi or total == size then
+  if heal or not hi or hi <= now or expires > hi or total == size - old then
     at = expires + math.min(60000, math.max(0, math.floor((expires - now) / 16)))
     if hi and hi > at then at = hi end
     -- An entry stored already expired keeps the index a second more (it
@@ -107,6 +114,12 @@ if mode == 'put' then
     -- After the writes: each of the five keys exists now.
     for i = 1, 5 do
       redis.call('PEXPIREAT', KEYS[i], at)
+    end
+  else
+    -- hi is the TTL the index keys were given and is still ahead; a key
+    -- recreated since has none (sizes cannot be: it holds hi).
+    for _, k in ipairs(added) do
+      extend(k, hi, now)
     end
   end
   for i = 6, #KEYS do

@@ -40,8 +40,11 @@
 // stored (x, !hi) rather than ask for a TTL, and extend only when the new
 // Expires is later: most stores set no TTL on the index at all, and a
 // store into an existing Key with an earlier Expires none anywhere. An
-// index key recreated without a TTL (after eviction) gets one at the next
-// extension or prune (at most a second into a run of stores).
+// index key that Redis evicted (maxmemory) and a store recreates gets its
+// TTL from that store: a ZSET can only come back with a new member, and
+// the store checks the TTL (PTTL) of each index ZSET it added a member
+// to; a byte counter that comes back holds just that store's change,
+// which sets the TTL of all five.
 //
 // # Commands
 //
@@ -52,7 +55,8 @@
 //	            (index.lua drop) only when put.lua dropped other variants.
 //	            Inside: put.lua 4 for a new Key (HMGET, HSET, PEXPIREAT,
 //	            SADD) and, for a new primary, PTTL, PEXPIREAT, TIME;
-//	            index.lua 7 (TIME, HMGET, ZADD ×3, INCRBY, HSET), and at
+//	            index.lua 7 (TIME, HMGET, ZADD ×3, INCRBY, HSET), a PTTL
+//	            per index ZSET given a new member, and at
 //	            most once a second the prune, and when the TTL is extended
 //	            PEXPIREAT ×5, per tag SADD, PTTL (PEXPIREAT)
 //	Stats       1 (index.lua: prunes what expired, reads the counters)

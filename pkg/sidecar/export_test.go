@@ -28,3 +28,17 @@ func AuthConfig(m *Main) *authconfig.Config {
 	}
 	return snap.Config.cfg
 }
+
+// ConfigInForce is the config that source ("limits", "auth" or "cache")
+// has in force (a pointer: a reload that fails leaves it the same), or nil.
+func ConfigInForce(m *Main, source string) any {
+	switch {
+	case source == "limits" && m.limits != nil && m.limits.Snapshot().Loaded:
+		return m.limits.Snapshot().Config
+	case source == "auth" && m.authSrc != nil && m.authSrc.Snapshot().Loaded:
+		return m.authSrc.Snapshot().Config
+	case source == "cache" && m.cacheSrc != nil && m.cacheSrc.Snapshot().Loaded:
+		return m.cacheSrc.Snapshot().Config
+	}
+	return nil
+}
