@@ -60,11 +60,14 @@ type Options struct {
 	OnStateChange func(node string, up bool, err error)
 
 	// Timeout bounds each decision's wait for Redis: the wait for a
-	// pipeline to leave, for a connection, and for the reply, retries
-	// included; default the client's read timeout. A decision that runs
-	// out of it fails (and counts towards the breaker), even if the
-	// caller would wait longer; one whose caller gives up first still
-	// runs to its answer, so that the breaker sees a Redis that stalls.
+	// pipeline in flight, for a connection (and its handshake), and for
+	// the reply, retries included; default 1.5 times the client's read
+	// timeout (750 ms by default), so that a Redis whose replies take
+	// most of the read timeout still decides when a decision waits behind
+	// another's pipeline or on a new connection. A decision that runs out
+	// of it fails (and counts towards the breaker), even if the caller
+	// would wait longer; one whose caller gives up first still runs to
+	// its answer, so that the breaker sees a Redis that stalls.
 	Timeout time.Duration
 
 	// BatchMax is the most Takes whose script calls are sent together as
@@ -130,10 +133,10 @@ type ClientOptions struct {
 	DialTimeout time.Duration
 	// ReadTimeout and WriteTimeout bound each command on the socket;
 	// default DefaultReadTimeout and DefaultWriteTimeout. The read timeout
-	// is also a Store's default Options.Timeout: the most a decision waits
-	// for Redis in all (queue, connection, reply and retry), and the wait
-	// for a free connection (go-redis's PoolTimeout, unless the URL sets
-	// pool_timeout).
+	// also sets a Store's default Options.Timeout (1.5 times it: the most a
+	// decision waits for Redis in all, queue, connection, reply and retry),
+	// and the wait for a free connection (go-redis's PoolTimeout, unless
+	// the URL sets pool_timeout).
 	ReadTimeout, WriteTimeout time.Duration
 	// MaxRetries is how often go-redis retries a command that failed on the
 	// network; default DefaultMaxRetries (max_retries=-1 in the URL turns

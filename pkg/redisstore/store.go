@@ -16,8 +16,8 @@
 // judged over all groups together, and when the request is rejected the
 // groups that took are refunded.
 //
-// Every decision's wait for Redis is bounded by Options.Timeout (the read
-// timeout by default), queue and retries included, and runs to its end even
+// Every decision's wait for Redis is bounded by Options.Timeout (1.5 times
+// the read timeout by default), queue and retries included, and runs to its end even
 // when the caller gives up earlier (Envoy's rate-limit filter does after
 // 20 ms by default): a Redis that stalls then shows as timeouts, which the
 // breaker counts. When Redis is down, the breaker makes Take and Ping fail
@@ -138,7 +138,7 @@ type Stats struct {
 // New does not wait for Redis to answer: a Redis that is down at start
 // makes Take fail until it is up (Ping tells, for readiness). The Store
 // does not own client: Close stops the store only, and the caller closes
-// client afterwards. The client's read timeout is the store's default
+// client afterwards. The client's read timeout sets the store's default
 // Options.Timeout, which bounds every decision's wait for Redis, so a
 // client built elsewhere should set it.
 func New(client redis.UniversalClient, o Options) (*Store, error) {
@@ -157,7 +157,7 @@ func New(client redis.UniversalClient, o Options) (*Store, error) {
 		breakerFailures: pick(o.BreakerFailures, 0, DefaultBreakerFailures),
 		probeInterval:   pick(o.ProbeInterval, 0, DefaultProbeInterval),
 		probeTimeout:    max(dial, read),
-		budget:          pick(o.Timeout, 0, read),
+		budget:          pick(o.Timeout, 0, read+read/2),
 		refundBudget:    dial + write + read,
 		done:            make(chan struct{}),
 	}
