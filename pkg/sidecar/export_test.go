@@ -28,3 +28,7 @@ func AuthConfig(m *Main) *authconfig.Config {
 	}
 	return snap.Config.cfg
 }
+
+// Tracing says whether m built a tracer provider (and so installed the
+// gRPC stats handler).
+func Tracing(m *Main) bool { return m.tracing != nil }
