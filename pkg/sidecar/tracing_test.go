@@ -3,7 +3,9 @@ package sidecar_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -14,6 +16,8 @@ import (
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
@@ -239,5 +243,51 @@ func TestTracingSettings(t *testing.T) {
 	s, err := sidecar.ParseSettings(nil, func(k string) string { return env[k] }, io.Discard)
 	if err != nil || !s.Tracing.Enabled || s.Tracing.SamplingRate != 0.5 || s.Tracing.Protocol != "grpc" {
 		t.Errorf("from SIDECAR_TRACING_*: %+v, %v", s.Tracing, err)
+	}
+}
+
+// BenchmarkShouldRateLimitTracing measures one ShouldRateLimit over
+// loopback gRPC with tracing off, and on with every call sampled (Envoy's
+// traceparent, flag 01) and exported to a loopback collector.
+func BenchmarkShouldRateLimitTracing(b *testing.B) {
+	for _, tc := range []struct {
+		name    string
+		tracing bool
+	}{{"off", false}, {"on-sampled", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := otlptest.Start(b)
+			file := filepath.Join(b.TempDir(), "api.yaml")
+			if err := os.WriteFile(file, []byte(limitConfig("api", 1_000_000_000)), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			args := []string{"--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--config=" + file, "--log-level=error"}
+			if tc.tracing {
+				args = append(args, "--tracing-enabled", "--tracing-protocol=grpc", "--tracing-endpoint="+c.GRPCAddr(), "--tracing-insecure")
+			}
+			s, err := sidecar.ParseSettings(args, func(string) string { return "" }, io.Discard)
+			if err != nil {
+				b.Fatal(err)
+			}
+			m := sidecar.New(s, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+			if err := m.Start(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			defer m.Shutdown()
+			conn, err := grpc.NewClient(m.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			rls := rlsv3.NewRateLimitServiceClient(conn)
+			ctx := metadata.AppendToOutgoingContext(context.Background(), "traceparent", traceparent)
+			req := &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*rlv3.RateLimitDescriptor{{Entries: []*rlv3.RateLimitDescriptor_Entry{{Key: "k", Value: "v"}}}}}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := rls.ShouldRateLimit(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
