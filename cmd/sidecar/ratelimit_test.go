@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/floodgate/floodgate/internal/otlptest"
 	"github.com/floodgate/floodgate/internal/redistest"
 	"github.com/floodgate/floodgate/internal/shareddata"
 	"github.com/floodgate/floodgate/internal/xdstest"
@@ -182,12 +183,13 @@ func TestRatelimitModeEnvoyGateway(t *testing.T) {
 	xds := xdstest.StartTLS(t, certs.ServerTLS(t, true))
 	redis := redistest.StartTLSServer(t)
 	_, _, redisCA := redis.TLSFiles()
+	otlp := otlptest.Start(t)
 	for k, v := range map[string]string{
 		"GRPC_SERVER_TLS_CERT": certs.ServerCert, "GRPC_SERVER_TLS_KEY": certs.ServerKey, "GRPC_SERVER_TLS_CA_CERT": certs.CAFile,
 		"CONFIG_GRPC_XDS_CLIENT_TLS_CERT": certs.ClientCert, "CONFIG_GRPC_XDS_CLIENT_TLS_KEY": certs.ClientKey,
 		"CONFIG_GRPC_XDS_SERVER_TLS_CACERT": certs.CAFile, "CONFIG_GRPC_XDS_SERVER_URL": xds.Addr,
 		"REDIS_URL": redis.Addr, "REDIS_TLS_CLIENT_CERT": certs.ClientCert, "REDIS_TLS_CLIENT_KEY": certs.ClientKey, "REDIS_TLS_CACERT": redisCA,
-		"PROMETHEUS_ADDR": "127.0.0.1:0", "PROMETHEUS_MAPPER_YAML": "",
+		"PROMETHEUS_ADDR": "127.0.0.1:0", "PROMETHEUS_MAPPER_YAML": "", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + otlp.HTTPAddr(),
 	} {
 		env[k] = v
 	}
@@ -285,6 +287,24 @@ func TestRatelimitModeEnvoyGateway(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("reference metrics:\n%s", metrics)
+	}
+
+	// Tracing as Envoy Gateway turns it on: the gRPC call's server span
+	// reaches OTEL_EXPORTER_OTLP_ENDPOINT (a loopback collector here) over
+	// OTLP/HTTP, under the service names it sets.
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		if spans := otlp.Spans(); len(spans) > 0 {
+			r := spans[0].Resource
+			if r["service.name"] != env["TRACING_SERVICE_NAME"] || r["service.namespace"] != env["TRACING_SERVICE_NAMESPACE"] || r["service.instance.id"] != env["TRACING_SERVICE_INSTANCE_ID"] {
+				t.Errorf("span resource %v, want Envoy Gateway's TRACING_SERVICE_* names", r)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no span reached OTEL_EXPORTER_OTLP_ENDPOINT")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -152,6 +152,11 @@ type Options struct {
 	Log *slog.Logger
 	// Observer, when set, is told of every decision (see Observer).
 	Observer Observer
+	// TraceID, when set, names the sampled trace a call's context belongs
+	// to (ok false when none): a timed call of a sampled trace records
+	// its latency with the trace ID as the exemplar (label trace_id). The
+	// engine knows nothing of tracing itself; nil costs nothing.
+	TraceID func(ctx context.Context) (id string, ok bool)
 }
 
 // Engine decides requests against the config in force. It is safe for
@@ -165,6 +170,7 @@ type Engine struct {
 	nearRatio  float32
 	metrics    *Metrics
 	observer   Observer
+	traceID    func(context.Context) (string, bool)
 	errLog     rateLimitedLog
 
 	plan    atomic.Pointer[plan]
@@ -192,6 +198,7 @@ func New(opts Options) (*Engine, error) {
 		nearRatio:  float32(ratio),
 		metrics:    opts.Metrics,
 		observer:   opts.Observer,
+		traceID:    opts.TraceID,
 		errLog:     rateLimitedLog{log: opts.Log},
 	}
 	switch {
@@ -253,7 +260,7 @@ func (e *Engine) Decide(ctx context.Context, req *Request, out *Outcome) error {
 	}
 	start := time.Now()
 	err := e.decide(ctx, req, out)
-	e.metrics.latency.Observe(time.Since(start).Seconds())
+	e.metrics.observeLatency(ctx, time.Since(start), e.traceID)
 	return err
 }
 

@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"context"
 	"math"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -17,6 +19,7 @@ type Metrics struct {
 	withinLimit   *prometheus.CounterVec
 	shadowMode    *prometheus.CounterVec
 	latency       prometheus.Histogram
+	exemplars     prometheus.ExemplarObserver // latency, with exemplars
 	backendErrs   prometheus.Counter
 	failOpen      prometheus.Counter
 	invalid       prometheus.Counter
@@ -40,8 +43,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		shadowMode:  counter("shadow_mode", "Hits over a shadow-mode rule's limit that were admitted anyway."),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "floodgate", Subsystem: "ratelimit", Name: "decision_seconds",
-			Help:    "Time to decide one request, backend included; one call in 8, drawn at random, is timed.",
-			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3},
+			Help: "Time to decide one request, backend included; one call in 8, drawn at random, is timed. " +
+				"With tracing on, a timed call of a sampled trace carries its trace_id as an exemplar (OpenMetrics).",
+			// Up to 5 s, so that a stalled backend (calls held until its
+			// read timeout) shows in its own buckets instead of +Inf.
+			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3, 0.25, 0.5, 1, 2.5, 5},
 		}),
 		backendErrs: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "floodgate", Subsystem: "ratelimit", Name: "backend_errors_total",
@@ -60,11 +66,28 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Calls for a domain that no config file defines (answered OK).",
 		}),
 	}
+	m.exemplars = m.latency.(prometheus.ExemplarObserver) // client_golang's histograms are
 	if reg != nil {
 		reg.MustRegister(m.totalHits, m.overLimit, m.nearLimit, m.withinLimit, m.shadowMode,
 			m.latency, m.backendErrs, m.failOpen, m.invalid, m.unknownDomain)
 	}
 	return m
+}
+
+// exemplarLabel names the trace ID in a latency exemplar, as Prometheus
+// and Grafana look it up.
+const exemplarLabel = "trace_id"
+
+// observeLatency records one timed decision; traceID (nil without
+// tracing) gives the sampled trace of ctx, recorded as the exemplar.
+func (m *Metrics) observeLatency(ctx context.Context, d time.Duration, traceID func(context.Context) (string, bool)) {
+	if traceID != nil {
+		if id, ok := traceID(ctx); ok {
+			m.exemplars.ObserveWithExemplar(d.Seconds(), prometheus.Labels{exemplarLabel: id})
+			return
+		}
+	}
+	m.latency.Observe(d.Seconds())
 }
 
 // Invalid counts a request a door refused as malformed.

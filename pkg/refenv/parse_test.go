@@ -57,6 +57,12 @@ func TestArgsParse(t *testing.T) {
 					s.Ref.HeaderRemaining == "RateLimit-Remaining" && s.ShadowMode && s.QuotaMode && s.MergeDomains &&
 					s.Ref.HealthyNeedsConfig && s.Redis.URL == "rediss://u:p@r:6379"
 			}},
+		{"tracing", map[string]string{"RUNTIME_SUBDIRECTORY": "rl", "TRACING_ENABLED": "true", "TRACING_EXPORTER_PROTOCOL": "grpc",
+			"TRACING_SAMPLING_RATE": "0.5", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4317"},
+			func(s sidecar.Settings) bool {
+				t := s.Tracing
+				return t.Enabled && t.Protocol == "grpc" && t.SamplingRate == 0.5 && t.Endpoint == "http://otel:4317" && t.ServiceName == "RateLimit"
+			}},
 		{"sentinel", map[string]string{"RUNTIME_SUBDIRECTORY": "rl", "REDIS_SOCKET_TYPE": "tcp", "REDIS_TYPE": "sentinel", "REDIS_URL": "m,s1:1,s2:2"},
 			func(s sidecar.Settings) bool {
 				return s.Backend == "redis" && s.Redis.SentinelMaster == "m" && s.Redis.SentinelAddrs == "s1:1,s2:2"

@@ -160,14 +160,14 @@ var Vars = []Var{
 	{"LIMIT_RESET_HEADER", "RateLimit-Reset", "", Mapped, "header with the seconds to the window's end", "--ratelimit-header-reset"},
 	{"HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED", "false", "bool", Mapped, "unhealthy while no domain is loaded", "--healthy-needs-config"},
 
-	// Tracing: accepted as Envoy Gateway sets them, no trace is exported.
-	{"TRACING_ENABLED", "false", "bool", Ignored, "export OTLP traces", "ignored: no traces are exported"},
-	{"TRACING_SERVICE_NAME", "RateLimit", "", Ignored, "trace service name", "ignored"},
-	{"TRACING_SERVICE_NAMESPACE", "", "", Ignored, "trace service namespace", "ignored"},
-	{"TRACING_SERVICE_INSTANCE_ID", "", "", Ignored, "trace service instance", "ignored"},
-	{"TRACING_EXPORTER_PROTOCOL", "http", "", Ignored, "http or grpc", "ignored (checked: http or grpc)"},
-	{"TRACING_SAMPLING_RATE", "1", "float", Ignored, "sampling rate 0..1", "ignored"},
-	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "", Ignored, "OTLP endpoint", "ignored"},
+	// Tracing: the reference's OpenTelemetry settings, as Envoy Gateway sets them.
+	{"TRACING_ENABLED", "false", "bool", Mapped, "export OTLP traces", "--tracing-enabled; the other TRACING_* and OTEL_EXPORTER_OTLP_ENDPOINT are read only with true"},
+	{"TRACING_SERVICE_NAME", "RateLimit", "", Mapped, "trace service name", "--tracing-service-name"},
+	{"TRACING_SERVICE_NAMESPACE", "", "", Mapped, "trace service namespace", "--tracing-service-namespace"},
+	{"TRACING_SERVICE_INSTANCE_ID", "", "", Mapped, "trace service instance (empty: a random UUID)", "--tracing-service-instance-id"},
+	{"TRACING_EXPORTER_PROTOCOL", "http", "", Mapped, "http or grpc", "--tracing-protocol"},
+	{"TRACING_SAMPLING_RATE", "1", "float", Mapped, "sampling rate 0..1", "--tracing-sampling-rate (outside 0..1 fails)"},
+	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "", Mapped, "OTLP endpoint URL, read by the exporter", "--tracing-endpoint (empty: the exporter's default, localhost)"},
 
 	// Redis.
 	{"REDIS_SOCKET_TYPE", "unix", "", Mapped, "tcp or unix", "tcp: redis:// or rediss://; unix: unix://REDIS_URL"},
@@ -348,9 +348,6 @@ func Translate(getenv func(string) string) (Translation, error) {
 			t.Ignored = append(t.Ignored, v.Name)
 		}
 	}
-	if p := e.str("TRACING_EXPORTER_PROTOCOL"); p != "http" && p != "grpc" {
-		e.bad("TRACING_EXPORTER_PROTOCOL", p, "must be http or grpc")
-	}
 
 	// Listeners.
 	flag("http-addr", net.JoinHostPort(e.str("HOST"), e.port("PORT")))
@@ -515,6 +512,8 @@ func Translate(getenv func(string) string) (Translation, error) {
 		flag("healthy-needs-config", "true")
 	}
 
+	e.tracing(flag)
+
 	// Backend.
 	switch bt := e.str("BACKEND_TYPE"); strings.ToLower(bt) {
 	case "redis":
@@ -534,6 +533,40 @@ func Translate(getenv func(string) string) (Translation, error) {
 		flag("near-cache-max-bytes", strconv.Itoa(max(n, minLocalCacheBytes)))
 	}
 	return t, errors.Join(e.errs...)
+}
+
+// tracing maps TRACING_* and OTEL_EXPORTER_OTLP_ENDPOINT to --tracing-*
+// flags. As the reference, only TRACING_ENABLED=true reads the others.
+func (e *env) tracing(flag func(name, value string)) {
+	p := e.str("TRACING_EXPORTER_PROTOCOL")
+	if p != "http" && p != "grpc" {
+		e.bad("TRACING_EXPORTER_PROTOCOL", p, "must be http or grpc")
+	}
+	if !e.boolean("TRACING_ENABLED") {
+		return
+	}
+	flag("tracing-enabled", "true")
+	flag("tracing-protocol", p)
+	flag("tracing-service-name", e.str("TRACING_SERVICE_NAME"))
+	for _, v := range []struct{ env, flag string }{
+		{"TRACING_SERVICE_NAMESPACE", "tracing-service-namespace"},
+		{"TRACING_SERVICE_INSTANCE_ID", "tracing-service-instance-id"},
+	} {
+		if s := e.str(v.env); s != "" {
+			flag(v.flag, s)
+		}
+	}
+	rate := e.str("TRACING_SAMPLING_RATE")
+	if r, _ := strconv.ParseFloat(rate, 64); !(r >= 0 && r <= 1) {
+		e.bad("TRACING_SAMPLING_RATE", rate, "must be from 0 to 1")
+	}
+	flag("tracing-sampling-rate", rate)
+	if ep := e.str("OTEL_EXPORTER_OTLP_ENDPOINT"); ep != "" {
+		if !strings.HasPrefix(ep, "http://") && !strings.HasPrefix(ep, "https://") {
+			e.bad("OTEL_EXPORTER_OTLP_ENDPOINT", ep, "must be an http:// or https:// URL (the scheme says whether TLS is used)")
+		}
+		flag("tracing-endpoint", ep)
+	}
 }
 
 // memcache maps BACKEND_TYPE=memcache and MEMCACHE_* to --memcache-* flags.

@@ -168,6 +168,16 @@ func TestMapped(t *testing.T) {
 			[]string{"--redis-sentinel-master=mymaster", "--redis-sentinel-addrs=s1:26379,s2:26379", "--redis-url=redis://:pw@/", "--redis-sentinel-password=spw"}, nil},
 		{"redis sentinel, no auth", map[string]string{"REDIS_TYPE": "SENTINEL", "REDIS_URL": "m,s1:26379"}, []string{"--redis-sentinel-master=m"}, []string{"redis-url"}},
 		{"redis unix", map[string]string{"REDIS_SOCKET_TYPE": "unix", "REDIS_URL": "/run/redis.sock", "REDIS_AUTH": "pw"}, []string{"--redis-url=unix://:pw@/run/redis.sock"}, nil},
+		{"tracing, the reference's defaults", map[string]string{"TRACING_ENABLED": "true"},
+			[]string{"--tracing-enabled=true", "--tracing-protocol=http", "--tracing-service-name=RateLimit", "--tracing-sampling-rate=1"},
+			[]string{"tracing-endpoint", "tracing-service-namespace", "tracing-service-instance-id"}},
+		{"tracing over grpc", map[string]string{"TRACING_ENABLED": "true", "TRACING_EXPORTER_PROTOCOL": "grpc", "TRACING_SAMPLING_RATE": "0.1",
+			"TRACING_SERVICE_NAME": "rl", "TRACING_SERVICE_NAMESPACE": "edge", "TRACING_SERVICE_INSTANCE_ID": "rl-0", "OTEL_EXPORTER_OTLP_ENDPOINT": "https://otel:4317"},
+			[]string{"--tracing-protocol=grpc", "--tracing-sampling-rate=0.1", "--tracing-service-name=rl", "--tracing-service-namespace=edge",
+				"--tracing-service-instance-id=rl-0", "--tracing-endpoint=https://otel:4317"}, nil},
+		// As the reference: without TRACING_ENABLED=true the rest is unread.
+		{"tracing off", map[string]string{"TRACING_ENABLED": "false", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318", "TRACING_SERVICE_NAME": "rl"},
+			nil, []string{"tracing-enabled", "tracing-endpoint", "tracing-service-name", "tracing-protocol"}},
 		{"redis knobs", map[string]string{"REDIS_POOL_SIZE": "32", "CACHE_KEY_PREFIX": "rl:", "REDIS_TIMEOUT": "250ms"},
 			[]string{"--redis-pool-size=32", "--redis-key-prefix=rl:", "--redis-read-timeout=250ms"}, nil},
 	}
@@ -227,6 +237,9 @@ func TestBadValues(t *testing.T) {
 		{map[string]string{"REDIS_POOL_SIZE": "0"}, "REDIS_POOL_SIZE", "at least 1"},
 		{map[string]string{"STATSD_PROTOCOL": "quic"}, "STATSD_PROTOCOL", "tcp or udp"},
 		{map[string]string{"TRACING_EXPORTER_PROTOCOL": "zipkin"}, "TRACING_EXPORTER_PROTOCOL", "http or grpc"},
+		{map[string]string{"TRACING_ENABLED": "true", "TRACING_SAMPLING_RATE": "50"}, "TRACING_SAMPLING_RATE", "from 0 to 1"},
+		{map[string]string{"TRACING_SAMPLING_RATE": "half"}, "TRACING_SAMPLING_RATE", "number"},
+		{map[string]string{"TRACING_ENABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "otel:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT", "http:// or https:// URL"},
 		{map[string]string{"GRPC_SERVER_USE_TLS": "true"}, "GRPC_SERVER_USE_TLS", "GRPC_SERVER_TLS_CERT"},
 		{map[string]string{"GRPC_SERVER_USE_TLS": "true", "GRPC_SERVER_TLS_CERT": "c", "GRPC_SERVER_TLS_KEY": "k", "GRPC_CLIENT_TLS_SAN": "envoy"}, "GRPC_CLIENT_TLS_SAN", "needs GRPC_CLIENT_TLS_CACERT"},
 		{map[string]string{"RUNTIME_SUBDIRECTORY": ""}, "RUNTIME_SUBDIRECTORY", "loads no config"},
@@ -278,12 +291,12 @@ func TestRefusedAtDefault(t *testing.T) {
 func TestIgnoredListed(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{"RUNTIME_SUBDIRECTORY": "rl", "REDIS_SOCKET_TYPE": "tcp", "REDIS_URL": "r:6379",
-		"REDIS_PIPELINE_WINDOW": "150us", "EXPIRATION_JITTER_MAX_SECONDS": "60", "TRACING_ENABLED": "true"}
+		"REDIS_PIPELINE_WINDOW": "150us", "EXPIRATION_JITTER_MAX_SECONDS": "60", "GRPC_MAX_CONNECTION_AGE": "1h"}
 	got, err := Translate(envOf(env))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"EXPIRATION_JITTER_MAX_SECONDS", "TRACING_ENABLED", "REDIS_PIPELINE_WINDOW"} // table order
+	want := []string{"GRPC_MAX_CONNECTION_AGE", "EXPIRATION_JITTER_MAX_SECONDS", "REDIS_PIPELINE_WINDOW"} // table order
 	if !slices.Equal(got.Ignored, want) {
 		t.Errorf("ignored %q, want %q", got.Ignored, want)
 	}
@@ -335,6 +348,9 @@ func TestEnvoyGateway(t *testing.T) {
 		"--redis-url=rediss://redis.redis-system.svc.cluster.local:6379", "--redis-tls-cert=/redis-certs/tls.crt",
 		"--reference-metrics-addr=:19001", "--prometheus-mapper-yaml=/etc/statsd-exporter/conf.yaml",
 		"--count-rejected=true", "--default-algorithm=fixed_window", "--ratelimit-headers=false",
+		"--tracing-enabled=true", "--tracing-protocol=http", "--tracing-service-name=envoy-ratelimit",
+		"--tracing-service-namespace=envoy-gateway-system", "--tracing-service-instance-id=envoy-ratelimit-5d9c7b6f4-abcde",
+		"--tracing-sampling-rate=1.0", "--tracing-endpoint=http://otel-collector.monitoring.svc:4318",
 	} {
 		if !slices.Contains(got.Args, w) {
 			t.Errorf("missing %s in %q", w, got.Args)
@@ -345,8 +361,8 @@ func TestEnvoyGateway(t *testing.T) {
 			t.Errorf("unexpected %s", a)
 		}
 	}
-	if !slices.Contains(got.Ignored, "TRACING_ENABLED") {
-		t.Errorf("TRACING_ENABLED not among the ignored: %q", got.Ignored)
+	if len(got.Ignored) != 0 {
+		t.Errorf("ignored %q, want none: Envoy Gateway sets nothing the sidecar ignores", got.Ignored)
 	}
 }
 

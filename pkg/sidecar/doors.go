@@ -70,6 +70,7 @@ func newRateLimitService(s Settings, limiter quota.Limiter, metrics *engine.Metr
 		Metrics:                metrics,
 		Observer:               obs,
 		Log:                    log,
+		TraceID:                traceIDs(s),
 	})
 	if err != nil {
 		return nil, nil, err

@@ -40,6 +40,7 @@ import (
 	"github.com/floodgate/floodgate/pkg/redisstore"
 	"github.com/floodgate/floodgate/pkg/respcache"
 	"github.com/floodgate/floodgate/pkg/tlsreload"
+	"github.com/floodgate/floodgate/pkg/tracing"
 	"github.com/floodgate/floodgate/pkg/xdsconfig"
 )
 
@@ -91,6 +92,10 @@ type Main struct {
 	cacheSvc *extprocsvc.Service                       // nil without --cache-config
 	cacheSrc *configsource.Source[*cacheconfig.Config] // nil without --cache-config
 	status   *statusPage                               // GET /debug/ and its sampler (statuspage.go)
+
+	// tracing exports spans (nil without --tracing-enabled).
+	tracing *tracing.Provider
+
 	// adminToken is --admin-token-file's token (nil: loopback peers only).
 	adminToken []byte
 	open       []door    // what doors returned, once the services are built
@@ -216,11 +221,15 @@ func (m *Main) build() (err error) {
 		if err != nil {
 			m.closeVerifiers()
 			m.ref.close()
+			m.stopTracing()
 		}
 	}()
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	if m.ref, err = newRefStats(s.RefStats, s.NearLimitRatio, m.log); err != nil {
+		return err
+	}
+	if err := m.startTracing(); err != nil {
 		return err
 	}
 	sourceMetrics := configsource.NewMetrics(m.registry)
@@ -329,7 +338,7 @@ func (m *Main) build() (err error) {
 		}
 	}
 
-	m.grpcSrv = grpc.NewServer(
+	m.grpcSrv = grpc.NewServer(append(m.tracingServerOptions(),
 		// ext_proc bodies come in one message: the receive limit stays
 		// above --cache-max-entry-bytes.
 		grpc.MaxRecvMsgSize(m.maxRecvMsgSize()),
@@ -346,7 +355,7 @@ func (m *Main) build() (err error) {
 		grpc.ChainUnaryInterceptor(m.unaryInterceptors()...),
 		grpc.ChainStreamInterceptor(m.recoverStream),
 		grpcCreds,
-	)
+	)...)
 	m.health = health.NewServer()
 	healthpb.RegisterHealthServer(m.grpcSrv, m.health)
 	reflection.Register(m.grpcSrv)
@@ -593,6 +602,7 @@ func (m *Main) Shutdown() error {
 	m.shutOnce.Do(func() {
 		m.stopOnce.Do(func() { close(m.stop) })
 		<-m.done
+		m.stopTracing() // after gRPC: the last calls' spans are flushed
 		m.closeVerifiers()
 		m.shutErr = m.closeBackend()
 		m.log.Info("stopped")
@@ -654,7 +664,10 @@ func (m *Main) httpHandler() http.Handler {
 	// envoyproxy/ratelimit's JSON door to ShouldRateLimit, for clients
 	// without gRPC.
 	mux.HandleFunc("/json", m.jsonHandler)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry}))
+	// OpenMetrics for the scrapers that ask for it (Prometheus does), so
+	// that the decision histogram's exemplars reach them; the text format
+	// stays the default.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry, EnableOpenMetrics: true}))
 	// Admin endpoints: loopback peers only, or the admin token.
 	admin := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, m.adminOnly(h)) }
 	admin("GET /debug/config", m.debugConfig)

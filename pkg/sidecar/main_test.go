@@ -489,6 +489,7 @@ func defaultSettings() sidecar.Settings {
 			ConfigLayout:    "yaml",
 		},
 		RefStats: sidecar.RefStatsSettings{StatsdProtocol: "tcp", FlushInterval: 10 * time.Second},
+		Tracing:  sidecar.TracingSettings{Protocol: "http", SamplingRate: 1, ServiceName: "floodgate"},
 	}
 }
 

@@ -102,6 +102,9 @@ type Settings struct {
 	Ref RefSettings
 	// RefStats: envoyproxy/ratelimit's stats, to statsd and Prometheus.
 	RefStats RefStatsSettings
+
+	// Tracing: OpenTelemetry traces over OTLP (--tracing-*), off by default.
+	Tracing TracingSettings
 }
 
 // RefSettings are what envoyproxy/ratelimit's users rely on beyond serve's
@@ -263,6 +266,7 @@ func (s *Settings) flagSet(out io.Writer) *flag.FlagSet {
 	fs.StringVar(&s.Ref.ConfigLayout, "config-layout", "yaml", "which files of a --config directory are read: yaml (its *.yaml/*.yml files), runtime (every file below it, recursively, as envoyproxy/ratelimit reads its runtime directory; dotfiles skipped) or runtime-dotfiles (the same with dotfiles)")
 	fs.BoolVar(&s.Ref.HealthyNeedsConfig, "healthy-needs-config", false, "/healthcheck and readiness fail while the config in force has no domain (envoyproxy/ratelimit's HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED)")
 	s.RefStats.flags(fs)
+	s.Tracing.flags(fs)
 	return fs
 }
 
@@ -454,6 +458,7 @@ func (s *Settings) check() error {
 		}
 	}
 	errs = append(errs, s.RefStats.check()...)
+	s.Tracing.check(bad)
 	if s.Cache.MaxBytes < 0 {
 		bad("--cache-max-bytes=%d: must not be negative (0 means the default)", s.Cache.MaxBytes)
 	}
