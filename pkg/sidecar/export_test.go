@@ -42,6 +42,7 @@ func ConfigInForce(m *Main, source string) any {
 	}
 	return nil
 }
+
 // Tracing says whether m built a tracer provider (and so installed the
 // gRPC stats handler).
 func Tracing(m *Main) bool { return m.tracing != nil }

@@ -209,4 +209,3 @@ func (m *Main) backendNodes() []statuspage.BackendNode {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
-
