@@ -44,13 +44,15 @@ type exactCount struct {
 	Other      int64 `json:"other"`       // errors other than UNAVAILABLE
 }
 
-// countAdmitted sends total calls of req, spread over clientsPer
-// goroutines per sidecar, each call waiting for its answer, and counts the
-// answers. during, when set, runs once the first calls have been answered,
-// beside the load (a fault injected mid-run); countAdmitted waits for it.
-func countAdmitted(sidecars []*sidecar, req *rlsv3.RateLimitRequest, clientsPer int, total int64, during func()) exactCount {
-	var c exactCount
-	var sent, answered atomic.Int64
+// countAdmitted sends calls of req from clientsPer goroutines per sidecar,
+// each call waiting for its answer, and counts the answers. Without during
+// it sends post calls in all. With during (a fault injected mid-run), it
+// calls during once pre calls have been answered, keeps the load going
+// while during runs, and sends post more calls once it has returned.
+func countAdmitted(sidecars []*sidecar, req *rlsv3.RateLimitRequest, clientsPer int, pre, post int64, during func()) exactCount {
+	var answered, after atomic.Int64
+	var faultDone atomic.Bool
+	faultDone.Store(during == nil)
 	var admitted, failedOpen, rejected, errs, other atomic.Int64
 	var wg sync.WaitGroup
 	for _, sc := range sidecars {
@@ -58,7 +60,10 @@ func countAdmitted(sidecars []*sidecar, req *rlsv3.RateLimitRequest, clientsPer 
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for sent.Add(1) <= total {
+				for {
+					if faultDone.Load() && after.Add(1) > post {
+						return
+					}
 					resp, err := sc.call(req)
 					answered.Add(1)
 					switch {
@@ -79,16 +84,17 @@ func countAdmitted(sidecars []*sidecar, req *rlsv3.RateLimitRequest, clientsPer 
 		}
 	}
 	if during != nil {
-		for answered.Load() < int64(2*len(sidecars)) && answered.Load() < total {
+		for answered.Load() < pre {
 			time.Sleep(time.Millisecond)
 		}
 		during()
+		faultDone.Store(true)
 	}
 	wg.Wait()
-	c.Sent = answered.Load()
-	c.Admitted, c.FailedOpen, c.Rejected = admitted.Load(), failedOpen.Load(), rejected.Load()
-	c.Errors, c.Other = errs.Load(), other.Load()
-	return c
+	return exactCount{
+		Sent: answered.Load(), Admitted: admitted.Load(), FailedOpen: failedOpen.Load(),
+		Rejected: rejected.Load(), Errors: errs.Load(), Other: other.Load(),
+	}
 }
 
 // TestExactness: two sidecars on one Redis, 64 clients each, send three
@@ -103,7 +109,7 @@ func TestExactness(t *testing.T) {
 	for _, key := range []string{"fixed", "sliding", "bucket"} {
 		t.Run(key, func(t *testing.T) {
 			const total = 3 * exactLimit
-			got := countAdmitted(sidecars, exactRequest(key, "one"), 64, total, nil)
+			got := countAdmitted(sidecars, exactRequest(key, "one"), 64, 0, total, nil)
 			if got.Admitted != exactLimit || got.Rejected != total-exactLimit || got.Errors != 0 || got.FailedOpen != 0 {
 				t.Errorf("two sidecars, 64 clients each, %d calls: %+v; want exactly %d admitted and the rest rejected", total, got, exactLimit)
 			}
