@@ -496,7 +496,7 @@ func recoveryUntil(answers []answer, at, to time.Duration) (firstOK, lastErr tim
 		if a.start >= at && a.code == codes.OK && (firstOK < 0 || a.end()-at < firstOK) {
 			firstOK = a.end() - at
 		}
-		if a.code != codes.OK && a.end() > at && a.end()-at > lastErr {
+		if a.code != codes.OK && a.end() > at && a.end() <= to && a.end()-at > lastErr {
 			lastErr = a.end() - at
 		}
 	}
