@@ -966,15 +966,28 @@ func sumPrefix(m map[string]float64, prefix string) float64 {
 // ---- g. exactness under faults ----
 
 func chaosExactness(t *testing.T) {
-	s := newScenario(t, fmt.Sprintf("Two sidecars on one Redis, 64 clients each, one key with a limit of L = %d per hour (fixed window). Without a fault: 3L calls. With one: L/2 calls, the fault beside the load, then 2L more calls. Admitted = OK answers that carry a decision; failed open = OK answers without one.", exactLimit))
-	redis := redistest.StartServer(t)
+	s := newScenario(t, fmt.Sprintf("Two sidecars on one Redis (or one Cluster, one Sentinel group), 64 clients each, one key with a limit of L = %d per hour (fixed window). Without a fault: 3L calls. With one: L/2 calls, the fault beside the load, then 2L more calls. Admitted = OK answers that carry a decision; failed open = OK answers without one.", exactLimit))
 	cfg := writeFile(t, t.TempDir(), "exact.yaml", exactConfig)
-	args := []string{"--config", cfg, "--redis-url", redis.URL}
-	a, b := startSidecar(t, "exact-a", args...), startSidecar(t, "exact-b", args...)
-	openArgs := append(append([]string(nil), args...), "--fail-open")
-	oa, ob := startSidecar(t, "exact-open-a", openArgs...), startSidecar(t, "exact-open-b", openArgs...)
-	s.sc = a
-	windowHeadroom(t, time.Hour, 2*time.Minute)
+	pair := func(name string, args ...string) []*sidecar {
+		args = append([]string{"--config", cfg}, args...)
+		return []*sidecar{startSidecar(t, name+"-a", args...), startSidecar(t, name+"-b", args...)}
+	}
+	redis := redistest.StartServer(t)
+	plain := pair("exact", "--redis-url", redis.URL)
+	open := pair("exact-open", "--redis-url", redis.URL, "--fail-open")
+	p, err := faultproxy.Start(redis.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	proxied := pair("exact-proxy", "--redis-url", "redis://"+p.Addr)
+	g := redistest.StartSentinel(t)
+	sentinel := pair("exact-sentinel", "--redis-sentinel-master", g.MasterName, "--redis-sentinel-addrs", strings.Join(g.Addrs(), ","))
+	c := redistest.StartReplicatedCluster(t, 3)
+	cluster := pair("exact-cluster", "--redis-url", c.URL, "--redis-cluster")
+	s.sc = plain[0]
+	windowHeadroom(t, time.Hour, 3*time.Minute)
+
 	stall := func() {
 		signalRedis(t, redis, syscall.SIGSTOP)
 		time.Sleep(2 * time.Second)
@@ -989,7 +1002,44 @@ func chaosExactness(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
-	failOpen := func(scs ...*sidecar) float64 {
+	slow := func() {
+		p.SetLatency(faultproxy.Down, 800*time.Millisecond)
+		time.Sleep(3 * time.Second)
+		p.Normal()
+		time.Sleep(time.Second)
+	}
+	sentinelFailover := func() {
+		old, err := g.MasterAddr()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		g.Master.Stop()
+		for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			if a, err := g.MasterAddr(); err == nil && a != old {
+				break
+			}
+		}
+		time.Sleep(failoverGrace)
+	}
+	clusterKill := func() {
+		// The test's key is the only one in this cluster: kill its master.
+		for i, m := range c.Masters {
+			if n, err := m.Do("DBSIZE"); err != nil || n == "0" {
+				continue
+			}
+			m.Stop()
+			for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+				if role, err := c.Replicas[i].Role(); err == nil && role == "master" {
+					break
+				}
+			}
+			time.Sleep(failoverGrace)
+			return
+		}
+		t.Error("no master holds the key")
+	}
+	failOpen := func(scs []*sidecar) float64 {
 		var n float64
 		for _, sc := range scs {
 			n += sc.mustMetric("floodgate_ratelimit_fail_open_total")
@@ -997,39 +1047,42 @@ func chaosExactness(t *testing.T) {
 		return n
 	}
 	const L = exactLimit
-	for _, tc := range []struct {
+	replicated := "asynchronous replication: writes the old master acknowledged but had not sent to its replica are lost, at most about one per client in flight (128)"
+	for i, tc := range []struct {
 		name   string
 		scs    []*sidecar
 		during func()
 		bound  int64
 		why    string
 	}{
-		{"no fault", []*sidecar{a, b}, nil, 0, "exact"},
-		{"stall 2 s (SIGSTOP)", []*sidecar{a, b}, stall, 0, "a call that times out answers UNAVAILABLE; if Redis ran its script later, that quota is lost, never granted twice"},
-		{"restart empty", []*sidecar{a, b}, restart, L, "the counter restarts at 0: up to one more window's quota (the near-cache keeps a key that was already over its limit rejected)"},
-		{"stall 2 s, --fail-open", []*sidecar{oa, ob}, stall, 0, "decided answers stay within L; the fail-open answers are extra, one per error turned into OK, and counted"},
+		{"no fault", plain, nil, 0, "exact"},
+		{"stall 2 s (SIGSTOP)", plain, stall, 0, "a call that times out answers UNAVAILABLE; if Redis ran its script later, that quota is lost, never granted twice"},
+		{"stall 2 s, --fail-open", open, stall, 0, "decided answers stay within L; the fail-open answers are extra, one per error turned into OK, and counted"},
+		{"+800 ms on replies for 3 s", proxied, slow, 0, "as a stall: timed-out calls may be counted, never answered OK"},
+		{"restart empty", plain, restart, L, "the counter restarts at 0: up to one more window's quota (the near-cache keeps a key that was already over its limit rejected)"},
+		{"sentinel failover", sentinel, sentinelFailover, 2 * 64, replicated},
+		{"cluster master of the key killed", cluster, clusterKill, 2 * 64, replicated},
 	} {
-		key := fmt.Sprintf("g-%d", len(s.rep.Targets))
-		foBefore := failOpen(tc.scs...)
+		req := exactRequest("fixed", fmt.Sprintf("g-%d", i))
+		foBefore := failOpen(tc.scs)
 		var got exactCount
 		if tc.during == nil {
-			got = countAdmitted(tc.scs, exactRequest("fixed", key), 64, 0, 3*L, nil)
+			got = countAdmitted(tc.scs, req, 64, 0, 3*L, nil)
 		} else {
-			got = countAdmitted(tc.scs, exactRequest("fixed", key), 64, L/2, 2*L, tc.during)
+			got = countAdmitted(tc.scs, req, 64, L/2, 2*L, tc.during)
 		}
-		fo := failOpen(tc.scs...) - foBefore
+		fo := failOpen(tc.scs) - foBefore
 		s.figure(tc.name, "%+v", got)
-		want := fmt.Sprintf("admitted <= L + %d (%s)", tc.bound, tc.why)
-		if tc.bound == 0 && tc.during == nil {
-			want = fmt.Sprintf("admitted == L = %d", L)
-			s.check(tc.name, want, got.Admitted == L && got.Errors == 0, "%d admitted of %d, %d errors", got.Admitted, got.Sent, got.Errors)
+		if tc.during == nil {
+			s.check(tc.name, fmt.Sprintf("admitted == L = %d", L), got.Admitted == L && got.Errors == 0, "%d admitted of %d, %d errors", got.Admitted, got.Sent, got.Errors)
 			continue
 		}
 		if got.Rejected > 0 && got.Admitted < L {
 			s.figure(tc.name+": quota lost", "%d of L (calls counted by Redis but answered with an error: timed out, or retried)", L-got.Admitted)
 		}
-		s.check(tc.name, want, got.Admitted <= L+tc.bound && got.Other == 0, "%d admitted (excess %d), %d failed open, %d errors, %d sent", got.Admitted, max(0, got.Admitted-L), got.FailedOpen, got.Errors, got.Sent)
-		if tc.scs[0] == oa {
+		s.check(tc.name, fmt.Sprintf("admitted <= L + %d (%s)", tc.bound, tc.why), got.Admitted <= L+tc.bound && got.Other == 0,
+			"%d admitted (excess %d), %d failed open, %d errors, %d sent", got.Admitted, max(0, got.Admitted-L), got.FailedOpen, got.Errors, got.Sent)
+		if tc.name == "stall 2 s, --fail-open" {
 			s.check(tc.name+": fail-open answers counted", "OK answers without a decision == fail_open_total", float64(got.FailedOpen) == fo && got.Errors == 0, "%d answers, fail_open_total +%v, %d errors", got.FailedOpen, fo, got.Errors)
 		}
 	}
