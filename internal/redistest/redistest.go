@@ -246,6 +246,23 @@ func (s *Server) Stop() {
 	s.cmd, s.log, s.exited = nil, nil, nil
 }
 
+// Pause stops the server with SIGSTOP: it keeps its connections, and the
+// kernel still completes new ones, but it answers nothing until Resume,
+// like a Redis stalled by a slow fork or a host that froze.
+func (s *Server) Pause() error { return s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() error { return s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return fmt.Errorf("redistest: %s is not running", s.Addr)
+	}
+	return s.cmd.Process.Signal(sig)
+}
+
 // Restart stops the server and starts it again on the same port, empty.
 func (s *Server) Restart() error {
 	s.Stop()

@@ -19,6 +19,7 @@ type call struct {
 	args   []any
 	cmd    *redis.Cmd
 	err    error
+	node   *node // where it goes: the node whose breaker hears of it
 
 	// For the slot calls of a request spread over cluster slots: the slot,
 	// the hits of the request it decides (by index), their decisions and
@@ -47,9 +48,12 @@ type call struct {
 // first to arrive when none is in flight, the one that fills the queue, the
 // queue's head when its window elapses, or the head that a finishing flush
 // hands the queue to) runs it in its own goroutine, for a batch it belongs
-// to, then wakes the others. A flush of several jobs does not heed any
-// caller's context (one caller's would otherwise fail the others' calls):
-// the client's read and write timeouts bound it. A caller whose context
+// to, then wakes the others. A flush heeds no caller's context (one
+// caller's would otherwise fail the others' calls, and a caller that gives
+// up early, as Envoy does after its timeout, would leave the breaker
+// blind to a Redis that stalls): it is bound by the earliest deadline of
+// its jobs (each job's start plus the store's budget), so that no job
+// waits longer than its budget, queue included. A caller whose context
 // ends while its job is still queued leaves the queue (nothing was sent);
 // once its job is in a batch, it waits for the batch's answer.
 //
@@ -80,6 +84,9 @@ type pending struct {
 	gather []*call  // scratch: the calls of a batch this job flushes
 	one    [1]*pending
 	gen    uint64 // b.gen when queued: the queue still holds it while equal
+	// deadline is when the job's wait for Redis ends, queue included:
+	// its Take's start plus the store's budget.
+	deadline time.Time
 	// done receives nil when the job's calls are answered, or a batch
 	// (the queue, taken for this job to flush) when it is to lead one.
 	done  chan []*pending
@@ -134,7 +141,7 @@ func (b *batcher) do(ctx context.Context, p *pending) error {
 		b.inflight++
 		b.mu.Unlock()
 		p.one[0] = p
-		b.flush(ctx, p, p.one[:])
+		b.flush(p, p.one[:])
 		return nil
 	}
 	b.queue = append(b.queue, p)
@@ -142,7 +149,7 @@ func (b *batcher) do(ctx context.Context, p *pending) error {
 	if len(b.queue) >= b.max {
 		batch := b.takeLocked()
 		b.mu.Unlock()
-		b.flush(ctx, p, batch)
+		b.flush(p, batch)
 		return nil
 	}
 	head := len(b.queue) == 1
@@ -163,7 +170,7 @@ func (b *batcher) do(ctx context.Context, p *pending) error {
 		select {
 		case batch := <-p.done:
 			if batch != nil {
-				b.flush(ctx, p, batch)
+				b.flush(p, batch)
 			}
 			return nil
 		case <-timeout:
@@ -173,7 +180,7 @@ func (b *batcher) do(ctx context.Context, p *pending) error {
 				// Still queued, so still the head: the window is up.
 				batch := b.takeLocked()
 				b.mu.Unlock()
-				b.flush(ctx, p, batch)
+				b.flush(p, batch)
 				return nil
 			}
 			b.mu.Unlock()
@@ -210,20 +217,22 @@ func (b *batcher) takeLocked() []*pending {
 // flush sends the calls of batch (which holds self) as one write, hands
 // the queue that built up meanwhile to its head, and wakes the batch's
 // other jobs.
-func (b *batcher) flush(ctx context.Context, self *pending, batch []*pending) {
+func (b *batcher) flush(self *pending, batch []*pending) {
 	calls := self.calls
+	deadline := self.deadline
 	if len(batch) > 1 || batch[0] != self {
-		// The flush serves other callers: the context of none may cut it
-		// short. The client's read and write timeouts bound it. (A job
-		// alone is bound by its own context too, as without batching.)
-		ctx = context.Background()
 		calls = self.gather[:0]
 		for _, q := range batch {
 			calls = append(calls, q.calls...)
+			if q.deadline.Before(deadline) {
+				deadline = q.deadline
+			}
 		}
 		self.gather = calls
 	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	b.s.send(ctx, calls)
+	cancel()
 
 	b.mu.Lock()
 	b.inflight -= len(batch)
@@ -245,11 +254,38 @@ func (b *batcher) flush(ctx context.Context, self *pending, batch []*pending) {
 // send writes calls to Redis, in one pipeline when there are several, and
 // sets each call's cmd and err: EVALSHA first, then, for the calls whose
 // node lacks the script (after a restart or SCRIPT FLUSH), EVAL in a
-// second write. Every script call of the store goes through here. The
-// breaker hears once: of the first outage error, if any; else that Redis
-// answered, if any call went through; else (every call refused, e.g.
-// WRONGPASS) of the first error.
+// second write. Every script call of the store goes through here. A call
+// whose node went down while it was queued is not sent: it fails with the
+// node's ErrUnavailable. Each node's breaker hears once per send: of the
+// first outage error of its calls, if any; else that it answered, if any
+// of its calls went through; else (every call refused, e.g. WRONGPASS) of
+// the first error.
 func (s *Store) send(ctx context.Context, calls []*call) {
+	live := calls
+	for _, c := range calls {
+		if c.node.gate() != nil {
+			live = nil
+			break
+		}
+	}
+	if live == nil {
+		// Rare: a node went down while these calls waited.
+		for _, c := range calls {
+			if err := c.node.gate(); err != nil {
+				c.cmd, c.err = nil, err
+				continue
+			}
+			live = append(live, c)
+		}
+	}
+	if len(live) > 0 {
+		s.exec(ctx, live)
+	}
+	s.judge(live)
+}
+
+// exec sends calls, none of them refused by a breaker.
+func (s *Store) exec(ctx context.Context, calls []*call) {
 	s.stats.calls.Add(uint64(len(calls)))
 	s.stats.flushes.Add(1)
 	if len(calls) == 1 {
@@ -260,48 +296,90 @@ func (s *Store) send(ctx context.Context, calls []*call) {
 			s.stats.flushes.Add(1)
 			c.cmd = c.script.Eval(ctx, s.client, c.keys, c.args...)
 		}
-	} else {
-		pipe := s.client.Pipeline()
-		for _, c := range calls {
-			c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
-		}
-		// Exec's error is also each command's; they are read one by one.
-		_, _ = pipe.Exec(ctx)
-		var retry redis.Pipeliner
-		for _, c := range calls {
-			if isNoScript(c.cmd.Err()) {
-				if retry == nil {
-					retry = s.client.Pipeline()
-				}
-				c.cmd = c.script.Eval(ctx, retry, c.keys, c.args...)
+		c.err = c.cmd.Err()
+		return
+	}
+	pipe := s.client.Pipeline()
+	for _, c := range calls {
+		c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+	}
+	// Exec's error is also each command's; they are read one by one.
+	_, _ = pipe.Exec(ctx)
+	var retry redis.Pipeliner
+	for _, c := range calls {
+		if isNoScript(c.cmd.Err()) {
+			if retry == nil {
+				retry = s.client.Pipeline()
 			}
-		}
-		if retry != nil {
-			s.stats.flushes.Add(1)
-			_, _ = retry.Exec(ctx)
+			c.cmd = c.script.Eval(ctx, retry, c.keys, c.args...)
 		}
 	}
-	var outage, firstErr error
-	ok := false
+	if retry != nil {
+		s.stats.flushes.Add(1)
+		_, _ = retry.Exec(ctx)
+	}
 	for _, c := range calls {
 		c.err = c.cmd.Err()
+	}
+}
+
+// judge tells each node's breaker how its calls went (see send).
+func (s *Store) judge(calls []*call) {
+	// Most sends go to one node (always on a standalone Redis): judge
+	// them without bookkeeping.
+	one := true
+	for _, c := range calls {
+		if c.node != calls[0].node {
+			one = false
+			break
+		}
+	}
+	if one {
+		if len(calls) > 0 {
+			calls[0].node.record(verdict(calls))
+		}
+		return
+	}
+	var seen [8]*node
+	done := seen[:0]
+next:
+	for _, c := range calls {
+		for _, n := range done {
+			if n == c.node {
+				continue next
+			}
+		}
+		var mine []*call
+		for _, d := range calls {
+			if d.node == c.node {
+				mine = append(mine, d)
+			}
+		}
+		c.node.record(verdict(mine))
+		done = append(done, c.node)
+	}
+}
+
+// verdict is the one outcome a breaker hears of calls to one node: the
+// first outage error, else nil if any call was answered, else the first
+// error.
+func verdict(calls []*call) error {
+	var firstErr error
+	ok := false
+	for _, c := range calls {
 		switch err := c.err; {
 		case err == nil:
 			ok = true
-		case outage == nil && isOutage(err):
-			outage = err
+		case isOutage(err):
+			return err
 		case firstErr == nil:
 			firstErr = err
 		}
 	}
-	switch {
-	case outage != nil:
-		s.record(outage)
-	case ok:
-		s.record(nil)
-	default:
-		s.record(firstErr)
+	if ok {
+		return nil
 	}
+	return firstErr
 }
 
 // isNoScript reports whether err is Redis saying it lacks the script

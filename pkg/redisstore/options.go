@@ -44,16 +44,28 @@ type Options struct {
 	KeyPrefix string
 
 	// BreakerFailures is how many outage errors in a row (network errors,
-	// timeouts, LOADING, MASTERDOWN, CLUSTERDOWN) mark Redis down; default
-	// DefaultBreakerFailures. While it is down, Take and Ping fail at once
-	// with ErrUnavailable and a probe pings Redis every ProbeInterval
-	// (default DefaultProbeInterval) until it answers.
+	// timeouts, LOADING, MASTERDOWN, CLUSTERDOWN) mark a Redis node down;
+	// default DefaultBreakerFailures. While it is down, the Takes whose
+	// keys live on it (every Take, but on a cluster) fail at once with
+	// ErrUnavailable and a probe pings it every ProbeInterval (default
+	// DefaultProbeInterval) until it answers; on a cluster the probe also
+	// reloads the slots, and a master that lost its slots to a replica is
+	// dropped, its keys going to the new master.
 	BreakerFailures int
 	ProbeInterval   time.Duration
 	// OnStateChange, when set, is called (from the goroutine that saw it)
-	// each time the store marks Redis down (up false, with the error that
-	// tripped it) or up again; e.g. to log it.
-	OnStateChange func(up bool, err error)
+	// each time the store marks a Redis node down (up false, with the
+	// error that tripped it) or up again; e.g. to log it. node is a
+	// cluster master's address, "" for a standalone or Sentinel client.
+	OnStateChange func(node string, up bool, err error)
+
+	// Timeout bounds each decision's wait for Redis: the wait for a
+	// pipeline to leave, for a connection, and for the reply, retries
+	// included; default the client's read timeout. A decision that runs
+	// out of it fails (and counts towards the breaker), even if the
+	// caller would wait longer; one whose caller gives up first still
+	// runs to its answer, so that the breaker sees a Redis that stalls.
+	Timeout time.Duration
 
 	// BatchMax is the most Takes whose script calls are sent together as
 	// one pipeline; default DefaultBatchMax; 1 turns batching off (each
@@ -117,10 +129,11 @@ type ClientOptions struct {
 	// store's breaker deals with a Redis that cannot be reached.
 	DialTimeout time.Duration
 	// ReadTimeout and WriteTimeout bound each command on the socket;
-	// default DefaultReadTimeout and DefaultWriteTimeout. A request's own
-	// context deadline, when shorter, applies too. They also bound the
-	// pipelines a Store sends for several callers at once, which heed no
-	// single caller's context.
+	// default DefaultReadTimeout and DefaultWriteTimeout. The read timeout
+	// is also a Store's default Options.Timeout: the most a decision waits
+	// for Redis in all (queue, connection, reply and retry), and the wait
+	// for a free connection (go-redis's PoolTimeout, unless the URL sets
+	// pool_timeout).
 	ReadTimeout, WriteTimeout time.Duration
 	// MaxRetries is how often go-redis retries a command that failed on the
 	// network; default DefaultMaxRetries (max_retries=-1 in the URL turns
@@ -147,6 +160,8 @@ func (o *Options) check() error {
 		return optErr("ProbeInterval is %v: want 0 (default %v) or more", o.ProbeInterval, DefaultProbeInterval)
 	case o.BatchMax < 0:
 		return optErr("BatchMax is %d: want 0 (default %d), 1 (no batching) or more", o.BatchMax, DefaultBatchMax)
+	case o.Timeout < 0:
+		return optErr("Timeout is %v: want 0 (the client's read timeout) or more", o.Timeout)
 	case o.BatchWindow < 0:
 		return optErr("BatchWindow is %v: want 0 (no bound) or more", o.BatchWindow)
 	}
@@ -188,13 +203,16 @@ func (o *ClientOptions) check() error {
 // tune applies the settings every client kind shares, in place over the
 // values its URL gave: a field set in ClientOptions wins, then the URL,
 // then our default.
-func (o *ClientOptions) tune(pool, retries, dialerRetries *int, dial, read, write *time.Duration) {
+func (o *ClientOptions) tune(pool, retries, dialerRetries *int, dial, read, write, poolWait *time.Duration) {
 	*pool = pick(o.PoolSize, *pool, DefaultPoolSizePerCPU*runtime.GOMAXPROCS(0))
 	*retries = pick(o.MaxRetries, *retries, DefaultMaxRetries)
 	*dialerRetries = pick(0, *dialerRetries, 1)
 	*dial = pick(o.DialTimeout, *dial, DefaultDialTimeout)
 	*read = pick(o.ReadTimeout, *read, DefaultReadTimeout)
 	*write = pick(o.WriteTimeout, *write, DefaultWriteTimeout)
+	// go-redis waits read timeout + 1s for a free connection by default;
+	// a decision's own deadline (Options.Timeout) ends the wait sooner.
+	*poolWait = pick(0, *poolWait, *read)
 }
 
 // NewClient builds the go-redis client o describes: a *redis.Client for a
@@ -238,7 +256,7 @@ func NewClient(o ClientOptions) (redis.UniversalClient, error) {
 		if o.TLSConfig != nil {
 			opt.TLSConfig = o.TLSConfig
 		}
-		o.tune(&opt.PoolSize, &opt.MaxRetries, &opt.DialerRetries, &opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout)
+		o.tune(&opt.PoolSize, &opt.MaxRetries, &opt.DialerRetries, &opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout)
 		opt.ContextTimeoutEnabled = true
 		return redis.NewClusterClient(opt), nil
 
@@ -262,7 +280,7 @@ func NewClient(o ClientOptions) (redis.UniversalClient, error) {
 		if o.TLSConfig != nil {
 			base.TLSConfig = o.TLSConfig
 		}
-		o.tune(&base.PoolSize, &base.MaxRetries, &base.DialerRetries, &base.DialTimeout, &base.ReadTimeout, &base.WriteTimeout)
+		o.tune(&base.PoolSize, &base.MaxRetries, &base.DialerRetries, &base.DialTimeout, &base.ReadTimeout, &base.WriteTimeout, &base.PoolTimeout)
 		return redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName:       o.SentinelMaster,
 			SentinelAddrs:    o.SentinelAddrs,
@@ -278,6 +296,7 @@ func NewClient(o ClientOptions) (redis.UniversalClient, error) {
 			WriteTimeout:     base.WriteTimeout,
 			MaxRetries:       base.MaxRetries,
 			DialerRetries:    base.DialerRetries,
+			PoolTimeout:      base.PoolTimeout,
 
 			ContextTimeoutEnabled: true,
 		}), nil
@@ -290,7 +309,7 @@ func NewClient(o ClientOptions) (redis.UniversalClient, error) {
 		if o.TLSConfig != nil {
 			opt.TLSConfig = o.TLSConfig
 		}
-		o.tune(&opt.PoolSize, &opt.MaxRetries, &opt.DialerRetries, &opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout)
+		o.tune(&opt.PoolSize, &opt.MaxRetries, &opt.DialerRetries, &opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout)
 		opt.ContextTimeoutEnabled = true
 		return redis.NewClient(opt), nil
 	}

@@ -16,9 +16,15 @@
 // judged over all groups together, and when the request is rejected the
 // groups that took are refunded.
 //
-// When Redis is down, a breaker makes Take and Ping fail at once with
-// ErrUnavailable instead of waiting for a timeout per request, while a
-// background probe finds out, within about a second, when Redis is back.
+// Every decision's wait for Redis is bounded by Options.Timeout (the read
+// timeout by default), queue and retries included, and runs to its end even
+// when the caller gives up earlier (Envoy's rate-limit filter does after
+// 20 ms by default): a Redis that stalls then shows as timeouts, which the
+// breaker counts. When Redis is down, the breaker makes Take and Ping fail
+// at once with ErrUnavailable instead of waiting for a timeout per
+// request, while a background probe finds out, within about a second, when
+// Redis is back. On a cluster each master has a breaker of its own
+// (health.go): while one fails over, keys on the others are decided.
 //
 // The Store talks to Redis through a go-redis client it is given (New):
 // NewClient builds one from a URL and settings, or the caller brings its
@@ -61,20 +67,24 @@ type Store struct {
 	cluster *redis.ClusterClient // the client, when it is one: calls go by slot
 	keys    keyBuilder
 	now     func() time.Time
-	onState func(up bool, err error)
+	onState func(node string, up bool, err error)
 
-	breakerFailures int64
+	breakerFailures int
 	probeInterval   time.Duration
 	probeTimeout    time.Duration // a probe's PING
+	budget          time.Duration // a decision's wait for Redis
 	refundBudget    time.Duration // a refund's connect and command
 	batch           *batcher
 
-	failures atomic.Int64               // outage errors in a row
-	down     atomic.Pointer[unavailErr] // non-nil while Redis is down
-	closed   atomic.Bool
-	done     chan struct{} // closed by Close: stops the probe
-	probeMu  sync.Mutex    // orders starting a probe with Close
-	probes   sync.WaitGroup
+	// The health of Redis: one node for a standalone Redis (or the
+	// Sentinel-managed master), one per master on a cluster, made as
+	// calls first reach it (see health.go).
+	main    *node
+	nodesMu sync.RWMutex
+	nodes   map[*redis.Client]*node
+
+	closed atomic.Bool
+	done   chan struct{} // closed by Close
 
 	stats struct {
 		takes, errors, fastFails, trips, recoveries atomic.Uint64
@@ -82,11 +92,18 @@ type Store struct {
 	}
 }
 
-// unavailErr is the error Take returns while Redis is down: ErrUnavailable
-// with the error that tripped the breaker.
-type unavailErr struct{ cause error }
+// unavailErr is the error Take returns while Redis (or, on a cluster, the
+// node a request's keys live on) is down: ErrUnavailable with the error
+// that tripped the breaker.
+type unavailErr struct {
+	node  string // a cluster master's address, or ""
+	cause error
+}
 
 func (e *unavailErr) Error() string {
+	if e.node != "" {
+		return ErrUnavailable.Error() + " (node " + e.node + "): " + e.cause.Error()
+	}
 	return ErrUnavailable.Error() + ": " + e.cause.Error()
 }
 func (e *unavailErr) Unwrap() []error { return []error{ErrUnavailable, e.cause} }
@@ -115,15 +132,15 @@ type Stats struct {
 // New returns a Store that keeps its counters in the Redis that client
 // talks to: a *redis.Client (standalone, or a failover client through
 // Sentinel) or a *redis.ClusterClient, whose type New detects: on a
-// cluster, a request's hits are grouped by slot. NewClient builds either
-// from a URL.
+// cluster, a request's hits are grouped by slot, and each master has a
+// breaker of its own. NewClient builds either from a URL.
 //
 // New does not wait for Redis to answer: a Redis that is down at start
 // makes Take fail until it is up (Ping tells, for readiness). The Store
 // does not own client: Close stops the store only, and the caller closes
-// client afterwards. The client's read and write timeouts bound the
-// pipelines the store sends for several callers at once (see
-// ClientOptions.ReadTimeout), so a client built elsewhere should set them.
+// client afterwards. The client's read timeout is the store's default
+// Options.Timeout, which bounds every decision's wait for Redis, so a
+// client built elsewhere should set it.
 func New(client redis.UniversalClient, o Options) (*Store, error) {
 	if client == nil {
 		return nil, optErr("the client is nil")
@@ -137,35 +154,44 @@ func New(client redis.UniversalClient, o Options) (*Store, error) {
 		keys:            keyBuilder{prefix: pick(o.KeyPrefix, "", DefaultKeyPrefix)},
 		now:             o.Now,
 		onState:         o.OnStateChange,
-		breakerFailures: int64(pick(o.BreakerFailures, 0, DefaultBreakerFailures)),
+		breakerFailures: pick(o.BreakerFailures, 0, DefaultBreakerFailures),
 		probeInterval:   pick(o.ProbeInterval, 0, DefaultProbeInterval),
 		probeTimeout:    max(dial, read),
+		budget:          pick(o.Timeout, 0, read),
 		refundBudget:    dial + write + read,
 		done:            make(chan struct{}),
 	}
 	s.cluster, _ = client.(*redis.ClusterClient)
+	if s.cluster == nil {
+		s.main = s.newNode(nil, "")
+	} else {
+		s.nodes = make(map[*redis.Client]*node)
+	}
 	s.batch = newBatcher(s, pick(o.BatchMax, 0, DefaultBatchMax), pick(o.BatchWindow, 0, DefaultBatchWindow))
 	return s, nil
 }
 
-// Close stops the probe; Take and Ping then fail with ErrClosed. Calls in
+// Close stops the probes; Take and Ping then fail with ErrClosed. Calls in
 // flight finish. It does not close the client, which is the caller's.
 func (s *Store) Close() error {
-	s.probeMu.Lock()
-	already := s.closed.Swap(true)
-	s.probeMu.Unlock()
-	if already {
+	if s.closed.Swap(true) {
 		return nil
 	}
 	close(s.done)
-	s.probes.Wait()
+	for _, n := range s.allNodes() {
+		n.b.Close()
+	}
 	return nil
 }
 
 // Stats returns the store's counters so far.
 func (s *Store) Stats() Stats {
+	up := true
+	for _, n := range s.allNodes() {
+		up = up && n.b.Up()
+	}
 	return Stats{
-		Up:           s.down.Load() == nil,
+		Up:           up,
 		Takes:        s.stats.takes.Load(),
 		Errors:       s.stats.errors.Load(),
 		FastFails:    s.stats.fastFails.Load(),
@@ -179,96 +205,52 @@ func (s *Store) Stats() Stats {
 }
 
 // Ping reports whether Redis can decide now: at once ErrUnavailable while
-// the breaker has it down, else a PING (to every master on a cluster).
+// the breaker has it down, else a PING. On a cluster it pings every
+// master and succeeds when one answers: keys on the others are refused by
+// their own breakers, and a failover of one master should not take the
+// pods whose readiness this is out of service (Health tells per node).
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.gate(); err != nil {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if s.cluster == nil {
+		if err := s.main.gate(); err != nil {
+			return err
+		}
+		err := s.client.Ping(ctx).Err()
+		s.main.record(err)
+		if err != nil {
+			return fmt.Errorf("redisstore: ping: %w", err)
+		}
+		return nil
+	}
+	var ok atomic.Bool
+	err := s.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		err := c.Ping(ctx).Err()
+		if err == nil {
+			ok.Store(true)
+		}
 		return err
+	})
+	if ok.Load() {
+		return nil
 	}
-	err := s.ping(ctx)
-	s.record(err)
-	if err != nil {
-		return fmt.Errorf("redisstore: ping: %w", err)
+	if err == nil {
+		err = errors.New("no master")
 	}
-	return nil
+	return fmt.Errorf("redisstore: ping: %w", err)
 }
 
-func (s *Store) ping(ctx context.Context) error {
-	if s.cluster != nil {
-		return s.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-			return c.Ping(ctx).Err()
-		})
-	}
-	return s.client.Ping(ctx).Err()
-}
-
-// gate fails fast while Redis is down or the store is closed. Its errors
-// carry the package prefix already.
+// gate fails fast while the store is closed or, for a standalone Redis,
+// down. Its errors carry the package prefix already.
 func (s *Store) gate() error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	if d := s.down.Load(); d != nil {
-		return d
+	if s.main != nil {
+		return s.main.gate()
 	}
 	return nil
-}
-
-// record feeds the breaker with the outcome of one exchange with Redis.
-func (s *Store) record(err error) {
-	if err == nil {
-		// Load first: a store that is healthy never writes the shared
-		// counter, so concurrent Takes do not fight over its cache line.
-		if s.failures.Load() != 0 {
-			s.failures.Store(0)
-		}
-		return
-	}
-	if !isOutage(err) || s.closed.Load() {
-		return
-	}
-	if s.failures.Add(1) < s.breakerFailures {
-		return
-	}
-	if !s.down.CompareAndSwap(nil, &unavailErr{cause: err}) {
-		return
-	}
-	s.stats.trips.Add(1)
-	if s.onState != nil {
-		s.onState(false, err)
-	}
-	s.probeMu.Lock()
-	defer s.probeMu.Unlock()
-	if s.closed.Load() {
-		return
-	}
-	s.probes.Add(1)
-	go s.probe()
-}
-
-// probe pings Redis every probeInterval until it answers, then marks it up.
-func (s *Store) probe() {
-	defer s.probes.Done()
-	t := time.NewTicker(s.probeInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.probeTimeout)
-		err := s.ping(ctx)
-		cancel()
-		if err == nil {
-			s.failures.Store(0)
-			s.down.Store(nil)
-			s.stats.recoveries.Add(1)
-			if s.onState != nil {
-				s.onState(true, nil)
-			}
-			return
-		}
-	}
 }
 
 // isOutage reports whether err means Redis cannot serve (so that the next
@@ -317,9 +299,13 @@ func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision
 	// allocating slices in the common case.
 	p := s.batch.get()
 	defer s.batch.release(p)
+	// The decision's deadline: queued, sent and answered within the
+	// budget, whatever the caller's context says (see batcher).
+	p.deadline = time.Now().Add(s.budget)
 	var err error
 	if s.cluster == nil {
 		c := p.single(lua.Take)
+		c.node = s.main
 		c.args = lua.AppendTime(c.args, now, pinned)
 		for i := range hits {
 			key, _ := s.keys.build(hits[i].Key, hits[i].TagLen)
@@ -332,6 +318,11 @@ func (s *Store) Take(ctx context.Context, hits []quota.Hit, out []quota.Decision
 	}
 	if err != nil {
 		s.stats.errors.Add(1)
+		var u *unavailErr
+		if errors.As(err, &u) {
+			s.stats.fastFails.Add(1)
+			return u // already says where it comes from
+		}
 		return fmt.Errorf("redisstore: take: %w", err)
 	}
 	s.stats.takes.Add(1)
@@ -368,6 +359,14 @@ func (s *Store) takeCluster(ctx context.Context, p *pending, hits []quota.Hit, n
 	if spread {
 		return s.takeSpread(ctx, p, hits, now, pinned, out)
 	}
+	n, err := s.nodeFor(ctx, c.keys[0])
+	if err != nil {
+		return err
+	}
+	if err := n.gate(); err != nil {
+		return err
+	}
+	c.node = n
 	for i := range hits {
 		c.args = lua.AppendHit(c.args, &hits[i])
 	}
@@ -400,6 +399,18 @@ func (s *Store) takeSpread(ctx context.Context, p *pending, hits []quota.Hit, no
 			h.Shadow = true
 		}
 		g.args = lua.AppendHit(g.args, &h)
+	}
+	// Every slot's master must be up, or nothing is sent: a request is
+	// decided on all its slots or on none.
+	for _, g := range calls {
+		n, err := s.nodeFor(ctx, g.keys[0])
+		if err != nil {
+			return err
+		}
+		if err := n.gate(); err != nil {
+			return err
+		}
+		g.node = n
 	}
 	p.calls = calls
 	if err := s.batch.do(ctx, p); err != nil {
@@ -435,7 +446,7 @@ func (s *Store) takeSpread(ctx context.Context, p *pending, hits []quota.Hit, no
 			continue
 		}
 		localRejected, localAllFit := g.rejected(hits), quota.AllFit(g.out)
-		r := &call{script: lua.Refund, args: lua.AppendTime(nil, g.now, true)}
+		r := &call{script: lua.Refund, node: g.node, args: lua.AppendTime(nil, g.now, true)}
 		for j, i := range g.idx {
 			h, d := &hits[i], &g.out[j]
 			if !quota.Taken(h, d, localRejected, localAllFit) {
@@ -502,12 +513,11 @@ func (s *Store) refund(ctx context.Context, refunds []*call) {
 // runCalls sends calls through the batcher as one job, bounded by the
 // refund budget and not by ctx's end.
 func (s *Store) runCalls(ctx context.Context, calls []*call) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.refundBudget)
-	defer cancel()
 	p := s.batch.get()
 	defer s.batch.release(p)
 	p.calls = calls
-	if err := s.batch.do(rctx, p); err != nil {
+	p.deadline = time.Now().Add(s.refundBudget)
+	if err := s.batch.do(context.WithoutCancel(ctx), p); err != nil {
 		for _, c := range calls {
 			c.err = err
 		}

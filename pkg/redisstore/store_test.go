@@ -31,6 +31,17 @@ func newPrefix() string {
 // newClient builds a client as co says, closed when the test ends.
 func newClient(t testing.TB, co redisstore.ClientOptions) redis.UniversalClient {
 	t.Helper()
+	// A decision's whole wait is bounded by the read timeout (the store's
+	// default Timeout): on a loaded 2-core machine running the race
+	// detector, 500 ms of queue and reply is not always enough, and tests
+	// that count exactly what was admitted must not see timeouts. Tests of
+	// timeouts set their own.
+	if co.ReadTimeout == 0 {
+		co.ReadTimeout = testIOTimeout
+	}
+	if co.WriteTimeout == 0 {
+		co.WriteTimeout = testIOTimeout
+	}
 	c, err := redisstore.NewClient(co)
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
@@ -70,6 +81,10 @@ type target struct {
 // connections at once: on a loaded 2-core machine a connection storm can
 // overflow the listen backlog, and a dropped SYN is only resent after 1 s.
 const testDialTimeout = 5 * time.Second
+
+// testIOTimeout is the read and write timeout of the tests' clients (see
+// newClient).
+const testIOTimeout = 10 * time.Second
 
 func targets() []target {
 	return []target{
@@ -466,7 +481,7 @@ func TestRedisRestart(t *testing.T) {
 	srv := redistest.StartServer(t)
 	var ups, downs atomic.Int64
 	s := newStore(t, redisstore.ClientOptions{URL: srv.URL}, redisstore.Options{
-		OnStateChange: func(up bool, err error) {
+		OnStateChange: func(_ string, up bool, err error) {
 			if up {
 				ups.Add(1)
 			} else {
@@ -654,8 +669,20 @@ func TestClientOptions(t *testing.T) {
 func TestClientDefaults(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Shared(t)
-	c := newClient(t, redisstore.ClientOptions{URL: srv.URL})
+	// NewClient itself: newClient gives tests longer timeouts.
+	raw := func(co redisstore.ClientOptions) redis.UniversalClient {
+		c, err := redisstore.NewClient(co)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	c := raw(redisstore.ClientOptions{URL: srv.URL})
 	o := c.(*redis.Client).Options()
+	if o.PoolTimeout != o.ReadTimeout {
+		t.Errorf("pool timeout %v, want the read timeout %v", o.PoolTimeout, o.ReadTimeout)
+	}
 	if o.DialTimeout != redisstore.DefaultDialTimeout || o.ReadTimeout != redisstore.DefaultReadTimeout ||
 		o.WriteTimeout != redisstore.DefaultWriteTimeout || o.MaxRetries != redisstore.DefaultMaxRetries ||
 		o.PoolSize != redisstore.DefaultPoolSizePerCPU*runtime.GOMAXPROCS(0) {
@@ -667,7 +694,7 @@ func TestClientDefaults(t *testing.T) {
 	if o.PoolSize != 3 || o.MaxRetries != 0 || o.ReadTimeout != time.Second {
 		t.Errorf("URL and fields: pool %d retries %d read %v; want 3, 0, 1s", o.PoolSize, o.MaxRetries, o.ReadTimeout)
 	}
-	cc := newClient(t, redisstore.ClientOptions{URL: redistest.SharedCluster(t).URL, Cluster: true, PoolSize: 7})
+	cc := raw(redisstore.ClientOptions{URL: redistest.SharedCluster(t).URL, Cluster: true, PoolSize: 7})
 	if co := cc.(*redis.ClusterClient).Options(); co.PoolSize != 7 || co.ReadTimeout != redisstore.DefaultReadTimeout {
 		t.Errorf("cluster: pool %d read %v", co.PoolSize, co.ReadTimeout)
 	}
@@ -914,7 +941,7 @@ func TestTLS(t *testing.T) {
 	out := make([]quota.Decision, 1)
 
 	// Without the CA the certificate is not trusted: TLS is really in use.
-	untrusted := newStore(t, redisstore.ClientOptions{URL: srv.URL}, redisstore.Options{})
+	untrusted := newStore(t, redisstore.ClientOptions{URL: srv.URL, DialTimeout: testDialTimeout}, redisstore.Options{})
 	if err := untrusted.Take(ctx, h, out); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("Take without the CA = %v, want a certificate error", err)
 	}

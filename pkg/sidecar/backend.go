@@ -26,6 +26,30 @@ type backend struct {
 	limiter quota.Limiter
 	redis   redis.UniversalClient // nil for memory
 	close   func() error
+	// health tells each Redis node's breaker state (nil for the other
+	// backends).
+	health func() []redisstore.NodeHealth
+}
+
+// nodeHealthDesc is floodgate_redis_node_up: one series per Redis node the
+// store has sent calls to (per master on a cluster, whose breakers are
+// per node).
+var nodeHealthDesc = prometheus.NewDesc("floodgate_redis_node_up",
+	"1 while the Redis node answers, 0 while its breaker has it down (node: a cluster master's address, empty for a standalone or Sentinel Redis).",
+	[]string{"node"}, nil)
+
+type nodeHealthCollector struct{ st *redisstore.Store }
+
+func (c nodeHealthCollector) Describe(ch chan<- *prometheus.Desc) { ch <- nodeHealthDesc }
+
+func (c nodeHealthCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, n := range c.st.Health() {
+		v := 0.0
+		if n.Up {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(nodeHealthDesc, prometheus.GaugeValue, v, n.Addr)
+	}
 }
 
 // newBackend builds the backend that s selects, with its metrics in reg.
@@ -114,11 +138,15 @@ func newRedisBackend(s Settings, reg prometheus.Registerer, log *slog.Logger) (b
 		KeyPrefix:   r.KeyPrefix,
 		BatchMax:    r.BatchMax,
 		BatchWindow: r.BatchWindow,
-		OnStateChange: func(up bool, err error) {
+		OnStateChange: func(node string, up bool, err error) {
+			args := []any{}
+			if node != "" {
+				args = append(args, "node", node)
+			}
 			if up {
-				log.Info("redis is back: deciding again")
+				log.Info("redis is back: deciding again", args...)
 			} else {
-				log.Error("redis is down: failing fast until it answers", "err", err.Error())
+				log.Error("redis is down: failing fast until it answers", append(args, "err", err.Error())...)
 			}
 		},
 	})
@@ -142,19 +170,20 @@ func newRedisBackend(s Settings, reg prometheus.Registerer, log *slog.Logger) (b
 	stat("refunds_total", "Refund calls on a cluster (a request whose slots disagreed).", func(x redisstore.Stats) uint64 { return x.Refunds })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "floodgate", Subsystem: "redis", Name: "up",
-		Help: "1 while Redis answers, 0 while it is marked down.",
+		Help: "1 while every Redis node answers, 0 while one is marked down (see floodgate_redis_node_up).",
 	}, func() float64 {
 		if st.Stats().Up {
 			return 1
 		}
 		return 0
 	}))
+	reg.MustRegister(nodeHealthCollector{st})
 	lim, err := withNearCache(st, s, reg)
 	if err != nil {
 		closeAll()
 		return backend{}, err
 	}
-	return backend{limiter: lim, redis: client, close: closeAll}, nil
+	return backend{limiter: lim, redis: client, close: closeAll, health: st.Health}, nil
 }
 
 // redisTLS is the TLS config of --redis-tls-cert, --redis-tls-key and
