@@ -79,7 +79,10 @@ type sidecar struct {
 // process is killed when the test ends, if it still runs.
 func startSidecar(t testing.TB, name string, args ...string) *sidecar {
 	t.Helper()
-	full := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, args...)
+	// A decision waits at most the Redis read timeout, queue and dial
+	// included: 5 s keeps a loaded CI machine from failing tests that are
+	// not about timeouts (the fault suite, make chaos, runs the defaults).
+	full := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--redis-read-timeout", "5s"}, args...)
 	return startProcess(t, name, nil, full...)
 }
 

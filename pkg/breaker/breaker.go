@@ -18,6 +18,7 @@ package breaker
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,8 +44,10 @@ type Options struct {
 	Interval time.Duration
 	// Timeout bounds one probe; default 1s.
 	Timeout time.Duration
-	// Probe checks whether the backend answers again (say a PING). It is
-	// required.
+	// Probe checks whether the backend answers again (say a PING). Without
+	// one, the breaker is half-open every Interval instead: Allow lets one
+	// call through as a trial, whose Record closes the breaker or keeps it
+	// open, and no goroutine runs.
 	Probe func(ctx context.Context) error
 	// OnChange, when set, is told each time the breaker opens (up false,
 	// with the error that opened it) and closes again.
@@ -61,11 +64,12 @@ type Breaker struct {
 	probe     func(context.Context) error
 	onChange  func(bool, error)
 
-	failures atomic.Int64
-	open     atomic.Pointer[OpenError]
-	since    atomic.Int64 // unix nanoseconds of the last change (0: never)
-	lastErr  atomic.Pointer[string]
-	opens    atomic.Uint64
+	failures  atomic.Int64
+	open      atomic.Pointer[OpenError]
+	nextTrial atomic.Int64 // without a probe: unix nanoseconds of the next trial
+	since     atomic.Int64 // unix nanoseconds of the last change (0: never)
+	lastErr   atomic.Pointer[string]
+	opens     atomic.Uint64
 
 	mu     sync.Mutex // orders starting a probe with Close
 	closed bool
@@ -93,9 +97,6 @@ func (e *OpenError) Unwrap() []error { return []error{ErrOpen, e.Cause} }
 
 // New returns a closed breaker.
 func New(o Options) *Breaker {
-	if o.Probe == nil {
-		panic("breaker: Options.Probe is nil")
-	}
 	b := &Breaker{
 		name:      o.Name,
 		threshold: int64(o.Failures),
@@ -117,12 +118,20 @@ func New(o Options) *Breaker {
 	return b
 }
 
-// Allow returns nil while the breaker is closed, else its *OpenError.
+// Allow returns nil while the breaker is closed, else its *OpenError
+// (but for a trial call, every Interval, when there is no Probe).
 func (b *Breaker) Allow() error {
-	if e := b.open.Load(); e != nil {
-		return e
+	e := b.open.Load()
+	if e == nil {
+		return nil
 	}
-	return nil
+	if b.probe == nil {
+		now := time.Now().UnixNano()
+		if next := b.nextTrial.Load(); now >= next && b.nextTrial.CompareAndSwap(next, now+int64(b.interval)) {
+			return nil
+		}
+	}
+	return e
 }
 
 // Up reports whether the breaker is closed.
@@ -161,6 +170,9 @@ func (b *Breaker) Record(err error, outage bool) {
 		if b.failures.Load() != 0 {
 			b.failures.Store(0)
 		}
+		if b.probe == nil && b.open.Load() != nil {
+			b.reset() // a trial went through
+		}
 		return
 	}
 	if !outage {
@@ -185,6 +197,10 @@ func (b *Breaker) Trip(cause error) {
 	if b.onChange != nil {
 		b.onChange(false, cause)
 	}
+	if b.probe == nil {
+		b.nextTrial.Store(time.Now().Add(b.interval).UnixNano())
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -192,6 +208,18 @@ func (b *Breaker) Trip(cause error) {
 	}
 	b.probes.Add(1)
 	go b.run()
+}
+
+// reset closes an open breaker.
+func (b *Breaker) reset() {
+	if b.open.Swap(nil) == nil {
+		return // another caller closed it
+	}
+	b.failures.Store(0)
+	b.since.Store(time.Now().UnixNano())
+	if b.onChange != nil {
+		b.onChange(true, nil)
+	}
 }
 
 // run probes every interval until the backend answers (or is gone), then
@@ -210,18 +238,14 @@ func (b *Breaker) run() {
 		err := b.probe(ctx)
 		cancel()
 		if err == nil || errors.Is(err, ErrGone) {
-			b.failures.Store(0)
-			b.open.Store(nil)
-			b.since.Store(time.Now().UnixNano())
-			if b.onChange != nil {
-				b.onChange(true, nil)
-			}
+			b.reset()
 			return
 		}
 	}
 }
 
-// Close stops the probe, if one runs, and waits for it. The breaker keeps
+// Close stops the probe, if one runs, and waits for it (a breaker without
+// a Probe needs no Close). The breaker keeps
 // its state; an open one stays open.
 func (b *Breaker) Close() {
 	b.mu.Lock()
@@ -233,4 +257,31 @@ func (b *Breaker) Close() {
 	close(b.done)
 	b.mu.Unlock()
 	b.probes.Wait()
+}
+
+// Outage reports whether err, from a call to a Redis-speaking backend,
+// means the backend cannot serve, so that the next call would likely wait
+// and fail too: a network error or a timeout, or Redis saying it cannot
+// serve (LOADING, MASTERDOWN, CLUSTERDOWN, or READONLY: a master that has
+// become a replica). Redis answering with another error (about this
+// call), and a caller that gave up, are not outages.
+func Outage(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	// go-redis's error replies (redis.Error) have this method.
+	var reply interface {
+		error
+		RedisError()
+	}
+	if errors.As(err, &reply) {
+		msg := reply.Error()
+		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "READONLY"} {
+			if strings.HasPrefix(msg, p) {
+				return true
+			}
+		}
+		return false
+	}
+	return true
 }

@@ -98,6 +98,18 @@ type Store interface {
 	Stats(ctx context.Context) (Stats, error)
 }
 
+// Remote is a Store in another process (pkg/rediscache), whose calls can
+// fail for want of it. The engine (pkg/respcache) guards such a store with
+// a breaker, so that a store that stalls stops costing each request its
+// timeout once it has been seen to.
+type Remote interface {
+	Store
+	// Outage reports whether err, from one of the store's calls, means
+	// the store cannot serve now (rather than an answer about one call,
+	// or a caller that gave up).
+	Outage(err error) bool
+}
+
 // VariantID is the variant of a request under the Vary names: each name
 // and the request's value of it (fields of one name joined with ", "), so
 // that two requests share a variant exactly when they agree on every

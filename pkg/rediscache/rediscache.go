@@ -109,6 +109,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/pkg/breaker"
 	"github.com/floodgate/floodgate/pkg/cachestore"
 )
 
@@ -658,3 +659,8 @@ func runPipelined(ctx context.Context, c redis.UniversalClient, sc *redis.Script
 func isNoScript(err error) bool {
 	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
 }
+
+// Outage reports whether err, from one of the store's calls, means Redis
+// cannot serve now (cachestore.Remote): a network error, a timeout, or
+// Redis saying so.
+func (s *Store) Outage(err error) bool { return breaker.Outage(err) }

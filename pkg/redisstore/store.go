@@ -39,13 +39,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/pkg/breaker"
 	"github.com/floodgate/floodgate/pkg/lua"
 	"github.com/floodgate/floodgate/pkg/quota"
 )
@@ -255,23 +255,9 @@ func (s *Store) gate() error {
 
 // isOutage reports whether err means Redis cannot serve (so that the next
 // request would likely wait and fail too), as opposed to an answer about
-// this request or a caller that gave up.
+// this request (a script's error reply) or a caller that gave up.
 func isOutage(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, lua.ErrReply) {
-		return false
-	}
-	var rerr redis.Error
-	if errors.As(err, &rerr) {
-		// Redis answered: it is up, unless the answer says it cannot serve.
-		msg := rerr.Error()
-		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN"} {
-			if strings.HasPrefix(msg, p) {
-				return true
-			}
-		}
-		return false
-	}
-	return true
+	return !errors.Is(err, lua.ErrReply) && breaker.Outage(err)
 }
 
 // Take decides hits as one all-or-nothing batch (see quota.Limiter

@@ -38,7 +38,7 @@ type ruleMetrics struct {
 	stores, invalidations        prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, store cachestore.Store) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, store cachestore.Store, up func() bool) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "floodgate_cache_requests_total",
@@ -69,7 +69,16 @@ func newMetrics(reg prometheus.Registerer, store cachestore.Store) (*metrics, er
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.stores, m.invalidations, m.errors, m.purged, &statsCollector{store: store, errors: m.errors}} {
+	storeUp := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "floodgate_cache_store_up",
+		Help: "1 while the cache store is deemed able to serve, 0 while its breaker is open (a Redis store that failed): requests then pass through uncached.",
+	}, func() float64 {
+		if up() {
+			return 1
+		}
+		return 0
+	})
+	for _, c := range []prometheus.Collector{m.requests, m.stores, m.invalidations, m.errors, m.purged, storeUp, &statsCollector{store: store, errors: m.errors}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/floodgate/floodgate/pkg/breaker"
 	"github.com/floodgate/floodgate/pkg/cacheconfig"
 	"github.com/floodgate/floodgate/pkg/cachestore"
 )
@@ -72,7 +73,17 @@ type Engine struct {
 
 	lastLog atomic.Int64 // unix nanos of the last storage error logged
 	dropped atomic.Int64 // storage errors not logged since
+
+	// For a store in another process: its breaker (nil otherwise). While
+	// it is open, requests pass through without asking the store, but for
+	// one trial call every breakerInterval.
+	remote cachestore.Remote
+	brk    *breaker.Breaker
 }
+
+// breakerInterval is how often an open breaker lets a trial call through
+// to a remote store.
+const breakerInterval = 500 * time.Millisecond
 
 // New returns an Engine over opts.Store. Until SetConfig every request
 // passes through.
@@ -106,12 +117,50 @@ func New(opts Options) (*Engine, error) {
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
-	m, err := newMetrics(opts.Registerer, opts.Store)
+	if r, ok := opts.Store.(cachestore.Remote); ok {
+		e.remote = r
+		e.brk = breaker.New(breaker.Options{
+			Name:     "cache store",
+			Interval: breakerInterval,
+			OnChange: func(up bool, err error) {
+				if up {
+					e.log.Info("cache store answers again: caching resumes")
+				} else {
+					e.log.Error("cache store unavailable: requests pass through uncached until it answers", "err", err.Error())
+				}
+			},
+		})
+	}
+	m, err := newMetrics(opts.Registerer, opts.Store, e.storeUp)
 	if err != nil {
 		return nil, err
 	}
 	e.metrics = m
 	return e, nil
+}
+
+// storeUp reports whether the store is deemed able to serve: always for a
+// store in this process, else while its breaker is closed.
+func (e *Engine) storeUp() bool { return e.brk == nil || e.brk.Up() }
+
+// guard says whether a storage call of op may go: false while the remote
+// store's breaker is open, counting and logging it as a storage error.
+func (e *Engine) guard(op string) bool {
+	if e.brk == nil {
+		return true
+	}
+	if err := e.brk.Allow(); err != nil {
+		e.storageError(op, err)
+		return false
+	}
+	return true
+}
+
+// heard tells the remote store's breaker how a storage call went.
+func (e *Engine) heard(err error) {
+	if e.brk != nil {
+		e.brk.Record(err, err != nil && e.remote.Outage(err))
+	}
 }
 
 // MaxEntryBytes is the largest body the engine stores.
@@ -157,7 +206,10 @@ func (e *Engine) match(host, path string) *rule {
 
 // Purge removes the entries sel selects (POST /cache/purge).
 func (e *Engine) Purge(ctx context.Context, sel cachestore.Selector) (int, error) {
+	// A purge is an operator's: it is tried even while the breaker is
+	// open, and heard by it.
 	n, err := e.store.Invalidate(ctx, sel)
+	e.heard(err)
 	if err != nil {
 		e.storageError("purge", err)
 		return n, err

@@ -156,9 +156,13 @@ func (t *Tx) bypass(fwd string) *Tx {
 // lookup is the fresh entry for the request, or nil (a storage error
 // counts and reads as none).
 func (t *Tx) lookup(ctx context.Context, now time.Time) *cachestore.Entry {
+	if !t.e.guard("get") {
+		return nil
+	}
 	ctx, cancel := storeCtx(ctx)
 	defer cancel()
 	ent, err := t.e.store.Get(ctx, t.key, t.vary, now)
+	t.e.heard(err)
 	if err != nil {
 		t.e.storageError("get", err)
 		return nil
@@ -309,9 +313,14 @@ func (t *Tx) storable(status int, header []Header) (*cachestore.Entry, []string,
 
 // put stores ent and releases the requests waiting for it.
 func (t *Tx) put(ctx context.Context, ent *cachestore.Entry, vary []string) bool {
+	if !t.e.guard("put") {
+		t.land()
+		return false
+	}
 	ctx, cancel := storeCtx(ctx)
 	defer cancel()
 	err := t.e.store.Put(ctx, t.key, vary, t.vary, ent)
+	t.e.heard(err)
 	t.land()
 	if err != nil {
 		t.e.storageError("put", err)
@@ -331,9 +340,12 @@ func (t *Tx) invalidate(ctx context.Context, header []Header) {
 			sel.Paths = append(sel.Paths, p)
 		}
 	}
+	// An invalidation is tried even while the breaker is open: a write
+	// must not leave a stale entry behind when the store is back.
 	ctx, cancel := storeCtx(ctx)
 	defer cancel()
 	n, err := t.e.store.Invalidate(ctx, sel)
+	t.e.heard(err)
 	if err != nil {
 		t.e.storageError("invalidate", err)
 	}

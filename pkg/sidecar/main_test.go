@@ -59,7 +59,10 @@ func start(t *testing.T, args ...string) *running {
 // the Main before Start.
 func startWith(t *testing.T, configure func(*sidecar.Main), args ...string) *running {
 	t.Helper()
-	args = append([]string{"--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--reload-interval=20ms"}, args...)
+	// A decision waits at most the Redis read timeout, queue and dial
+	// included: 5 s keeps a loaded machine running the race detector from
+	// failing tests that are not about timeouts (those set their own).
+	args = append([]string{"--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--reload-interval=20ms", "--redis-read-timeout=5s"}, args...)
 	s, err := sidecar.ParseSettings(args, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatalf("settings: %v", err)
