@@ -558,10 +558,15 @@ func logCount(sc *sidecar, since time.Time, subs ...string) int {
 	return n
 }
 
+// defaults undoes what startSidecar sets for ordinary e2e tests (a 5 s
+// Redis read timeout, so a loaded machine does not fail them): the fault
+// suite measures the defaults users run.
+var defaults = []string{"--redis-read-timeout", readTimeout.String()}
+
 func chaosSidecar(t *testing.T, name string, args ...string) *sidecar {
 	t.Helper()
 	cfg := writeFile(t, t.TempDir(), "chaos.yaml", chaosConfig)
-	return startSidecar(t, name, append([]string{"--config", cfg}, args...)...)
+	return startSidecar(t, name, append(append([]string{"--config", cfg}, defaults...), args...)...)
 }
 
 // waitDecided waits until sc decides a call (Redis reachable).
@@ -976,7 +981,7 @@ func chaosExactness(t *testing.T) {
 	s := newScenario(t, fmt.Sprintf("Two sidecars on one Redis (or one Cluster, one Sentinel group), 64 clients each, one key with a limit of L = %d per hour (fixed window). Without a fault: 3L calls. With one: L/2 calls, the fault beside the load, then 2L more calls. Admitted = OK answers that carry a decision; failed open = OK answers without one.", exactLimit))
 	cfg := writeFile(t, t.TempDir(), "exact.yaml", exactConfig)
 	pair := func(name string, args ...string) []*sidecar {
-		args = append([]string{"--config", cfg}, args...)
+		args = append(append([]string{"--config", cfg}, defaults...), args...)
 		return []*sidecar{startSidecar(t, name+"-a", args...), startSidecar(t, name+"-b", args...)}
 	}
 	redis := redistest.StartServer(t)
