@@ -631,3 +631,59 @@ func testUpstreamCacheStatusKept(t *testing.T, store storeKind) {
 }
 
 func TestUpstreamCacheStatusKept(t *testing.T) { both(t, testUpstreamCacheStatusKept) }
+
+// TestStoreStallBreaker stalls the Redis under the cache (SIGSTOP): the
+// first requests pass through after the store timeout, then the breaker
+// opens (floodgate_cache_store_up 0) and requests pass through without
+// asking the store; once Redis continues, a trial call closes it and
+// responses are stored and served again.
+func TestStoreStallBreaker(t *testing.T) {
+	srv := redistest.StartServer(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	st, err := rediscache.New(c, rediscache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, memory, respcache.Options{Store: st})
+	if up := f.metric("floodgate_cache_store_up"); up != 1 {
+		t.Fatalf("floodgate_cache_store_up = %v before the stall", up)
+	}
+	if err := srv.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	paused := true
+	t.Cleanup(func() {
+		if paused {
+			srv.Resume()
+		}
+	})
+	for i := 0; f.metric("floodgate_cache_store_up") != 0; i++ {
+		if i > 50 {
+			t.Fatal("the breaker did not open on a stalled store")
+		}
+		if res := f.do(extproctest.Request{Path: "/v1/catalog/stall"}, ok("max-age=60")); res.Hit() {
+			t.Fatal("a hit from a stalled store")
+		}
+	}
+	errs := f.metric("floodgate_cache_errors_total", "op", "get")
+	for i := 0; i < 5; i++ {
+		if res := f.do(extproctest.Request{Path: "/v1/catalog/stall"}, ok("max-age=60")); res.Hit() || res.Status != 200 {
+			t.Fatalf("while open: hit %v status %d, want a pass-through", res.Hit(), res.Status)
+		}
+	}
+	if got := f.metric("floodgate_cache_errors_total", "op", "get"); got < errs+4 {
+		t.Errorf("get errors %v -> %v while open: want the refused calls counted", errs, got)
+	}
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	paused = false
+	waitFor(t, func() bool {
+		f.do(extproctest.Request{Path: "/v1/catalog/stall"}, ok("max-age=60"))
+		return f.do(extproctest.Request{Path: "/v1/catalog/stall"}, extproctest.Response{Status: 500}).Hit()
+	})
+	if up := f.metric("floodgate_cache_store_up"); up != 1 {
+		t.Errorf("floodgate_cache_store_up = %v after the stall", up)
+	}
+}
