@@ -517,15 +517,15 @@ func maxLatency(answers []answer, from, to time.Duration) time.Duration {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
 
-// signalRedis sends sig to a redis-server.
+// signalRedis stalls (SIGSTOP) or resumes (SIGCONT) a redis-server.
 func signalRedis(t *testing.T, r *redistest.Server, sig syscall.Signal) {
 	t.Helper()
-	pid := r.Pid()
-	if pid == 0 {
-		t.Fatalf("redis %s is not running", r.Addr)
+	pause := r.Resume
+	if sig == syscall.SIGSTOP {
+		pause = r.Pause
 	}
-	if err := syscall.Kill(pid, sig); err != nil {
-		t.Fatalf("kill -%v %d: %v", sig, pid, err)
+	if err := pause(); err != nil {
+		t.Fatalf("kill -%v %s: %v", sig, r.Addr, err)
 	}
 }
 

@@ -145,14 +145,3 @@ func (s *Server) Role() (string, error) {
 	}
 	return Field(info, "role"), nil
 }
-
-// Pid returns the server's process ID, for tests that stop it with a
-// signal (SIGSTOP to stall it).
-func (s *Server) Pid() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return 0
-	}
-	return s.cmd.Process.Pid
-}
