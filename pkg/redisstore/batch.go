@@ -87,6 +87,7 @@ type pending struct {
 	// deadline is when the job's wait for Redis ends, queue included:
 	// its Take's start plus the store's budget.
 	deadline time.Time
+	dctx     deadlineCtx // the context of a flush this job leads
 	// done receives nil when the job's calls are answered, or a batch
 	// (the queue, taken for this job to flush) when it is to lead one.
 	done  chan []*pending
@@ -230,9 +231,8 @@ func (b *batcher) flush(self *pending, batch []*pending) {
 		}
 		self.gather = calls
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	b.s.send(ctx, calls)
-	cancel()
+	self.dctx.d = deadline
+	b.s.send(&self.dctx, calls)
 
 	b.mu.Lock()
 	b.inflight -= len(batch)
@@ -386,4 +386,23 @@ func verdict(calls []*call) error {
 // (raw, or as go-redis's ErrNoScript).
 func isNoScript(err error) bool {
 	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
+}
+
+// deadlineCtx is the context of a flush: a deadline, and nothing of any
+// caller's (neither its cancellation nor its values). Unlike
+// context.WithDeadline it needs no timer and no allocation: Done is nil,
+// and the deadline is enforced by what go-redis does with Deadline (socket
+// deadlines, dial timeouts) and by Err. A wait that only Done could end (a
+// free connection from a full pool) is bounded by the pool timeout, which
+// NewClient sets to the read timeout.
+type deadlineCtx struct{ d time.Time }
+
+func (c *deadlineCtx) Deadline() (time.Time, bool) { return c.d, true }
+func (c *deadlineCtx) Done() <-chan struct{}       { return nil }
+func (c *deadlineCtx) Value(any) any               { return nil }
+func (c *deadlineCtx) Err() error {
+	if time.Now().Before(c.d) {
+		return nil
+	}
+	return context.DeadlineExceeded
 }
