@@ -283,7 +283,7 @@ type sample struct {
 
 var keptSeries = regexp.MustCompile(`^(go_goroutines|process_resident_memory_bytes|floodgate_redis_|floodgate_ratelimit_fail_open_total|floodgate_ratelimit_backend_errors_total|floodgate_cache_errors_total|floodgate_cache_requests_total|floodgate_nearcache_hits_total)`)
 
-func scrape(sc *sidecar) (map[string]float64, error) {
+func chaosScrape(sc *sidecar) (map[string]float64, error) {
 	code, body, err := sc.get("/metrics")
 	if err != nil || code != 200 {
 		return nil, fmt.Errorf("/metrics: %d %v", code, err)
@@ -341,7 +341,7 @@ func (s *scenario) start(sc *sidecar, clients int, req func(w, seq int) *rlsv3.R
 		tick := time.NewTicker(200 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if v, err := scrape(sc); err == nil {
+			if v, err := chaosScrape(sc); err == nil {
 				s.mu.Lock()
 				s.samples = append(s.samples, sample{at: time.Since(s.t0), vals: v})
 				s.mu.Unlock()
@@ -374,7 +374,7 @@ func (s *scenario) finish() []answer {
 	}
 	close(s.stopS)
 	s.sampled.Wait()
-	if v, err := scrape(s.sc); err == nil {
+	if v, err := chaosScrape(s.sc); err == nil {
 		s.samples = append(s.samples, sample{at: time.Since(s.t0), vals: v})
 	}
 	for i, m := range s.marks {
@@ -969,7 +969,7 @@ func chaosRespCache(t *testing.T) {
 }
 
 func (s *scenario) scrapeNow() map[string]float64 {
-	v, _ := scrape(s.sc)
+	v, _ := chaosScrape(s.sc)
 	return v
 }
 
