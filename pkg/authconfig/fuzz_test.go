@@ -45,7 +45,9 @@ func FuzzParse(f *testing.F) {
 			}
 			// Every problem names its file and, in the fuzzed one, a
 			// line inside it (0: the whole file).
-			lines := bytes.Count(data, []byte("\n")) + 1
+			// YAML breaks lines at \n, \r\n and a lone \r.
+			lines := bytes.Count(bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n")), []byte("\n")) +
+				bytes.Count(data, []byte("\r")) - bytes.Count(data, []byte("\r\n")) + 1
 			for _, p := range ps {
 				if p.File == "" || p.Msg == "" || p.Line < 0 || (p.File == "fuzz.yaml" && p.Line > lines) {
 					t.Fatalf("problem %+v: want a file, a line in it and a message", p)

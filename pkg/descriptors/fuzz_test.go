@@ -50,7 +50,9 @@ func FuzzParse(f *testing.F) {
 			if !ok || len(ps) == 0 {
 				t.Fatalf("error of type %T: %v", err, err)
 			}
-			lines := bytes.Count(data, []byte("\n")) + 1
+			// YAML breaks lines at \n, \r\n and a lone \r.
+			lines := bytes.Count(bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n")), []byte("\n")) +
+				bytes.Count(data, []byte("\r")) - bytes.Count(data, []byte("\r\n")) + 1
 			for _, p := range ps {
 				if p.File != "fuzz.yaml" || p.Line < 0 || p.Line > lines || p.Msg == "" {
 					t.Fatalf("problem %+v: want fuzz.yaml, a line in 0..%d and a message", p, lines)

@@ -442,6 +442,9 @@ func Translate(getenv func(string) string) (Translation, error) {
 		}
 		if e.boolean("CONFIG_GRPC_XDS_SERVER_USE_TLS") {
 			flag("config-xds-tls", "true")
+			if cert, key := e.str("CONFIG_GRPC_XDS_CLIENT_TLS_CERT"), e.str("CONFIG_GRPC_XDS_CLIENT_TLS_KEY"); (cert == "") != (key == "") {
+				e.bad("CONFIG_GRPC_XDS_CLIENT_TLS_CERT", cert, "and CONFIG_GRPC_XDS_CLIENT_TLS_KEY go together")
+			}
 			for _, x := range []struct{ env, flag string }{
 				{"CONFIG_GRPC_XDS_CLIENT_TLS_CERT", "config-xds-tls-cert"},
 				{"CONFIG_GRPC_XDS_CLIENT_TLS_KEY", "config-xds-tls-key"},
