@@ -57,4 +57,4 @@ clean:
 	rm -rf bin
 
 # End-to-end (e2e/) and Kubernetes (k8s/) targets live beside this file.
--include e2e.mk k8s.mk soak.mk ui.mk chaos.mk
+-include e2e.mk k8s.mk soak.mk ui.mk chaos.mk fuzz.mk

@@ -28,6 +28,26 @@ const Env = "FLOODGATE_SHARED_DATA"
 // it when CI is true or $FLOODGATE_SHARED_DATA was set explicitly.
 func Dir(t testing.TB, rel ...string) string {
 	t.Helper()
+	dir, ok := locate(t, rel)
+	if !ok {
+		t.Skipf("../shared not found: compatibility files are not beside this clone (no %s)", dir)
+	}
+	return dir
+}
+
+// Lookup is Dir for optional data, such as fuzz seeds: when the directory
+// is missing it returns false instead of skipping, so the caller goes on
+// without it. Under CI=true, or with $FLOODGATE_SHARED_DATA set, a missing
+// directory still fails the test.
+func Lookup(t testing.TB, rel ...string) (string, bool) {
+	t.Helper()
+	return locate(t, rel)
+}
+
+// locate returns the directory rel and whether it exists; it fails t
+// when a missing one is an error (CI, or an explicit $FLOODGATE_SHARED_DATA).
+func locate(t testing.TB, rel []string) (string, bool) {
+	t.Helper()
 	base, explicit := os.Getenv(Env), true
 	if base == "" {
 		explicit = false
@@ -39,17 +59,15 @@ func Dir(t testing.TB, rel ...string) string {
 	}
 	dir := filepath.Join(append([]string{base}, rel...)...)
 	if info, err := os.Stat(dir); err == nil && info.IsDir() {
-		return dir
+		return dir, true
 	}
 	switch {
 	case explicit:
 		t.Fatalf("%s=%s: %s is not a directory", Env, base, dir)
 	case inCI():
 		t.Fatalf("../shared not found: %s is missing, and CI=true requires the shared data beside the clone", dir)
-	default:
-		t.Skipf("../shared not found: compatibility files are not beside this clone (no %s)", dir)
 	}
-	return ""
+	return dir, false
 }
 
 // inCI reports whether $CI says this is a CI run (CI=true, as CI services set it).

@@ -1,6 +1,7 @@
 package authconfig
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,8 +39,19 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse("fuzz.yaml", data, read)
 		if err != nil {
-			if _, ok := err.(descriptors.Problems); !ok {
+			ps, ok := err.(descriptors.Problems)
+			if !ok || len(ps) == 0 {
 				t.Fatalf("error of type %T: %v", err, err)
+			}
+			// Every problem names its file and, in the fuzzed one, a
+			// line inside it (0: the whole file).
+			// YAML breaks lines at \n, \r\n and a lone \r.
+			lines := bytes.Count(bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n")), []byte("\n")) +
+				bytes.Count(data, []byte("\r")) - bytes.Count(data, []byte("\r\n")) + 1
+			for _, p := range ps {
+				if p.File == "" || p.Msg == "" || p.Line < 0 || (p.File == "fuzz.yaml" && p.Line > lines) {
+					t.Fatalf("problem %+v: want a file, a line in it and a message", p)
+				}
 			}
 			return
 		}

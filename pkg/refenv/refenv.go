@@ -424,7 +424,13 @@ func Translate(getenv func(string) string) (Translation, error) {
 		}
 		flag("config-layout", layout)
 	case "GRPC_XDS_SOTW":
-		flag("config-xds-url", e.str("CONFIG_GRPC_XDS_SERVER_URL"))
+		xdsURL := e.str("CONFIG_GRPC_XDS_SERVER_URL")
+		// serve takes host:port only; refusing anything else here names
+		// the variable rather than the flag it becomes.
+		if host, port, err := net.SplitHostPort(xdsURL); err != nil || host == "" || port == "" || strings.Contains(xdsURL, "/") {
+			e.bad("CONFIG_GRPC_XDS_SERVER_URL", xdsURL, "must be host:port, without a scheme")
+		}
+		flag("config-xds-url", xdsURL)
 		flag("config-xds-node-id", e.str("CONFIG_GRPC_XDS_NODE_ID"))
 		if !e.boolean("FORCE_START_WITHOUT_INITIAL_CONFIG") {
 			// The reference serves gRPC only once it has a config; calls
@@ -433,6 +439,9 @@ func Translate(getenv func(string) string) (Translation, error) {
 		}
 		if e.boolean("CONFIG_GRPC_XDS_SERVER_USE_TLS") {
 			flag("config-xds-tls", "true")
+			if cert, key := e.str("CONFIG_GRPC_XDS_CLIENT_TLS_CERT"), e.str("CONFIG_GRPC_XDS_CLIENT_TLS_KEY"); (cert == "") != (key == "") {
+				e.bad("CONFIG_GRPC_XDS_CLIENT_TLS_CERT", cert, "and CONFIG_GRPC_XDS_CLIENT_TLS_KEY go together")
+			}
 			for _, x := range []struct{ env, flag string }{
 				{"CONFIG_GRPC_XDS_CLIENT_TLS_CERT", "config-xds-tls-cert"},
 				{"CONFIG_GRPC_XDS_CLIENT_TLS_KEY", "config-xds-tls-key"},
