@@ -70,16 +70,9 @@ func SharedCluster(t testing.TB) *Cluster {
 }
 
 func startCluster(dir string, masters int) (*Cluster, error) {
-	if masters < 3 {
-		return nil, fmt.Errorf("a cluster needs at least 3 masters, got %d", masters)
-	}
-	bin, err := lookPath()
+	bin, cli, err := clusterTools(masters)
 	if err != nil {
 		return nil, err
-	}
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil {
-		return nil, fmt.Errorf("redis-cli not found in PATH (%v); it comes with `apt-get install -y redis-server`", err)
 	}
 	c := &Cluster{}
 	ok := false
@@ -88,22 +81,68 @@ func startCluster(dir string, masters int) (*Cluster, error) {
 			c.stop()
 		}
 	}()
-	for i := 0; i < masters; i++ {
-		n, err := startClusterNode(bin, filepath.Join(dir, "node"+strconv.Itoa(i)))
+	if c.Nodes, err = startClusterNodes(bin, dir, masters); err != nil {
+		return nil, err
+	}
+	if err := createCluster(cli, c.Addrs()); err != nil {
+		return nil, err
+	}
+	if err := waitClusterReady(c.Nodes, nil); err != nil {
+		return nil, fmt.Errorf("cluster did not become ready: %w", err)
+	}
+	c.URL = seedURL(c.Addrs())
+	ok = true
+	return c, nil
+}
+
+// clusterTools finds redis-server and redis-cli, for a cluster of masters
+// masters (at least 3, as redis-cli requires).
+func clusterTools(masters int) (bin, cli string, err error) {
+	if masters < 3 {
+		return "", "", fmt.Errorf("a cluster needs at least 3 masters, got %d", masters)
+	}
+	if bin, err = lookPath(); err != nil {
+		return "", "", err
+	}
+	if cli, err = exec.LookPath("redis-cli"); err != nil {
+		return "", "", fmt.Errorf("redis-cli not found in PATH (%v); it comes with `apt-get install -y redis-server`", err)
+	}
+	return bin, cli, nil
+}
+
+// startClusterNodes starts n cluster-enabled servers, each in its own
+// directory under dir. On an error the ones started are returned too, for
+// the caller to stop.
+func startClusterNodes(bin, dir string, n int) ([]*Server, error) {
+	var nodes []*Server
+	for i := 0; i < n; i++ {
+		s, err := startClusterNode(bin, filepath.Join(dir, "node"+strconv.Itoa(i)))
 		if err != nil {
-			return nil, err
+			return nodes, err
 		}
-		c.Nodes = append(c.Nodes, n)
+		nodes = append(nodes, s)
 	}
-	args := append([]string{"--cluster", "create"}, c.Addrs()...)
+	return nodes, nil
+}
+
+// createCluster makes masters of the servers at addrs, the slots split
+// between them, with no replicas.
+func createCluster(cli string, addrs []string) error {
+	args := append([]string{"--cluster", "create"}, addrs...)
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-	out, err := exec.Command(cli, args...).CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("redis-cli --cluster create: %w: %s", err, out)
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("redis-cli --cluster create: %w: %s", err, out)
 	}
-	want := strconv.Itoa(masters)
-	err = poll(context.Background(), clusterTimeout, 50*time.Millisecond, func() error {
-		for _, n := range c.Nodes {
+	return nil
+}
+
+// waitClusterReady waits until every node reports cluster_state:ok, every
+// slot served and every other node known, and then extra (if set) returns
+// nil.
+func waitClusterReady(nodes []*Server, extra func() error) error {
+	want := strconv.Itoa(len(nodes))
+	return poll(context.Background(), clusterTimeout, 50*time.Millisecond, func() error {
+		for _, n := range nodes {
 			info, err := n.Do("CLUSTER", "INFO")
 			if err != nil {
 				return err
@@ -113,21 +152,25 @@ func startCluster(dir string, masters int) (*Cluster, error) {
 				return fmt.Errorf("node %s not ready: %s", n.Addr, strings.ReplaceAll(info, "\r\n", " "))
 			}
 		}
+		if extra != nil {
+			return extra()
+		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("cluster did not become ready: %w", err)
-	}
-	c.URL = "redis://" + c.Nodes[0].Addr
-	for i, a := range c.Addrs()[1:] {
+}
+
+// seedURL is go-redis's cluster URL for seed nodes addrs:
+// redis://h1:p1?addr=h2:p2&addr=h3:p3.
+func seedURL(addrs []string) string {
+	u := "redis://" + addrs[0]
+	for i, a := range addrs[1:] {
 		sep := "&"
 		if i == 0 {
 			sep = "?"
 		}
-		c.URL += sep + "addr=" + a
+		u += sep + "addr=" + a
 	}
-	ok = true
-	return c, nil
+	return u
 }
 
 // startClusterNode starts one cluster-enabled server in its own directory

@@ -3,10 +3,7 @@ package redistest
 import (
 	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 )
@@ -38,16 +35,9 @@ func StartReplicatedCluster(t testing.TB, masters int) *ReplicatedCluster {
 }
 
 func startReplicatedCluster(dir string, masters int) (*ReplicatedCluster, error) {
-	if masters < 3 {
-		return nil, fmt.Errorf("a cluster needs at least 3 masters, got %d", masters)
-	}
-	bin, err := lookPath()
+	bin, cli, err := clusterTools(masters)
 	if err != nil {
 		return nil, err
-	}
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil {
-		return nil, fmt.Errorf("redis-cli not found in PATH (%v); it comes with `apt-get install -y redis-server`", err)
 	}
 	c := &ReplicatedCluster{}
 	ok := false
@@ -56,21 +46,15 @@ func startReplicatedCluster(dir string, masters int) (*ReplicatedCluster, error)
 			c.stop()
 		}
 	}()
-	for i := 0; i < 2*masters; i++ {
-		n, err := startClusterNode(bin, filepath.Join(dir, "node"+strconv.Itoa(i)))
-		if err != nil {
-			return nil, err
-		}
-		c.Nodes = append(c.Nodes, n)
+	if c.Nodes, err = startClusterNodes(bin, dir, 2*masters); err != nil {
+		return nil, err
 	}
 	c.Masters, c.Replicas = c.Nodes[:masters], c.Nodes[masters:]
 	// Masters first, then no replicas: each replica is attached to its
 	// master by hand below, so that Replicas[i] follows Masters[i]
 	// (redis-cli's own pairing would not say which is whose).
-	args := append([]string{"--cluster", "create"}, c.addrsOf(c.Masters)...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("redis-cli --cluster create: %w: %s", err, out)
+	if err := createCluster(cli, c.addrsOf(c.Masters)); err != nil {
+		return nil, err
 	}
 	for i, r := range c.Replicas {
 		m := c.Masters[i]
@@ -90,18 +74,7 @@ func startReplicatedCluster(dir string, masters int) (*ReplicatedCluster, error)
 			return nil, fmt.Errorf("CLUSTER REPLICATE on %s: %w", r.Addr, err)
 		}
 	}
-	want := strconv.Itoa(2 * masters)
-	err = poll(context.Background(), clusterTimeout, 50*time.Millisecond, func() error {
-		for _, n := range c.Nodes {
-			info, err := n.Do("CLUSTER", "INFO")
-			if err != nil {
-				return err
-			}
-			if Field(info, "cluster_state") != "ok" || Field(info, "cluster_known_nodes") != want ||
-				Field(info, "cluster_slots_ok") != "16384" {
-				return fmt.Errorf("node %s not ready: %s", n.Addr, strings.ReplaceAll(info, "\r\n", " "))
-			}
-		}
+	err = waitClusterReady(c.Nodes, func() error {
 		for _, r := range c.Replicas {
 			info, err := r.Do("INFO", "replication")
 			if err != nil {
@@ -116,14 +89,7 @@ func startReplicatedCluster(dir string, masters int) (*ReplicatedCluster, error)
 	if err != nil {
 		return nil, fmt.Errorf("replicated cluster did not become ready: %w", err)
 	}
-	c.URL = "redis://" + c.Masters[0].Addr
-	for i, a := range c.addrsOf(c.Masters)[1:] {
-		sep := "&"
-		if i == 0 {
-			sep = "?"
-		}
-		c.URL += sep + "addr=" + a
-	}
+	c.URL = seedURL(c.addrsOf(c.Masters))
 	ok = true
 	return c, nil
 }
