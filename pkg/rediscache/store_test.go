@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -83,30 +82,10 @@ func TestNew(t *testing.T) {
 	}
 }
 
-// keysOf lists the store's keys on every node (SCAN: fine in a test).
+// keysOf lists the store's keys on every node.
 func keysOf(t *testing.T, c redis.UniversalClient, prefix string) map[string]*redis.Client {
 	t.Helper()
-	out := map[string]*redis.Client{}
-	var mu sync.Mutex
-	scan := func(ctx context.Context, n *redis.Client) error {
-		it := n.Scan(ctx, 0, prefix+"*", 100).Iterator()
-		for it.Next(ctx) {
-			mu.Lock()
-			out[it.Val()] = n
-			mu.Unlock()
-		}
-		return it.Err()
-	}
-	var err error
-	if cc, ok := c.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, scan)
-	} else {
-		err = scan(ctx, c.(*redis.Client))
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return redistest.Keys(t, c, prefix)
 }
 
 // fillMixed stores entries with vary, tags and several primaries and

@@ -3,44 +3,28 @@ package redisstore_test
 import (
 	"context"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/internal/redistest"
 	"github.com/floodgate/floodgate/pkg/quota"
 	"github.com/floodgate/floodgate/pkg/redisstore"
 )
 
 // scanTTLs returns the PTTL of every key under prefix, on every master of
-// a cluster (SCAN: fine in a test).
+// a cluster.
 func scanTTLs(t *testing.T, c redis.UniversalClient, prefix string) map[string]time.Duration {
 	t.Helper()
 	ctx := context.Background()
 	out := map[string]time.Duration{}
-	var mu sync.Mutex
-	scan := func(ctx context.Context, n *redis.Client) error {
-		it := n.Scan(ctx, 0, prefix+"*", 500).Iterator()
-		for it.Next(ctx) {
-			ttl, err := n.PTTL(ctx, it.Val()).Result()
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			out[it.Val()] = ttl
-			mu.Unlock()
+	for key, n := range redistest.Keys(t, c, prefix) {
+		ttl, err := n.PTTL(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
 		}
-		return it.Err()
-	}
-	var err error
-	if cc, ok := c.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, scan)
-	} else {
-		err = scan(ctx, c.(*redis.Client))
-	}
-	if err != nil {
-		t.Fatal(err)
+		out[key] = ttl
 	}
 	return out
 }
