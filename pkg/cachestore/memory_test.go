@@ -65,7 +65,7 @@ func TestMemoryEvictsLeastRecentlyUsed(t *testing.T) {
 	t.Parallel()
 	const n = 1000
 	// Room for four entries of n bytes and their overhead, not five.
-	s := newMemory(t, 4*(n+128+160+16)+100)
+	s := newMemory(t, 4*(n+128+934+16)+100)
 	now := time.Now()
 	k := func(i int) cachestore.Key { return cachestore.Key{Host: "h", Path: fmt.Sprint("/", i), Primary: "p"} }
 	for i := 0; i < 4; i++ {
