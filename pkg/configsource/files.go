@@ -19,6 +19,12 @@ type Files[T any] struct {
 	watched []string         // path, then the last good config's files
 	prints  map[string]print // each watched path's fingerprint when last loaded
 	loaded  bool             // Load has run
+	// failed is the error of the last Load, "" when it succeeded. While
+	// it is set, every check loads again, since a file the broken config
+	// names (and the last good one did not) is not watched: it may appear
+	// at any time. Such a retry is published only when its outcome
+	// differs, so a config that stays broken is reported once.
+	failed string
 }
 
 // print is a path's fingerprint, or why it could not be taken (a file
@@ -65,8 +71,11 @@ func (f *Files[T]) Load() (T, error) {
 	}
 	cfg, err := f.load(f.path)
 	f.loaded = true
+	f.failed = ""
 	if err == nil {
 		f.watched = f.watchList(cfg)
+	} else {
+		f.failed = err.Error()
 	}
 	f.prints = make(map[string]print, len(f.watched))
 	for _, p := range f.watched {
@@ -113,10 +122,10 @@ func (f *Files[T]) Watch(ctx context.Context, publish func(T, error)) error {
 	}
 }
 
-// check reloads when any watched path's fingerprint changed. A
-// fingerprint that starts failing (a file vanished) reloads and is
-// reported even if the load itself succeeds; one that keeps failing the
-// same way is no change.
+// check reloads when any watched path's fingerprint changed, or when the
+// last load failed (see failed). A fingerprint that starts failing (a file
+// vanished) reloads and is reported even if the load itself succeeds; one
+// that keeps failing the same way is no change.
 func (f *Files[T]) check(publish func(T, error)) {
 	changed := false
 	var errs []error
@@ -129,10 +138,14 @@ func (f *Files[T]) check(publish func(T, error)) {
 			changed = true
 		}
 	}
-	if !changed {
+	if !changed && f.failed == "" {
 		return
 	}
+	before := f.failed
 	cfg, err := f.Load()
+	if !changed && err != nil && err.Error() == before {
+		return // still broken the same way: reported already
+	}
 	if err == nil {
 		err = errors.Join(errs...)
 	}

@@ -1,10 +1,12 @@
 package configsource_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,4 +87,42 @@ func TestFilesWatchesTheFilesTheConfigNames(t *testing.T) {
 	}
 	writeFile(t, b, strconv.Itoa(7))
 	eventually(t, "the file's return", func() bool { return sum() == 7 && src.Snapshot().Err == nil })
+}
+
+// TestFilesRetriesWhileBroken: a reload that fails because the config
+// names a file that does not exist yet (its writer creates it next) is
+// tried again until it loads, although that file was never watched; the
+// error is published once, not at every poll.
+func TestFilesRetriesWhileBroken(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	main, a, c := filepath.Join(dir, "main"), filepath.Join(dir, "a"), filepath.Join(dir, "c")
+	writeFile(t, a, "1")
+	writeFile(t, main, "a")
+	w := configsource.NewFiles(main, 5*time.Millisecond, loadList, func(c listConfig) []string { return c.files })
+	if _, err := w.Load(); err != nil {
+		t.Fatal(err)
+	}
+	var errs, sum atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Watch(ctx, func(cfg listConfig, err error) {
+			if err != nil {
+				errs.Add(1)
+				return
+			}
+			sum.Store(int64(cfg.sum))
+		})
+	}()
+	defer func() { cancel(); <-done }()
+	writeFile(t, main, "c") // c does not exist yet
+	eventually(t, "the error of the missing file", func() bool { return errs.Load() > 0 })
+	time.Sleep(50 * time.Millisecond) // ten polls, still broken the same way
+	writeFile(t, c, "3")
+	eventually(t, "the named file's arrival", func() bool { return sum.Load() == 3 })
+	if n := errs.Load(); n != 1 {
+		t.Errorf("%d errors published for one broken config, want 1", n)
+	}
 }
