@@ -29,11 +29,12 @@ func NewFile[T any](path string, every time.Duration, load Loader[T]) *Files[T] 
 }
 
 // fingerprint hashes what identifies the config files' content at path
-// without reading them.
+// without reading them, and their modes (a chmod that makes a file
+// unreadable is a change, reported by the reload that fails).
 func fingerprint(path string) (uint64, error) {
 	h := fnv.New64a()
 	add := func(name string, fi fs.FileInfo) {
-		fmt.Fprintf(h, "%s\x00%d\x00%d\x00%v\x00", name, fi.Size(), fi.ModTime().UnixNano(), inode(fi))
+		fmt.Fprintf(h, "%s\x00%d\x00%d\x00%v\x00%v\x00", name, fi.Size(), fi.ModTime().UnixNano(), inode(fi), fi.Mode())
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
