@@ -147,6 +147,15 @@ func (f *Files[T]) check(publish func(T, error)) {
 		return // still broken the same way: reported already
 	}
 	if err == nil {
+		// Report the paths that still fail as the load began, not the
+		// ones seen failing before it: a file swapped for a directory (or
+		// back) fails to fingerprint for a moment mid-swap.
+		errs = errs[:0]
+		for _, p := range f.watched {
+			if fp := f.prints[p]; fp.err != "" {
+				errs = append(errs, errors.New(fp.err))
+			}
+		}
 		err = errors.Join(errs...)
 	}
 	publish(cfg, err)
